@@ -1,0 +1,110 @@
+"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt config show`.
+
+Usage and data errors print one line on stderr and exit 2; success exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from hbt.config import HbtConfig, load_config
+from hbt.errors import HbtError
+
+USAGE_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not usage + message) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set batching.alpha=0.3 (repeatable)")
+    parser.add_argument("--data-dir", type=Path, help="data directory (default: $HBT_DATA_DIR or ../shared/data)")
+
+
+def _config(args) -> HbtConfig:
+    overrides = list(args.overrides)
+    if getattr(args, "data_dir", None) is not None:
+        overrides.append(f"data.data_dir={json.dumps(str(args.data_dir))}")
+    return load_config(args.config, overrides)
+
+
+def _cmd_config_show(args) -> None:
+    print(yaml.safe_dump(_config(args).model_dump(mode="json"), sort_keys=False), end="")
+
+
+def _cmd_data_prepare(args) -> None:
+    from hbt.data.prepare import prepare
+    from hbt.data.stats import format_table, prepared_stats
+
+    config = _config(args)
+    out = prepare(config.data, args.out)
+    print(format_table(prepared_stats(out)))
+    print(f"wrote {out}")
+
+
+def _cmd_data_stats(args) -> None:
+    from hbt.data.stats import format_table, prepared_stats, raw_stats
+
+    if args.prepared is not None:
+        print(format_table(prepared_stats(args.prepared)))
+    else:
+        print(format_table(raw_stats(_config(args).data.data_dir)))
+
+
+def _cmd_data_download(args) -> None:
+    from hbt.data.download import download
+
+    corpora = args.corpus or ["xquad-r", "xquad", "tatoeba-laser"]
+    print(f"downloaded {', '.join(corpora)} to {download(args.out, corpora)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="hbt", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=OneLineParser)
+
+    config = verbs.add_parser("config", help="show the resolved config").add_subparsers(dest="action", required=True)
+    show = config.add_parser("show", help="print the config after file + overrides")
+    _add_config_options(show)
+    show.set_defaults(run=_cmd_config_show)
+
+    data = verbs.add_parser("data", help="prepare, inspect or download data").add_subparsers(dest="action", required=True)
+    prepare = data.add_parser("prepare", help="write training pairs and the held-out eval corpus as Parquet")
+    _add_config_options(prepare)
+    prepare.add_argument("--out", type=Path, help="output dir (default: data.prepared_dir)")
+    prepare.set_defaults(run=_cmd_data_prepare)
+
+    stats = data.add_parser("stats", help="queries and candidates per corpus and language")
+    _add_config_options(stats)
+    stats.add_argument("--prepared", type=Path, help="report a prepared dir's manifest instead of the raw data")
+    stats.set_defaults(run=_cmd_data_stats)
+
+    fetch = data.add_parser("download", help="fetch XQuAD-R, XQuAD and Tatoeba from their public repositories")
+    fetch.add_argument("--out", type=Path, default=Path("data"), help="target data dir (default: ./data)")
+    fetch.add_argument("--corpus", action="append", choices=["xquad-r", "xquad", "tatoeba-laser"])
+    fetch.set_defaults(run=_cmd_data_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except HbtError as error:
+        print(f"hbt: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

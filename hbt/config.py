@@ -1,0 +1,204 @@
+"""Typed configuration: YAML file + `--set a.b=value` overrides, validated in one place.
+
+Every stage reads an `HbtConfig`; it becomes a plain dict only at the Ray boundary
+(`config.model_dump()`), and is rebuilt with `HbtConfig.model_validate` on the other side.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hbt.errors import ConfigError
+from hbt.languages import PAPER_TRAIN_ORDER, XQUAD_R_LANGUAGES, check_languages
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """`$HBT_DATA_DIR`, else `../shared/data` beside the repository, else `./data`."""
+    if os.environ.get("HBT_DATA_DIR"):
+        return Path(os.environ["HBT_DATA_DIR"])
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else Path("data")
+
+
+def _checked_languages(codes) -> list[str]:
+    # A ValueError lets pydantic prefix the message with the field's location.
+    try:
+        return check_languages(codes)
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+
+
+class Section(BaseModel):
+    # Unknown keys are errors, and values are not silently coerced across types.
+    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+
+
+class DataConfig(Section):
+    data_dir: Path = Field(default_factory=default_data_dir, description="root holding xquad/, xquad-r/, tatoeba-laser/")
+    prepared_dir: Path = Field(Path("prepared"), description="where `hbt data prepare` writes Parquet + manifest")
+    languages: list[str] = Field(default_factory=lambda: list(PAPER_TRAIN_ORDER), description="training languages, in order")
+    num_languages: Optional[int] = Field(None, ge=1, description="train on the first N of `languages` (the 'language count')")
+    eval_languages: list[str] = Field(default_factory=lambda: list(XQUAD_R_LANGUAGES))
+    heldout_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of articles held out for evaluation")
+    split_seed: int = 0
+    imbalance: dict[str, float] = Field(default_factory=dict, description="lang -> fraction of its records to keep")
+
+    @field_validator("languages", "eval_languages")
+    @classmethod
+    def _known_languages(cls, codes: list[str]) -> list[str]:
+        if not codes:
+            raise ValueError("must name at least one language")
+        return _checked_languages(codes)
+
+    @field_validator("imbalance")
+    @classmethod
+    def _imbalance_fractions(cls, imbalance: dict[str, float]) -> dict[str, float]:
+        _checked_languages(imbalance)
+        for lang, fraction in imbalance.items():
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(f"fraction for {lang!r} must be in (0, 1], got {fraction}")
+        return imbalance
+
+    @model_validator(mode="after")
+    def _language_count_fits(self) -> "DataConfig":
+        if self.num_languages is not None and self.num_languages > len(self.languages):
+            raise ValueError(f"num_languages={self.num_languages} exceeds the {len(self.languages)} listed languages")
+        return self
+
+    @property
+    def train_languages(self) -> list[str]:
+        """The languages training uses: the first `num_languages` of `languages`."""
+        return self.languages[: self.num_languages] if self.num_languages else list(self.languages)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field("models/e5-small", description="local HF dir or hub name (e.g. intfloat/multilingual-e5-small)")
+    pooling: Literal["mean", "cls"] = "mean"
+    query_prefix: str = "query: "
+    passage_prefix: str = "passage: "
+    max_length: int = Field(128, ge=8, le=8192)
+
+
+class BatchingConfig(Section):
+    mode: Literal["xx", "xy", "hybrid"] = "hybrid"
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="probability of an X-X batch in hybrid mode")
+    batch_size: int = Field(16, ge=1, description="pairs per worker per step")
+    language_sampling: Literal["uniform", "proportional"] = "uniform"
+    seed: int = 0
+
+
+class TrainConfig(Section):
+    steps: int = Field(20, ge=1)
+    lr: float = Field(3e-5, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    temperature: float = Field(0.05, gt=0.0)
+    symmetric_loss: bool = False
+    num_workers: int = Field(1, ge=1)
+    strategy: Literal["deepspeed", "ddp"] = "deepspeed"
+    zero_stage: int = Field(2, ge=0, le=3)
+    bf16: bool = False
+    grad_accum: int = Field(1, ge=1)
+    freeze_embeddings: bool = True
+    checkpoint_every: int = Field(10, ge=1)
+    report_every: int = Field(1, ge=1)
+    max_failures: int = Field(0, ge=-1)
+
+
+class EvalConfig(Section):
+    candidate_context: bool = Field(True, description="encode candidates with their paragraph (LAReQA) or bare")
+    index_factory: str = "Flat"
+    batch_size: int = Field(64, ge=1)
+    top_k: int = Field(100, ge=1)
+
+
+class ClusterConfig(Section):
+    address: Optional[str] = Field(None, description="None: local in-process Ray; 'auto' or ray://... to join a cluster")
+    num_cpus: Optional[int] = Field(2, ge=1)
+    object_store_memory: Optional[int] = Field(256 * 1024**2, ge=78 * 1024**2)
+    cpus_per_worker: float = Field(0.5, gt=0.0)
+    cpus_per_data_task: float = Field(0.5, gt=0.0)
+    use_gpu: bool = False
+    storage_path: Optional[str] = Field(None, description="shared storage (local path, s3://, gs://) for checkpoints")
+
+
+class HbtConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+
+def parse_override(assignment: str) -> tuple[list[str], object]:
+    """`"batching.alpha=0.3"` -> (["batching", "alpha"], 0.3); the value is parsed as YAML,
+    so `data.languages=[en,de,zh]` gives a list."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {assignment!r} is not of the form section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {assignment!r}: value is not valid YAML") from None
+    return key.strip().split("."), value
+
+
+def apply_override(tree: dict, path: list[str], value: object) -> None:
+    """Set `tree[path[0]]...[path[-1]] = value`, creating sections; validation comes later."""
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "<root>"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{source}: {where}: {message}{more}"
+
+
+def load_config(path: Optional[Path] = None, overrides: list[str] = (), base: Optional[dict] = None) -> HbtConfig:
+    """Load YAML at `path` (or `base`, or defaults), apply `--set` overrides, validate once.
+
+    Example:
+        >>> cfg = load_config(None, ["batching.alpha=0.3", "data.languages=[en,de]"])
+        >>> cfg.batching.alpha, cfg.data.languages
+        (0.3, ['en', 'de'])
+    """
+    tree: dict = dict(base or {})
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{at}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        tree = loaded or {}
+    for assignment in overrides:
+        apply_override(tree, *parse_override(assignment))
+    try:
+        return HbtConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(_one_line(error, source)) from None

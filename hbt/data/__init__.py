@@ -1,0 +1,1 @@
+"""Readers, canonical schemas, splits and the hybrid batch composer."""

@@ -1,0 +1,312 @@
+"""The hybrid batch composer: which (record, query language, passage language)
+examples make up each training batch.
+
+Hybrid batch training (arXiv 2408.10536) mixes two kinds of batch:
+
+* **xx** (monolingual): one language ``L`` for the whole batch, every example
+  is ``(pid, L, L)``;
+* **xy** (cross-lingual): each example pairs a question in one language with
+  its positive in a *different* language of the same record.
+
+In ``hybrid`` mode a step is xx with probability ``alpha``, else xy.
+
+Determinism and ranks
+---------------------
+The batch *kind* and the xx language of step ``s`` are drawn from
+``np.random.default_rng([seed, step])`` only, so every rank agrees on them.
+Examples are not drawn per rank: every rank composes the same **global** batch
+of ``batch_size * world_size`` examples and keeps its own contiguous slice
+``[rank * batch_size, (rank + 1) * batch_size)``. Hence no ``parallel_id``
+repeats within a step, neither within a rank nor across ranks, at the cost of
+each rank doing the (cheap) work of composing the whole global batch.
+
+Records are drawn epoch-style: each pool (one per language for xx, one of the
+records with >= 2 languages for xy) walks a seeded permutation, and every
+record in the pool is seen before any repeats. When fewer records than a global
+batch remain in the current epoch, the tail is skipped and the next epoch's
+permutation starts (drop-last), so a batch never contains one record twice.
+The state is the step counter plus one ``(epoch, position)`` cursor per pool,
+and a fingerprint of the config and records so that a state can't silently be
+loaded into a composer fed with different data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+
+from hbt.errors import ConfigError
+
+_MODES = ("xx", "xy", "hybrid")
+_LANGUAGE_SAMPLING = ("uniform", "proportional")
+_XY_POOL = "<xy>"  # pool key of the cross-lingual pool; not a language code
+
+# Distinct streams derived from (seed, step) / (seed, pool, epoch) so that the
+# draws of one purpose never correlate with those of another.
+_STREAM_KIND = 0
+_STREAM_PAIRS = 1
+_STREAM_PERMUTATION = 2
+
+
+class ComposerConfigError(ConfigError, ValueError):
+    """A composer config or record set can't produce the requested batches.
+
+    A ``ValueError`` for library callers, a ``ConfigError`` for the CLI (which
+    prints it as one line).
+    """
+
+
+@dataclass
+class ComposerConfig:
+    """How batches are composed.
+
+    Example:
+        >>> ComposerConfig(mode="hybrid", alpha=0.5, batch_size=32, seed=0)
+        ComposerConfig(mode='hybrid', alpha=0.5, batch_size=32, seed=0, language_sampling='uniform')
+    """
+
+    mode: Literal["xx", "xy", "hybrid"] = "hybrid"
+    alpha: float = 0.5                  # probability of an xx batch in hybrid mode
+    batch_size: int = 32                # per rank
+    seed: int = 0
+    # How an xx batch picks its language: uniformly over training languages,
+    # or in proportion to the number of records available in each language.
+    language_sampling: Literal["uniform", "proportional"] = "uniform"
+
+    def validate(self) -> None:
+        """Raise ``ComposerConfigError`` (a ``ValueError``) on a bad value."""
+        if self.mode not in _MODES:
+            raise ComposerConfigError(f"composer mode must be one of {_MODES}, got {self.mode!r}")
+        if self.language_sampling not in _LANGUAGE_SAMPLING:
+            raise ComposerConfigError(
+                f"language_sampling must be one of {_LANGUAGE_SAMPLING}, got {self.language_sampling!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
+                or not 0.0 <= float(self.alpha) <= 1.0:
+            raise ComposerConfigError(f"alpha must be a number in [0, 1], got {self.alpha!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
+                or self.batch_size < 1:
+            raise ComposerConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ComposerConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+
+Example = tuple[str, str, str]  # (parallel_id, query_lang, passage_lang)
+
+
+@dataclass
+class Batch:
+    """One rank's share of one training step."""
+
+    step: int
+    kind: Literal["xx", "xy"]
+    examples: list[Example] = field(default_factory=list)
+
+
+class HybridBatchComposer:
+    """Deterministic, resumable, rank-aware composer of xx / xy / hybrid batches.
+
+    ``records`` maps ``parallel_id`` to the languages that record is available
+    in. Each rank builds its own composer with the same records and config and
+    its own ``rank``; see the module docstring for how ranks share a step.
+
+    Example:
+        >>> records = {"q1": ["en", "de"], "q2": ["en", "de", "fr"], "q3": ["en", "fr"]}
+        >>> c = HybridBatchComposer(records, ComposerConfig(mode="xy", batch_size=2, seed=1))
+        >>> b = c.next_batch()
+        >>> b.kind, len(b.examples), all(q != p for _, q, p in b.examples)
+        ('xy', 2, True)
+        >>> state = c.state_dict()
+        >>> nxt = c.next_batch()
+        >>> c2 = HybridBatchComposer(records, ComposerConfig(mode="xy", batch_size=2, seed=1))
+        >>> c2.load_state_dict(state)
+        >>> c2.next_batch() == nxt
+        True
+    """
+
+    def __init__(self, records: Mapping[str, Sequence[str]], config: ComposerConfig,
+                 rank: int = 0, world_size: int = 1):
+        config.validate()
+        if not isinstance(world_size, int) or world_size < 1:
+            raise ComposerConfigError(f"world_size must be an integer >= 1, got {world_size!r}")
+        if not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ComposerConfigError(f"rank must be in [0, {world_size}), got {rank!r}")
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+        self._global_size = config.batch_size * world_size
+
+        # Canonical (sorted, de-duplicated) records: the mapping's iteration
+        # order must not change which batches come out.
+        self._records: dict[str, tuple[str, ...]] = {
+            str(pid): tuple(sorted(set(map(str, langs)))) for pid, langs in records.items()}
+        pids = sorted(self._records)
+        self._languages = sorted({lang for langs in self._records.values() for lang in langs})
+        self._pools: dict[str, list[str]] = {
+            lang: [pid for pid in pids if lang in self._records[pid]] for lang in self._languages}
+        self._pools[_XY_POOL] = [pid for pid in pids if len(self._records[pid]) >= 2]
+
+        sizes = np.array([len(self._pools[lang]) for lang in self._languages], dtype=float)
+        if config.language_sampling == "proportional" and len(sizes):
+            self._language_p = sizes / sizes.sum()
+        else:
+            self._language_p = None  # uniform
+
+        self._check_enough_records()
+        self._fingerprint = self._compute_fingerprint()
+        self._step = 0
+        self._cursors: dict[str, list[int]] = {pool: [0, 0] for pool in self._pools}  # [epoch, pos]
+        self._perm_cache: dict[str, tuple[int, list[str]]] = {}
+
+    # -- construction checks -------------------------------------------------
+
+    def _may_draw(self, kind: str) -> bool:
+        mode, alpha = self.config.mode, self.config.alpha
+        if kind == "xx":
+            return mode == "xx" or (mode == "hybrid" and alpha > 0)
+        return mode == "xy" or (mode == "hybrid" and alpha < 1)
+
+    def _check_enough_records(self) -> None:
+        # Fail at construction, not hours into training at the first unlucky step.
+        need = self._global_size
+        per = f"batch_size*world_size={self.config.batch_size}*{self.world_size}"
+        if self._may_draw("xx"):
+            if not self._languages:
+                raise ComposerConfigError("xx batches need records, but the record set is empty")
+            # Both sampling schemes can draw every language with at least one record.
+            for lang in self._languages:
+                n = len(self._pools[lang])
+                if n < need:
+                    raise ComposerConfigError(
+                        f"xx batches need {need} records ({per}) in every language, "
+                        f"but language {lang!r} has only {n}")
+        if self._may_draw("xy"):
+            n = len(self._pools[_XY_POOL])
+            if n < need:
+                raise ComposerConfigError(
+                    f"xy batches need {need} records ({per}) with >= 2 languages, but only {n} have")
+
+    def _compute_fingerprint(self) -> str:
+        payload = json.dumps({
+            "config": asdict(self.config),
+            "world_size": self.world_size,  # the global batch size shapes the cursors
+            "records": sorted(self._records.items()),
+        }, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    # -- sampling ------------------------------------------------------------
+
+    def _kind_and_language(self, step: int) -> tuple[str, str | None]:
+        # A pure function of (seed, step): every rank agrees on the kind and language.
+        rng = np.random.default_rng([self.config.seed, _STREAM_KIND, step])
+        u = rng.random()
+        mode = self.config.mode
+        # u in [0, 1): alpha=0 never gives xx, alpha=1 always does.
+        kind = mode if mode != "hybrid" else ("xx" if u < self.config.alpha else "xy")
+        if kind == "xy":
+            return kind, None
+        idx = rng.choice(len(self._languages), p=self._language_p)
+        return kind, self._languages[int(idx)]
+
+    def _permutation(self, pool: str, epoch: int) -> list[str]:
+        cached = self._perm_cache.get(pool)
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        # Seeded by the pool's name (not its index) so adding an unrelated
+        # language doesn't reshuffle the others.
+        pool_key = int.from_bytes(hashlib.sha256(pool.encode()).digest()[:8], "little")
+        rng = np.random.default_rng([self.config.seed, _STREAM_PERMUTATION, pool_key, epoch])
+        members = self._pools[pool]
+        perm = [members[i] for i in rng.permutation(len(members))]
+        self._perm_cache[pool] = (epoch, perm)
+        return perm
+
+    def _take(self, pool: str) -> list[str]:
+        """The next global batch of distinct pids from ``pool``; advances its cursor."""
+        epoch, pos = self._cursors[pool]
+        n = self._global_size
+        if pos + n > len(self._pools[pool]):
+            # Drop the epoch's tail rather than wrap: a wrapped batch could
+            # contain the same record twice.
+            epoch, pos = epoch + 1, 0
+        taken = self._permutation(pool, epoch)[pos:pos + n]
+        self._cursors[pool] = [epoch, pos + n]
+        return taken
+
+    def _compose_global(self, step: int) -> tuple[str, list[Example]]:
+        kind, lang = self._kind_and_language(step)
+        if kind == "xx":
+            return kind, [(pid, lang, lang) for pid in self._take(lang)]
+        pids = self._take(_XY_POOL)
+        rng = np.random.default_rng([self.config.seed, _STREAM_PAIRS, step])
+        examples = []
+        for pid in pids:
+            langs = self._records[pid]
+            q, p = rng.choice(len(langs), size=2, replace=False)  # ordered, q != p
+            examples.append((pid, langs[int(q)], langs[int(p)]))
+        return kind, examples
+
+    # -- public API ----------------------------------------------------------
+
+    @property
+    def step(self) -> int:
+        """The step the next call to ``next_batch`` will return."""
+        return self._step
+
+    def next_batch(self) -> Batch:
+        """This rank's slice of the next global batch."""
+        step = self._step
+        kind, examples = self._compose_global(step)
+        lo = self.rank * self.config.batch_size
+        self._step += 1
+        return Batch(step=step, kind=kind, examples=examples[lo:lo + self.config.batch_size])
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Batches forever, continuing from the current state."""
+        while True:
+            yield self.next_batch()
+
+    def state_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable state; the same for every rank of one step."""
+        return {
+            "step": self._step,
+            "cursors": {pool: list(c) for pool, c in sorted(self._cursors.items())},
+            "fingerprint": self._fingerprint,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict``; raise ``ValueError`` if it came from a different setup."""
+        if state.get("fingerprint") != self._fingerprint:
+            raise ComposerConfigError(
+                "composer state was saved with a different config, world size or record set")
+        cursors = state.get("cursors", {})
+        if set(cursors) != set(self._pools):
+            raise ComposerConfigError("composer state has cursors for different pools")
+        self._step = int(state["step"])
+        self._cursors = {pool: [int(c[0]), int(c[1])] for pool, c in cursors.items()}
+        self._perm_cache.clear()
+
+
+def records_from_table(table) -> dict[str, list[str]]:
+    """The ``records`` mapping for ``HybridBatchComposer`` from a table with
+    columns ``parallel_id`` and ``lang`` (one row per record and language,
+    e.g. ``TRAIN_PAIR_SCHEMA``).
+
+    Example:
+        >>> import pyarrow as pa
+        >>> t = pa.table({"parallel_id": ["a", "a", "b"], "lang": ["en", "de", "en"]})
+        >>> records_from_table(t)
+        {'a': ['de', 'en'], 'b': ['en']}
+    """
+    missing = {"parallel_id", "lang"} - set(table.column_names)
+    if missing:
+        raise ComposerConfigError(f"training table lacks column(s) {sorted(missing)}")
+    out: dict[str, set[str]] = {}
+    for pid, lang in zip(table.column("parallel_id").to_pylist(), table.column("lang").to_pylist()):
+        if pid is None or lang is None:
+            continue  # a null key can't identify a record or language
+        out.setdefault(pid, set()).add(lang)
+    return {pid: sorted(langs) for pid, langs in sorted(out.items())}

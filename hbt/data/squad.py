@@ -1,0 +1,142 @@
+"""Read XQuAD (SQuAD v1.1 format, xquad.{lang}.json) as parallel training pairs.
+
+One row per (question, language): parallel_id = the question id (XQuAD shares ids
+across languages), positive = the sentence holding answer_start, context = the
+paragraph, hard_negatives = the paragraph's other sentences.
+
+XQuAD has no sentence_breaks, so `split_sentences` splits the context with a simple
+deterministic rule set:
+* after `.`, `?` or `!` (plus any closing quotes/brackets) when followed by
+  whitespace and then a character that is not a lowercase letter or digit
+  (keeps "e.g. the" and "3.5" together), unless the "." ends a short list of
+  abbreviations ("Dr.", "Mr.", "St.", "Jan.", ...) or a single capital initial
+  ("J. Smith", "U.S. Army");
+* right after the CJK / Devanagari / Arabic terminators `。！？।॥؟` (plus closing
+  quotes/brackets), whitespace or not;
+* Thai writes no sentence terminators; a space marks a clause/sentence break.
+  Splitting on every space gives fragments of a few words, and the whole paragraph
+  gives no hard negatives at all. We take the middle road: split Thai at runs of
+  whitespace, then greedily merge consecutive chunks until each piece has at least
+  THAI_MIN_CHARS characters (a trailing short piece joins the previous one).
+Each sentence owns the text from its start up to the next sentence's start, so every
+character of the context (also inter-sentence whitespace) lies in exactly one sentence;
+the stored sentence text is stripped of surrounding whitespace.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+
+from hbt.data.lareqa import iter_squad, load_json
+from hbt.data.schema import TRAIN_PAIR_SCHEMA
+from hbt.errors import DataError
+from hbt.languages import check_languages
+
+THAI_MIN_CHARS = 80
+
+_CLOSERS = "\"'”’»)\\]」』）"
+# A Latin-style terminator: split point after closers + whitespace, next char not lowercase/digit.
+_LATIN_END = re.compile(rf"[.?!]+[{_CLOSERS}]*(\s+)(?=[^\s\da-zäöüßàâçéèêëîïôûùüÿñæœα-ωа-яё])")
+# CJK / Devanagari / Arabic terminators: split right after them (and closers, whitespace).
+_OTHER_END = re.compile(rf"[。！？।॥؟]+[{_CLOSERS}]*\s*")
+_SPACE = re.compile(r"\s+")
+# Words that end in "." without ending a sentence (checked case-insensitively).
+_ABBREVIATIONS = frozenset("""
+    mr mrs ms dr prof st jr sr mt ft no nr vs etc approx ca cf inc ltd co corp gen col lt sgt
+    jan feb mar apr jun jul aug sep sept oct nov dec hr fr hl bzw evtl ggf usw sog""".split())
+_WORD_BEFORE = re.compile(r"(\w+)$")
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """True when the '.' at `dot` ends an abbreviation or an initial ("Dr.", "J.", "U.S.")."""
+    if text[dot] != ".":
+        return False
+    m = _WORD_BEFORE.search(text, 0, dot)
+    if not m:
+        return False
+    word = m.group(1)
+    return word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isupper())
+
+
+def _starts(text: str, lang: str) -> list[int]:
+    """Start offsets of the sentences of `text` (first is always 0)."""
+    cuts = {0}
+    if lang == "th":
+        pieces, last = [0], 0
+        for m in _SPACE.finditer(text):
+            # start a new piece at m.end() once the current one is long enough
+            if m.end() < len(text) and m.start() - last >= THAI_MIN_CHARS:
+                pieces.append(m.end())
+                last = m.end()
+        if len(pieces) > 1 and len(text) - pieces[-1] < THAI_MIN_CHARS // 2:
+            pieces.pop()  # a short tail joins the previous piece
+        cuts.update(pieces)
+    else:
+        for m in _LATIN_END.finditer(text):
+            if not _is_abbreviation(text, m.start()):
+                cuts.add(m.end())
+        for m in _OTHER_END.finditer(text):
+            if m.end() < len(text):
+                cuts.add(m.end())
+    return sorted(c for c in cuts if c < len(text)) or [0]
+
+
+def split_sentences(text: str, lang: str) -> list[tuple[int, int]]:
+    """Deterministic [start, end) spans covering `text`, one per sentence (see module doc)."""
+    starts = _starts(text, lang)
+    ends = starts[1:] + [len(text)]
+    return list(zip(starts, ends))
+
+
+def _read_one(path: Path, lang: str, rows: list, stats: dict) -> None:
+    doc = load_json(path)
+    seen = set()
+    for a, p, par, where in iter_squad(doc, path):
+        context = par["context"]
+        spans = split_sentences(context, lang)
+        texts = [context[s:e].strip() for s, e in spans]
+        for q, qa in enumerate(par["qas"]):
+            qid = qa["id"]
+            if qid in seen:
+                raise DataError(f"{path}: {where}.qas[{q}].id: repeated question id {qid!r}")
+            seen.add(qid)
+            ans = qa["answers"][0]
+            start = ans["answer_start"]
+            if not 0 <= start < len(context) or start + len(ans["text"]) > len(context):
+                raise DataError(f"{path}: {where}.qas[{q}].answers[0]: broken span "
+                                f"[{start}, {start + len(ans['text'])}] for a context of {len(context)} chars")
+            hit = next(i for i, (s, e) in enumerate(spans) if s <= start < e)
+            positive = texts[hit]
+            if ans["text"].strip() not in positive:
+                stats["answer_not_in_positive"] += 1
+            negatives = [t for i, t in enumerate(texts) if i != hit and t and t != positive]
+            rows.append({
+                "parallel_id": qid, "lang": lang, "article": a, "question": qa["question"],
+                "positive": positive, "context": context, "hard_negatives": negatives,
+            })
+            stats["questions"] += 1
+
+
+def read_squad_parallel(dir, languages, stats: dict | None = None) -> pa.Table:
+    """Read xquad.{lang}.json of each language in `dir` into TRAIN_PAIR_SCHEMA rows.
+
+    If `stats` is a dict it receives, per language, {questions, answer_not_in_positive}."""
+    root = Path(dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: directory not found")
+    langs = check_languages(languages)
+    if not langs:
+        raise DataError(f"{root}: empty language list")
+    rows = []
+    for lang in langs:
+        path = root / f"xquad.{lang}.json"
+        if not path.is_file():
+            raise DataError(f"{path}: file not found")
+        s = {"questions": 0, "answer_not_in_positive": 0}
+        _read_one(path, lang, rows, s)
+        if stats is not None:
+            stats[lang] = s
+    return pa.Table.from_pylist(rows, schema=TRAIN_PAIR_SCHEMA)

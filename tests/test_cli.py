@@ -1,0 +1,96 @@
+"""The `hbt` CLI: data prepare / stats on the real files, and one-line exit-2 errors."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from hbt.cli import main
+from hbt.data.prepare import load_manifest
+
+
+@pytest.fixture(scope="module")
+def prepared(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "prepared"
+    code = main(["data", "prepare", "--data-dir", str(data_dir), "--out", str(out),
+                 "--set", "data.languages=[en,de,es,zh]", "--set", "data.num_languages=3",
+                 "--set", "data.imbalance={de: 0.5}"])
+    assert code == 0
+    return out
+
+
+def test_prepare_writes_split_parquet_and_manifest(prepared):
+    manifest = load_manifest(prepared)
+    assert manifest["train_languages"] == ["en", "de", "es"]
+    split = manifest["split"]
+    assert not set(split["train_articles"]) & set(split["eval_articles"])
+    assert len(split["train_articles"]) + len(split["eval_articles"]) == 48
+
+    train = pq.read_table(prepared / "train_pairs.parquet")
+    assert set(train.column("article").to_pylist()) <= set(split["train_articles"])
+    assert set(train.column("lang").to_pylist()) == {"en", "de", "es"}
+    counts = manifest["counts"]["train_pairs"]
+    assert counts["de"] == round(counts["en"] * 0.5)  # the imbalance option halves de
+
+    queries = pq.read_table(prepared / "eval" / "queries.parquet")
+    assert set(queries.column("article").to_pylist()) <= set(split["eval_articles"])
+    assert not set(queries.column("id").to_pylist()) & set(train.column("parallel_id").to_pylist())
+    assert set(manifest["counts"]["eval_queries"]) == {"ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"}
+    assert set(manifest["files"]) == {"train_pairs.parquet", "eval/queries.parquet", "eval/candidates.parquet", "eval/qrels.parquet"}
+
+
+def test_stats_prints_known_counts(data_dir, capsys):
+    assert main(["data", "stats", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "xquad-r   th        1,190         852" in out
+    assert "xquad-r   de        1,190       1,276" in out
+
+
+def test_stats_of_prepared_dir(prepared, capsys):
+    assert main(["data", "stats", "--prepared", str(prepared)]) == 0
+    assert "train     en" in capsys.readouterr().out
+
+
+def test_failed_prepare_keeps_previous_output(prepared, tmp_path):
+    before = (prepared / "manifest.json").read_text()
+    empty = tmp_path / "empty-data"
+    (empty / "xquad").mkdir(parents=True)
+    (empty / "xquad-r").mkdir()
+    assert main(["data", "prepare", "--data-dir", str(empty), "--out", str(prepared)]) == 2
+    assert (prepared / "manifest.json").read_text() == before
+    assert not [p for p in prepared.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_same_seed_same_output(data_dir, prepared, tmp_path):
+    again = tmp_path / "again"
+    main(["data", "prepare", "--data-dir", str(data_dir), "--out", str(again),
+          "--set", "data.languages=[en,de,es,zh]", "--set", "data.num_languages=3", "--set", "data.imbalance={de: 0.5}"])
+    assert load_manifest(again)["files"] == load_manifest(prepared)["files"]
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["data", "stats", "--data-dir", "/no/such/dir"], "data directory not found"),
+        (["data", "prepare", "--data-dir", "/no/such/dir"], "data directory not found"),
+        (["data", "prepare", "--set", "batching.alpha=2"], "batching.alpha"),
+        (["data", "prepare", "--set", "data.languages=[en,klingon]"], "unknown language code"),
+        (["data", "prepare", "--config", "/no/such.yaml"], "config file not found"),
+        (["data", "stats", "--prepared", "/no/such/prepared"], "no manifest"),
+        (["nosuchverb"], "invalid choice"),
+        (["data", "prepare", "--bogus-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, fragment):
+    result = subprocess.run([sys.executable, "-m", "hbt.cli", *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_config_show_applies_overrides(capsys):
+    assert main(["config", "show", "--set", "batching.alpha=0.25"]) == 0
+    assert "alpha: 0.25" in capsys.readouterr().out

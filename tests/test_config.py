@@ -1,0 +1,84 @@
+"""Config loading, overrides and one-line validation errors."""
+
+import pytest
+
+from hbt.config import load_config
+from hbt.errors import ConfigError
+
+
+def test_overrides_parse_yaml_values():
+    config = load_config(None, ["batching.alpha=0.3", "data.languages=[en,de,zh]", "train.steps=7"])
+    assert config.batching.alpha == 0.3
+    assert config.data.languages == ["en", "de", "zh"]
+    assert config.train.steps == 7
+
+
+def test_language_count_takes_first_n():
+    config = load_config(None, ["data.languages=[en,de,zh,ar]", "data.num_languages=2"])
+    assert config.data.train_languages == ["en", "de"]
+    assert load_config(None, ["data.languages=[en,de]"]).data.train_languages == ["en", "de"]
+
+
+def test_yaml_file_then_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("batching:\n  mode: xy\n  alpha: 0.9\n")
+    config = load_config(path, ["batching.alpha=0.1"])
+    assert (config.batching.mode, config.batching.alpha) == ("xy", 0.1)
+
+
+def test_shipped_local_config_is_valid():
+    from hbt.config import REPO_ROOT
+
+    config = load_config(REPO_ROOT / "configs" / "local.yaml")
+    assert config.batching.mode == "hybrid"
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("batching.alpha=1.5", "batching.alpha"),
+        ("batching.alpha=-0.1", "batching.alpha"),
+        ("batching.mode=zz", "batching.mode"),
+        ("data.languages=[en,xx]", "unknown language code 'xx'"),
+        ("data.languages=[en,en]", "repeats"),
+        ("data.languages=[]", "at least one language"),
+        ("data.num_languages=20", "exceeds"),
+        ("data.num_languages=0", "data.num_languages"),
+        ("data.imbalance={de: 0}", "data.imbalance"),
+        ("data.imbalance={qq: 0.5}", "unknown language code"),
+        ("train.steps=abc", "train.steps"),
+        ("train.nosuchkey=1", "unknown key"),
+        ("nosection.key=1", "unknown key"),
+        ("batching=3", "batching"),
+        ("noequals", "section.key=value"),
+        ("=3", "section.key=value"),
+        ("batching.alpha=[", "not valid YAML"),
+        ("batching.alpha.deeper=1", "batching.alpha"),
+    ],
+)
+def test_bad_values_give_one_line(override, fragment):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    message = str(caught.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text, fragment", [("a: [1", "not valid YAML at line"), ("- 1\n- 2\n", "must be a mapping")])
+def test_bad_files_give_one_line(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(path)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("does/not/exist.yaml")
+
+
+def test_override_below_a_value_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("batching:\n  alpha: 0.5\n")
+    with pytest.raises(ConfigError, match="'alpha' is not a section"):
+        load_config(path, ["batching.alpha.deeper=1"])
