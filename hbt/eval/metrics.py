@@ -1,0 +1,329 @@
+"""Retrieval metrics for the LAReQA evaluation protocol.
+
+Everything here works on plain NumPy arrays or ``{qid: {docid: value}}`` dicts;
+no Ray, no faiss.
+
+Conventions
+-----------
+* ``score_matrix``: float array, shape ``(nq, nc)`` -- similarity of query ``i``
+  to candidate ``j``; larger means more similar.
+* ``relevance``: bool array, shape ``(nq, nc)`` -- ``relevance[i, j]`` is True
+  when candidate ``j`` answers query ``i``. In the pooled multilingual
+  XQuAD-R setting every question has 11 relevant candidates (one per language).
+
+Averages
+--------
+* **micro** mean (:func:`mean_average_precision`): every query weighs the same,
+  whatever its language.
+* **macro** mean (:func:`macro_mean`): first average inside each group (e.g.
+  query language), then average the group means with equal weight per group.
+  xtreme's LAReQA script reports, per question language, the mean AP over that
+  language's questions and then averages over languages -- a macro mean. On
+  XQuAD-R every language has the same questions, so micro == macro there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "lareqa_average_precision",
+    "lareqa_average_precisions",
+    "mean_average_precision",
+    "macro_mean",
+    "standard_metrics",
+    "RANX_METRICS",
+    "ranks_by_score",
+    "rank_distance",
+    "language_bias",
+]
+
+#: Output key -> ranx metric name used by :func:`standard_metrics`.
+RANX_METRICS: dict[str, str] = {
+    "r@1": "recall@1",
+    "r@10": "recall@10",
+    "ndcg@10": "ndcg@10",
+    "mrr": "mrr",
+    "map": "map",
+}
+
+
+def _check_1d(scores: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64)  # (nc,)
+    relevant = np.asarray(relevant)
+    if scores.ndim != 1 or relevant.shape != scores.shape:
+        raise ValueError(
+            f"scores and relevant must be 1-D of the same shape, got "
+            f"{scores.shape} and {relevant.shape}"
+        )
+    if relevant.dtype != np.bool_:
+        raise TypeError(f"relevant must be a bool array, got dtype {relevant.dtype}")
+    if scores.size == 0:
+        raise ValueError("empty candidate pool")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
+    if not relevant.any():
+        raise ValueError("query has no relevant candidate: average precision is undefined")
+    return scores, relevant
+
+
+def _check_2d(score_matrix: np.ndarray, relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    score_matrix = np.asarray(score_matrix, dtype=np.float64)  # (nq, nc)
+    relevance = np.asarray(relevance)  # (nq, nc)
+    if score_matrix.ndim != 2 or relevance.shape != score_matrix.shape:
+        raise ValueError(
+            f"score_matrix and relevance must be 2-D of the same shape, got "
+            f"{score_matrix.shape} and {relevance.shape}"
+        )
+    if relevance.dtype != np.bool_:
+        raise TypeError(f"relevance must be a bool array, got dtype {relevance.dtype}")
+    if score_matrix.shape[0] == 0 or score_matrix.shape[1] == 0:
+        raise ValueError(f"empty score matrix {score_matrix.shape}")
+    if not np.all(np.isfinite(score_matrix)):
+        raise ValueError("scores must be finite")
+    empty = ~relevance.any(axis=1)  # (nq,)
+    if empty.any():
+        raise ValueError(f"queries without any relevant candidate: rows {np.flatnonzero(empty)[:10].tolist()}")
+    return score_matrix, relevance
+
+
+# ----------------------------------------------------------------------------
+# LAReQA average precision
+# ----------------------------------------------------------------------------
+
+
+def lareqa_average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
+    """Average precision of one query over the whole candidate pool.
+
+    Same value as ``sklearn.metrics.average_precision_score(relevant, scores)``
+    (what google-research/xtreme ``third_party/utils_lareqa.py`` computes per
+    question), re-implemented in NumPy::
+
+        AP = sum_t (R_t - R_{t-1}) * P_t
+
+    over the distinct score thresholds ``t`` in decreasing order, where
+    ``P_t``/``R_t`` are precision/recall when every candidate with score
+    ``>= t`` is retrieved. Tied scores form **one** threshold, as in sklearn:
+    a block of ties is retrieved all at once, so the order inside a tie never
+    matters. Without ties this is the usual mean over relevant candidates of
+    the precision at that candidate's rank.
+
+    Args:
+        scores: float array, shape ``(nc,)``, similarity to every candidate.
+        relevant: bool array, shape ``(nc,)``, True for relevant candidates.
+
+    Returns:
+        AP in ``[0, 1]``.
+
+    Raises:
+        ValueError: no relevant candidate (sklearn would warn and return 0),
+            non-finite scores, shape mismatch, or empty pool.
+    """
+    scores, relevant = _check_1d(scores, relevant)
+    n = scores.shape[0]
+    order = np.argsort(-scores, kind="stable")  # (nc,) descending
+    s = scores[order]  # (nc,)
+    y = relevant[order].astype(np.float64)  # (nc,)
+    # Last index of each block of equal scores = one threshold each.
+    thr = np.r_[np.flatnonzero(np.diff(s)), n - 1]  # (n_thresholds,)
+    tps = np.cumsum(y)[thr]  # (n_thresholds,) true positives at each threshold
+    n_retrieved = (thr + 1).astype(np.float64)  # (n_thresholds,)
+    precision = tps / n_retrieved  # (n_thresholds,)
+    recall = tps / tps[-1]  # (n_thresholds,)
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return max(0.0, ap)
+
+
+def lareqa_average_precisions(score_matrix: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+    """Per-query :func:`lareqa_average_precision`.
+
+    Args:
+        score_matrix: float array, shape ``(nq, nc)``.
+        relevance: bool array, shape ``(nq, nc)``.
+
+    Returns:
+        float array, shape ``(nq,)``.
+    """
+    score_matrix, relevance = _check_2d(score_matrix, relevance)
+    return np.array(
+        [lareqa_average_precision(s, r) for s, r in zip(score_matrix, relevance)],
+        dtype=np.float64,
+    )
+
+
+def mean_average_precision(score_matrix: np.ndarray, relevance: np.ndarray) -> float:
+    """**Micro** LAReQA mAP: mean of per-query AP, every query weighted equally.
+
+    For the per-language (macro) figure, group :func:`lareqa_average_precisions`
+    by query language and pass the groups to :func:`macro_mean`.
+
+    Args:
+        score_matrix: float array, shape ``(nq, nc)``.
+        relevance: bool array, shape ``(nq, nc)``; every row needs >= 1 True.
+
+    Returns:
+        mAP in ``[0, 1]``.
+    """
+    return float(np.mean(lareqa_average_precisions(score_matrix, relevance)))
+
+
+def macro_mean(values_by_group: Mapping[Any, Any]) -> float:
+    """**Macro** mean: mean of each group's mean, every group weighted equally.
+
+    Args:
+        values_by_group: ``{group: values}`` where ``values`` is a scalar or a
+            1-D sequence/array of per-query values (e.g. per-language AP).
+
+    Returns:
+        ``mean_g mean(values_by_group[g])``.
+
+    Raises:
+        ValueError: no group, or a group with no value.
+    """
+    if len(values_by_group) == 0:
+        raise ValueError("macro_mean of no group")
+    means = []
+    for group, values in values_by_group.items():
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)  # (n_in_group,)
+        if arr.size == 0:
+            raise ValueError(f"group {group!r} has no value")
+        means.append(arr.mean())
+    return float(np.mean(means))
+
+
+# ----------------------------------------------------------------------------
+# Standard IR metrics via ranx
+# ----------------------------------------------------------------------------
+
+
+def standard_metrics(
+    run: Mapping[Any, Mapping[Any, float]],
+    qrels: Mapping[Any, Mapping[Any, int]],
+) -> dict[str, float]:
+    """Recall@1, recall@10, nDCG@10, MRR and MAP computed by ``ranx``.
+
+    Ids are converted to ``str`` (ranx requires it). Metrics are averaged over
+    the queries of ``qrels`` (micro mean); a query of ``qrels`` missing from
+    ``run`` scores 0, run queries absent from ``qrels`` are ignored. A doc is
+    relevant when its qrels value is >= 1. Note ``r@k`` is ranx recall
+    (fraction of a query's relevant docs in the top k), so with 2 relevant
+    docs ``r@1`` is at most 0.5. ``map`` is ranx's full-depth AP over the
+    documents in the run (relevant docs absent from the run count as misses);
+    ties in the run are ordered by ranx, unlike :func:`lareqa_average_precision`.
+
+    Args:
+        run: ``{qid: {docid: score}}``.
+        qrels: ``{qid: {docid: relevance}}``, relevance an int.
+
+    Returns:
+        ``{"r@1", "r@10", "ndcg@10", "mrr", "map"}`` -> float.
+    """
+    import ranx
+
+    if len(qrels) == 0:
+        raise ValueError("empty qrels")
+    qrels_d = {str(qid): {str(d): int(v) for d, v in docs.items()} for qid, docs in qrels.items()}
+    run_d = {str(qid): {str(d): float(s) for d, s in docs.items()} for qid, docs in run.items()}
+    if len(qrels_d) != len(qrels) or len(run_d) != len(run):
+        raise ValueError("query ids collide after conversion to str")
+    # Queries of qrels with no retrieved doc score 0 on every metric; rather than
+    # ranx's Run.make_comparable (slow numba compile), evaluate the others and
+    # divide the sum by the number of qrels queries.
+    present = [qid for qid in qrels_d if run_d.get(qid)]
+    n_total = len(qrels_d)
+    if not present:
+        return {key: 0.0 for key in RANX_METRICS}
+    q = ranx.Qrels({qid: qrels_d[qid] for qid in present})
+    r = ranx.Run({qid: run_d[qid] for qid in present})
+    # Both hold exactly the ``present`` query ids and to_typed_list() sorts by
+    # query id, so the lists are aligned. Passing typed lists skips ranx's
+    # check_keys (a typed-dict key comparison that costs ~8 s of numba compile).
+    per_query = ranx.evaluate(
+        q.to_typed_list(),
+        r.to_typed_list(),
+        list(RANX_METRICS.values()),
+        return_mean=False,
+        save_results_in_run=False,
+    )  # metric -> (n_present,) array
+    return {
+        key: float(np.sum(per_query[name]) / n_total) for key, name in RANX_METRICS.items()
+    }
+
+
+# ----------------------------------------------------------------------------
+# Rank distance / language bias
+# ----------------------------------------------------------------------------
+
+
+def ranks_by_score(score_matrix: np.ndarray) -> np.ndarray:
+    """1-based rank of every candidate per query, by descending score.
+
+    Ties are broken by candidate index (lower index ranks first), so the ranks
+    are a deterministic permutation of ``1..nc`` per row.
+
+    Args:
+        score_matrix: float array, shape ``(nq, nc)``.
+
+    Returns:
+        int64 array, shape ``(nq, nc)``; ``ranks[i, j]`` is the rank of
+        candidate ``j`` for query ``i``.
+    """
+    score_matrix = np.asarray(score_matrix, dtype=np.float64)  # (nq, nc)
+    if score_matrix.ndim != 2:
+        raise ValueError(f"score_matrix must be 2-D, got {score_matrix.shape}")
+    nq, nc = score_matrix.shape
+    # Stable sort of -score: equal scores keep increasing candidate index.
+    order = np.argsort(-score_matrix, axis=1, kind="stable")  # (nq, nc)
+    ranks = np.empty((nq, nc), dtype=np.int64)  # (nq, nc)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1, nc + 1), (nq, nc)), axis=1)
+    return ranks
+
+
+def rank_distance(score_matrix: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+    """Spread of the ranks of each query's relevant candidates.
+
+    For query ``i``: ``max(rank of relevant) - min(rank of relevant)``, ranks
+    1-based by descending score, **ties broken by candidate index** (see
+    :func:`ranks_by_score`). 0 with a single relevant candidate; with ``k``
+    relevant candidates the minimum is ``k - 1`` (all ranked consecutively).
+    Large values mean some languages' answers are ranked far below others'.
+
+    Args:
+        score_matrix: float array, shape ``(nq, nc)``.
+        relevance: bool array, shape ``(nq, nc)``; every row needs >= 1 True.
+
+    Returns:
+        int64 array, shape ``(nq,)``.
+    """
+    score_matrix, relevance = _check_2d(score_matrix, relevance)
+    ranks = ranks_by_score(score_matrix)  # (nq, nc)
+    nc = ranks.shape[1]
+    hi = np.where(relevance, ranks, 0).max(axis=1)  # (nq,)
+    lo = np.where(relevance, ranks, nc + 1).min(axis=1)  # (nq,)
+    return (hi - lo).astype(np.int64)
+
+
+def language_bias(
+    rank_distances: np.ndarray, query_langs: Sequence[str] | np.ndarray
+) -> tuple[dict[str, float], float]:
+    """Mean rank distance per query language, and their macro mean.
+
+    Args:
+        rank_distances: array, shape ``(nq,)``, from :func:`rank_distance`.
+        query_langs: length-``nq`` sequence of query language codes.
+
+    Returns:
+        ``(per_lang, macro)``: ``per_lang[lang]`` is the mean rank distance of
+        that language's queries (keys sorted); ``macro`` the unweighted mean of
+        the ``per_lang`` values.
+    """
+    d = np.asarray(rank_distances, dtype=np.float64).reshape(-1)  # (nq,)
+    langs = np.asarray(list(query_langs), dtype=object)  # (nq,)
+    if langs.shape != d.shape:
+        raise ValueError(f"{d.shape[0]} rank distances but {langs.shape[0]} query languages")
+    groups = {lang: d[langs == lang] for lang in sorted(set(langs.tolist()))}
+    per_lang = {lang: float(v.mean()) for lang, v in groups.items()}
+    return per_lang, macro_mean(per_lang)
