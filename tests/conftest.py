@@ -13,3 +13,17 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data dir {path} not found (set HBT_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session, sized for a 2-core machine.
+
+    The dashboard stays on: Train V2's cleanup under Tune needs the state API it serves.
+    """
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=True, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -1,0 +1,163 @@
+"""Sharded faiss search with an exact top-k merge (inner product, larger is better).
+
+Evaluation keeps one index shard per candidate language; the pooled multilingual
+setting searches every shard and merges the per-shard top-k lists with
+``faiss.ResultHeap(keep_max=True)``.  For exact (``"Flat"``) shards the merged
+result equals a single flat index over all rows.
+
+Conventions (as in faiss):
+
+* ``xq`` is ``(nq, d)``; results are ``D`` (float32, ``(nq, k)``, scores sorted
+  in decreasing order) and ``I`` (int64, ``(nq, k)``, *global* row ids).
+* If fewer than ``k`` rows exist in total, the missing trailing slots are padded
+  exactly like faiss pads: ``I == -1`` and ``D == -FLT_MAX``
+  (``-np.finfo(np.float32).max``).  The shape is always ``(nq, k)``.
+* Input vectors of any real numeric dtype (float64, float16, ints) are converted
+  to contiguous float32; anything else (bool, complex, object, strings), a wrong
+  number of dimensions, a wrong vector size, or ``k < 1`` raises ``ValueError``
+  with a one-line message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+import ray
+
+#: Score faiss (and this module) uses for padded slots, with ``I == -1``.
+PAD_SCORE = float(-np.finfo(np.float32).max)
+
+
+def _as_matrix(x, name: str, d: int | None = None) -> np.ndarray:
+    """Validate a 2-D real matrix and return it as C-contiguous float32."""
+    x = np.asarray(x)
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{name} must have a real numeric dtype, got {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {x.shape}")
+    if d is not None and x.shape[1] != d:
+        raise ValueError(f"{name} has dimension {x.shape[1]}, index expects {d}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_k(k) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def build_index(xb, factory: str = "Flat", metric: int = faiss.METRIC_INNER_PRODUCT) -> faiss.Index:
+    """Build ``faiss.index_factory(d, factory, metric)``, train it if needed, add ``xb``.
+
+    The index is moved to all GPUs only if ``faiss.get_num_gpus() > 0`` at call time.
+    """
+    xb = _as_matrix(xb, "xb")
+    n, d = xb.shape
+    if d < 1:
+        raise ValueError(f"xb must have at least one column, got shape {xb.shape}")
+    index = faiss.index_factory(d, factory, metric)
+    if faiss.get_num_gpus() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+    if not index.is_trained:
+        if n == 0:
+            raise ValueError(f"index {factory!r} needs training but xb is empty")
+        index.train(xb)
+    if n:
+        index.add(xb)
+    return index
+
+
+class IndexShard:
+    """One faiss index plus the global id (int64) of each of its rows, in add order."""
+
+    def __init__(self, index: faiss.Index, ids):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+        if len(ids) != index.ntotal:
+            raise ValueError(f"got {len(ids)} ids for an index of {index.ntotal} rows")
+        if len(ids) and ids.min() < 0:
+            raise ValueError("ids must be non-negative (-1 marks padding)")
+        self.index = index
+        self.ids = ids.astype(np.int64)
+
+    @classmethod
+    def from_vectors(cls, xb, ids, factory: str = "Flat") -> IndexShard:
+        return cls(build_index(xb, factory), ids)
+
+    @property
+    def d(self) -> int:
+        return self.index.d
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    def search(self, xq, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` of this shard: ``(D, I_global)``, padded with ``(-FLT_MAX, -1)``."""
+        k = _check_k(k)
+        xq = _as_matrix(xq, "xq", self.d)
+        nq, d = xq.shape
+        if self.ntotal == 0:
+            return np.full((nq, k), PAD_SCORE, np.float32), np.full((nq, k), -1, np.int64)
+        D, I = self.index.search(xq, k)
+        I_global = np.where(I >= 0, self.ids[np.maximum(I, 0)], -1).astype(np.int64)
+        return D, I_global
+
+
+def merge_topk(results: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard ``(D, I)`` lists (each ``(nq, k_i)``) into the global top-``k``."""
+    k = _check_k(k)
+    if not results:
+        raise ValueError("merge_topk needs at least one (D, I) result")
+    nq = results[0][0].shape[0]
+    rh = faiss.ResultHeap(nq, k, keep_max=True)
+    for D, I in results:
+        D, I = np.asarray(D), np.asarray(I)
+        if D.ndim != 2 or D.shape != I.shape or D.shape[0] != nq:
+            raise ValueError(f"result shapes D{D.shape} I{I.shape} do not match nq={nq}")
+        rh.add_result(D, I)
+    rh.finalize()
+    D, I = rh.D, rh.I
+    D[I < 0] = PAD_SCORE
+    return D, I
+
+
+def search_shards(shards: Sequence[IndexShard], xq, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Search every shard for ``k`` results and merge them exactly."""
+    if not shards:
+        raise ValueError("search_shards needs at least one shard")
+    return merge_topk([s.search(xq, k) for s in shards], k)
+
+
+@ray.remote(num_cpus=0.25)
+class ShardActor:
+    """A Ray actor owning one :class:`IndexShard`, built inside the actor process.
+
+    Create with ``ShardActor.options(num_cpus=...).remote(xb, ids, factory)``.
+    """
+
+    def __init__(self, xb, ids, factory: str = "Flat"):
+        self.shard = IndexShard.from_vectors(xb, ids, factory)
+
+    def search(self, xq, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.shard.search(xq, k)
+
+    def ntotal(self) -> int:
+        return self.shard.ntotal
+
+
+def search_actor_shards(actors: Sequence, xq, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Search all :class:`ShardActor` handles in parallel and merge exactly.
+
+    ``xq`` is validated and converted here, then put once in the object store.
+    A shard-side error (e.g. wrong dimension) surfaces as a ``RayTaskError``
+    that is also an instance of ``ValueError``.
+    """
+    if not actors:
+        raise ValueError("search_actor_shards needs at least one actor")
+    k = _check_k(k)
+    xq_ref = ray.put(_as_matrix(xq, "xq"))
+    return merge_topk(ray.get([a.search.remote(xq_ref, k) for a in actors]), k)

@@ -1,0 +1,145 @@
+"""Sharded faiss search: exact merge vs brute force and one flat index; Ray actor shards."""
+
+import faiss
+import numpy as np
+import pytest
+import ray
+
+from hbt.index.shards import (
+    PAD_SCORE,
+    IndexShard,
+    ShardActor,
+    build_index,
+    merge_topk,
+    search_actor_shards,
+    search_shards,
+)
+
+D_DIM, K = 16, 10
+SIZES = (37, 5, 22)  # unequal; the middle shard is smaller than K
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((sum(SIZES), D_DIM)).astype(np.float32)
+    xq = rng.standard_normal((7, D_DIM)).astype(np.float32)
+    # global ids: a random permutation so shard rows are not contiguous ids
+    ids = rng.permutation(len(xb)).astype(np.int64) + 1000
+    bounds = np.cumsum((0,) + SIZES)
+    parts = [(xb[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return xb, ids, xq, parts
+
+
+def brute_force(xb, ids, xq, k):
+    scores = xq.astype(np.float64) @ xb.astype(np.float64).T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+def test_merge_matches_brute_force_and_flat(data):
+    xb, ids, xq, parts = data
+    shards = [IndexShard.from_vectors(x, i) for x, i in parts]
+    assert [s.ntotal for s in shards] == list(SIZES)
+    D, I = search_shards(shards, xq, K)
+    assert D.shape == I.shape == (len(xq), K) and D.dtype == np.float32 and I.dtype == np.int64
+
+    Dref, Iref = brute_force(xb, ids, xq, K)
+    np.testing.assert_array_equal(I, Iref)
+    np.testing.assert_allclose(D, Dref, rtol=1e-5, atol=1e-5)
+
+    flat = build_index(xb)
+    Df, If = flat.search(xq, K)
+    np.testing.assert_array_equal(I, ids[If])
+    np.testing.assert_allclose(D, Df, rtol=1e-5, atol=1e-5)
+
+
+def test_small_shard_pads_and_merge_is_order_independent(data):
+    xb, ids, xq, parts = data
+    small = IndexShard.from_vectors(*parts[1])
+    Ds, Is = small.search(xq, K)
+    assert (Is[:, :5] >= 1000).all() and (Is[:, 5:] == -1).all() and (Ds[:, 5:] == PAD_SCORE).all()
+    results = [IndexShard.from_vectors(x, i).search(xq, K) for x, i in parts]
+    D1, I1 = merge_topk(results, K)
+    D2, I2 = merge_topk(results[::-1], K)
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_array_equal(D1, D2)
+
+
+def test_k_larger_than_total_pads_like_faiss(data):
+    xb, ids, xq, parts = data
+    n, k = len(xb), len(xb) + 6
+    shards = [IndexShard.from_vectors(x, i) for x, i in parts]
+    D, I = search_shards(shards, xq, k)
+    assert D.shape == I.shape == (len(xq), k)
+    Dref, Iref = brute_force(xb, ids, xq, n)
+    np.testing.assert_array_equal(I[:, :n], Iref)
+    np.testing.assert_allclose(D[:, :n], Dref, rtol=1e-5, atol=1e-5)
+    assert (I[:, n:] == -1).all() and (D[:, n:] == PAD_SCORE).all()
+    # same padding as one faiss flat index over all rows
+    Df, If = build_index(xb).search(xq, k)
+    np.testing.assert_array_equal(If[:, n:], I[:, n:])
+    np.testing.assert_array_equal(Df[:, n:], D[:, n:])
+
+
+def test_non_float32_input_is_converted(data):
+    xb, ids, xq, parts = data
+    shards = [IndexShard.from_vectors(x.astype(np.float64), i) for x, i in parts]
+    D64, I64 = search_shards(shards, xq.astype(np.float64), K)
+    D32, I32 = search_shards(shards, xq, K)
+    np.testing.assert_array_equal(I64, I32)
+    np.testing.assert_allclose(D64, D32, rtol=1e-6)
+    Dint, Iint = search_shards(shards, np.ones((2, D_DIM), dtype=np.int32), K)
+    assert Dint.dtype == np.float32 and Iint.shape == (2, K)
+
+
+@pytest.mark.parametrize(
+    "xq, k, match",
+    [
+        (np.zeros((3, D_DIM + 1), np.float32), K, "dimension 17, index expects 16"),
+        (np.zeros(D_DIM, np.float32), K, "must be 2-D"),
+        (np.zeros((3, D_DIM), np.complex64), K, "real numeric dtype"),
+        (np.zeros((3, D_DIM), bool), K, "real numeric dtype"),
+        (np.array([["a"] * D_DIM]), K, "real numeric dtype"),
+        (np.zeros((3, D_DIM), np.float32), 0, "k must be a positive integer"),
+    ],
+)
+def test_bad_input_raises_one_line_value_error(data, xq, k, match):
+    shard = IndexShard.from_vectors(*data[3][0])
+    with pytest.raises(ValueError, match=match) as exc:
+        search_shards([shard], xq, k)
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_shard_construction():
+    xb = np.zeros((4, D_DIM), np.float32)
+    with pytest.raises(ValueError, match="got 3 ids for an index of 4 rows"):
+        IndexShard(build_index(xb), np.arange(3))
+    with pytest.raises(ValueError, match="at least one shard"):
+        search_shards([], xb, 1)
+    with pytest.raises(ValueError, match="2-D"):
+        build_index(np.zeros(D_DIM, np.float32))
+
+
+def test_trained_factory_builds():
+    rng = np.random.default_rng(1)
+    xb = rng.standard_normal((256, D_DIM)).astype(np.float32)
+    index = build_index(xb, "IVF4,Flat")
+    assert index.is_trained and index.ntotal == 256 and index.metric_type == faiss.METRIC_INNER_PRODUCT
+
+
+@pytest.mark.timeout(120)
+def test_ray_actor_shards(data, ray_local):
+    xb, ids, xq, _ = data
+    half = len(xb) // 2 + 3  # unequal halves
+    actors = [
+        ShardActor.options(num_cpus=0.5).remote(xb[:half], ids[:half]),
+        ShardActor.options(num_cpus=0.5).remote(xb[half:], ids[half:]),
+    ]
+    assert ray.get([a.ntotal.remote() for a in actors]) == [half, len(xb) - half]
+    D, I = search_actor_shards(actors, xq, K)
+    Dref, Iref = brute_force(xb, ids, xq, K)
+    np.testing.assert_array_equal(I, Iref)
+    np.testing.assert_allclose(D, Dref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="expects 16"):
+        search_actor_shards(actors, np.zeros((2, D_DIM + 1), np.float32), K)
