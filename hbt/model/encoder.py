@@ -1,0 +1,138 @@
+"""The bi-encoder: one HF `AutoModel` shared by queries and passages, pooled and L2-normalised.
+
+Queries and passages differ only by the configured text prefix (E5 style: "query: " /
+"passage: "); the weights are the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hbt.config import ModelConfig
+from hbt.errors import HbtError
+
+Kind = Literal["query", "passage"]
+
+
+def pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool token states (B, T, H) with mask (B, T) into (B, H).
+
+    "mean": average over positions where the mask is 1 (padding excluded);
+    "cls": the first position's state.
+    """
+    if mode == "cls":
+        return last_hidden[:, 0]  # (B, H)
+    if mode == "mean":
+        mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)  # (B, T, 1)
+        summed = (last_hidden * mask).sum(dim=1)  # (B, H)
+        counts = mask.sum(dim=1).clamp(min=1e-9)  # (B, 1)
+        return summed / counts  # (B, H)
+    raise ValueError(f"unknown pooling mode {mode!r} (expected 'mean' or 'cls')")
+
+
+def _looks_local(name_or_path: str) -> bool:
+    """A path-like name (absolute, ./, ../, ~, or more than one '/') rather than a hub id 'org/name'."""
+    return (
+        name_or_path.startswith(("/", "./", "../", "~", "."))
+        or name_or_path.count("/") > 1
+        or "\\" in name_or_path
+    )
+
+
+class Encoder(nn.Module):
+    """Shared-weight text encoder producing unit-norm embeddings."""
+
+    def __init__(self, model: nn.Module, tokenizer, model_cfg: ModelConfig):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cfg = model_cfg
+
+    @classmethod
+    def from_config(cls, model_cfg: ModelConfig) -> "Encoder":
+        """Load `model_cfg.name_or_path` (a local HF dir, or a hub name) with AutoModel/AutoTokenizer."""
+        from transformers import AutoModel, AutoTokenizer
+
+        name = model_cfg.name_or_path
+        path = Path(name).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise HbtError(f"model path {name} is a file, expected a model directory")
+            name = str(path)
+        elif _looks_local(name) or (Path(name).parent != Path(".") and Path(name).parent.is_dir()):
+            raise HbtError(f"model directory not found: {name}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModel.from_pretrained(name)
+        except (OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise HbtError(f"cannot load model {name}: {first}") from None
+        return cls(model, tokenizer, model_cfg)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def prefix(self, kind: Kind) -> str:
+        if kind == "query":
+            return self.cfg.query_prefix
+        if kind == "passage":
+            return self.cfg.passage_prefix
+        raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
+
+    def tokenize(self, texts: Sequence[str], kind: Kind) -> dict[str, torch.Tensor]:
+        """Prefix and tokenize: returns input_ids / attention_mask of shape (B, T), T <= max_length."""
+        prefix = self.prefix(kind)
+        batch = self.tokenizer(
+            [prefix + text for text in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.cfg.max_length,
+            return_tensors="pt",
+        )
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, H) L2-normalised embeddings."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state  # (B, T, H)
+        pooled = pool(hidden, attention_mask, self.cfg.pooling)  # (B, H)
+        return F.normalize(pooled, p=2, dim=-1)  # (B, H), unit norm
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], kind: Kind, batch_size: int = 64) -> np.ndarray:
+        """Embed `texts` in eval mode without gradients -> float32 array (len(texts), H)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        chunks = []
+        try:
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenize(list(texts[start : start + batch_size]), kind)
+                emb = self(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (b, H)
+                chunks.append(emb.float().cpu().numpy())
+        finally:
+            self.train(was_training)
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(chunks, axis=0)  # (N, H)
+
+    def freeze_word_embeddings(self) -> None:
+        """Stop gradients to the input word-embedding matrix (position/type embeddings stay trainable)."""
+        self.model.get_input_embeddings().weight.requires_grad_(False)
+
+    def save(self, out_dir: Path) -> Path:
+        """Write model + tokenizer as a HF dir loadable by `Encoder.from_config`."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+        return out_dir
