@@ -71,6 +71,15 @@ def need(obj, key, typ, path, where):
     return value
 
 
+def unique_question(qa, q, seen: set, path, where) -> tuple[str, dict]:
+    """(id, first answer) of question `q`; a repeated id across the file is a DataError."""
+    qid = qa["id"]
+    if qid in seen:
+        raise DataError(f"{path}: {where}.qas[{q}].id: repeated question id {qid!r}")
+    seen.add(qid)
+    return qid, qa["answers"][0]
+
+
 def iter_squad(doc, path):
     """Yield (article_index, paragraph_index, paragraph, where) of a validated SQuAD document,
     with each paragraph's `context` (str) and `qas` (list of questions with id, question and
@@ -122,11 +131,7 @@ def _read_one(path: Path, lang: str, seen_ids: set, queries, candidates, qrels) 
             })
             stats["candidates"] += 1
         for q, qa in enumerate(par["qas"]):
-            qid = qa["id"]
-            if qid in seen_ids:
-                raise DataError(f"{path}: {where}.qas[{q}].id: repeated question id {qid!r}")
-            seen_ids.add(qid)
-            ans = qa["answers"][0]
+            qid, ans = unique_question(qa, q, seen_ids, path, where)
             start = ans["answer_start"]
             if not 0 <= start <= len(context):
                 raise DataError(f"{path}: {where}.qas[{q}].answers[0].answer_start: "

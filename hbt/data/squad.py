@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from hbt.data.lareqa import iter_squad, load_json
+from hbt.data.lareqa import iter_squad, load_json, unique_question
 from hbt.data.schema import TRAIN_PAIR_SCHEMA
 from hbt.errors import DataError
 from hbt.languages import check_languages
@@ -97,13 +97,9 @@ def _read_one(path: Path, lang: str, rows: list, stats: dict) -> None:
     for a, p, par, where in iter_squad(doc, path):
         context = par["context"]
         spans = split_sentences(context, lang)
-        texts = [context[s:e].strip() for s, e in spans]
+        texts = [context[s:e].strip().strip("\ufeff").strip() for s, e in spans]
         for q, qa in enumerate(par["qas"]):
-            qid = qa["id"]
-            if qid in seen:
-                raise DataError(f"{path}: {where}.qas[{q}].id: repeated question id {qid!r}")
-            seen.add(qid)
-            ans = qa["answers"][0]
+            qid, ans = unique_question(qa, q, seen, path, where)
             start = ans["answer_start"]
             if not 0 <= start < len(context) or start + len(ans["text"]) > len(context):
                 raise DataError(f"{path}: {where}.qas[{q}].answers[0]: broken span "

@@ -51,25 +51,6 @@ RANX_METRICS: dict[str, str] = {
 }
 
 
-def _check_1d(scores: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores, dtype=np.float64)  # (nc,)
-    relevant = np.asarray(relevant)
-    if scores.ndim != 1 or relevant.shape != scores.shape:
-        raise ValueError(
-            f"scores and relevant must be 1-D of the same shape, got "
-            f"{scores.shape} and {relevant.shape}"
-        )
-    if relevant.dtype != np.bool_:
-        raise TypeError(f"relevant must be a bool array, got dtype {relevant.dtype}")
-    if scores.size == 0:
-        raise ValueError("empty candidate pool")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores must be finite")
-    if not relevant.any():
-        raise ValueError("query has no relevant candidate: average precision is undefined")
-    return scores, relevant
-
-
 def _check_2d(score_matrix: np.ndarray, relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     score_matrix = np.asarray(score_matrix, dtype=np.float64)  # (nq, nc)
     relevance = np.asarray(relevance)  # (nq, nc)
@@ -122,7 +103,11 @@ def lareqa_average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
         ValueError: no relevant candidate (sklearn would warn and return 0),
             non-finite scores, shape mismatch, or empty pool.
     """
-    scores, relevant = _check_1d(scores, relevant)
+    scores, relevant = np.asarray(scores), np.asarray(relevant)
+    if scores.ndim != 1 or relevant.shape != scores.shape:
+        raise ValueError(f"scores and relevant must be 1-D of the same shape, got {scores.shape} and {relevant.shape}")
+    # One query is a 1-row score matrix: the same checks apply.
+    scores, relevant = (row[0] for row in _check_2d(scores[None, :], relevant[None, :]))
     n = scores.shape[0]
     order = np.argsort(-scores, kind="stable")  # (nc,) descending
     s = scores[order]  # (nc,)
