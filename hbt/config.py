@@ -102,7 +102,7 @@ class TrainConfig(Section):
     temperature: float = Field(0.05, gt=0.0)
     symmetric_loss: bool = False
     num_workers: int = Field(1, ge=1)
-    strategy: Literal["deepspeed", "ddp"] = "deepspeed"
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=0, le=3)
     bf16: bool = False
     grad_accum: int = Field(1, ge=1)
