@@ -152,9 +152,6 @@ def train_func(config: dict) -> None:
         with checkpoint.as_directory() as directory:
             _load_checkpoint(Path(directory), encoder, optimizer, scheduler, composer)
 
-    if tc.strategy == "deepspeed":
-        # DeepSpeed needs its own engine; not part of this slice. Fail loudly, never silently fall back.
-        raise NotImplementedError("train.strategy=deepspeed is not implemented yet; use train.strategy=ddp")
     model = ray.train.torch.prepare_model(encoder) if world > 1 else encoder
     loss_fn = InfoNCELoss.from_config(tc, gather=world > 1)
     model.train()
