@@ -40,6 +40,7 @@ from hbt.eval.metrics import (
     standard_metrics,
 )
 from hbt.io import atomic_directory, write_json_atomic
+from hbt.languages import cross_pairs
 
 PAIR_METRICS = ["map", "r@1", "r@10", "ndcg@10", "mrr"]
 
@@ -107,7 +108,7 @@ def encode_corpus(encoder, corpus, eval_cfg: EvalConfig):
 def all_pairs(languages) -> list[tuple[str, str]]:
     """Every ordered (query_lang, cand_lang) pair: mono first (X, X), then cross."""
     langs = list(languages)
-    return [(x, x) for x in langs] + [(x, y) for x in langs for y in langs if x != y]
+    return [(x, x) for x in langs] + cross_pairs(langs)
 
 
 def _topk_run(scores: np.ndarray, qkeys, cids, k: int) -> dict:
