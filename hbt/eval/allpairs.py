@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from hbt.config import EvalConfig, HbtConfig
 from hbt.errors import HbtError
@@ -43,6 +44,7 @@ from hbt.io import atomic_directory, write_json_atomic
 from hbt.languages import cross_pairs
 
 PAIR_METRICS = ["map", "r@1", "r@10", "ndcg@10", "mrr"]
+PER_QUERY = "per_query.parquet"
 
 
 # ---------------------------------------------------------------- corpus views
@@ -76,10 +78,10 @@ class _View:
 
 # ---------------------------------------------------------------- encoding
 
-def _encode_bucketed(encoder, texts: list[str], kind: str, batch_size: int) -> np.ndarray:
+def _encode_bucketed(encoder, texts: list[str], kind: str, batch_size: int, on_batch=None) -> np.ndarray:
     """Encode `texts` sorted by length (so each batch pads little), return rows in input order."""
     order = np.argsort([len(t) for t in texts], kind="stable")  # (n,)
-    emb_sorted = np.asarray(encoder.encode([texts[i] for i in order], kind, batch_size), dtype=np.float32)
+    emb_sorted = np.asarray(encoder.encode([texts[i] for i in order], kind, batch_size, on_batch), dtype=np.float32)
     emb = np.empty_like(emb_sorted)  # (n, d)
     emb[order] = emb_sorted
     return emb
@@ -93,13 +95,19 @@ def candidate_texts(sentences, contexts, with_context: bool) -> list[str]:
 
 def encode_corpus(encoder, corpus, eval_cfg: EvalConfig):
     """-> (query_emb {lang: (nq, d)}, cand_emb {lang: (nc, d)}), rows in table order."""
+    from tqdm import tqdm
+
     query_emb, cand_emb = {}, {}
-    for lang in corpus_languages(corpus):
-        q = _by_lang(corpus.queries, lang, ["text"])
-        c = _by_lang(corpus.candidates, lang, ["sentence", "context"])
-        query_emb[lang] = _encode_bucketed(encoder, q["text"], "query", eval_cfg.batch_size)
-        texts = candidate_texts(c["sentence"], c["context"], eval_cfg.candidate_context)
-        cand_emb[lang] = _encode_bucketed(encoder, texts, "passage", eval_cfg.batch_size)
+    total = corpus.queries.num_rows + corpus.candidates.num_rows
+    # Progress on stderr, also when not a terminal (Ray job logs); at most one line per 5 s.
+    with tqdm(total=total, desc="encode", unit="text", mininterval=5, disable=False) as bar:
+        for lang in corpus_languages(corpus):
+            bar.set_postfix_str(lang)
+            q = _by_lang(corpus.queries, lang, ["text"])
+            c = _by_lang(corpus.candidates, lang, ["sentence", "context"])
+            query_emb[lang] = _encode_bucketed(encoder, q["text"], "query", eval_cfg.batch_size, bar.update)
+            texts = candidate_texts(c["sentence"], c["context"], eval_cfg.candidate_context)
+            cand_emb[lang] = _encode_bucketed(encoder, texts, "passage", eval_cfg.batch_size, bar.update)
     return query_emb, cand_emb
 
 
@@ -133,7 +141,8 @@ def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, t
     std = standard_metrics(run, qrels)
     out = {"query_lang": x, "cand_lang": y, "n_queries": len(qids), "map": float(ap.mean())}
     out.update({m: std[m] for m in PAIR_METRICS if m != "map"})
-    return out
+    per_query = {"query_id": qids, "ap": ap, "rank_distance": np.full(len(qids), np.nan)}
+    return out, per_query
 
 
 def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory):
@@ -170,7 +179,7 @@ def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str
     k = min(top_k, n)
     topk = _multi_topk(query_emb, cand_emb, languages, offsets, k, factory)
 
-    aps, rds, qlangs, run, qrels = [], [], [], {}, {}
+    aps, rds, qlangs, all_qids, run, qrels = [], [], [], [], {}, {}
     for x in languages:
         qids = view.q_ids[x]
         rel_rows = [
@@ -184,6 +193,7 @@ def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str
         aps.append(lareqa_average_precisions(scores, relevance))
         rds.append(rank_distance(scores, relevance))
         qlangs += [x] * len(qids)
+        all_qids += qids
         D, I = topk[x]
         for i, qid in enumerate(qids):
             key = f"{x}:{qid}"
@@ -198,7 +208,8 @@ def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str
     out.update({m: std[m] for m in PAIR_METRICS if m != "map"})
     out["rank_distance"] = rd_macro
     out["rank_distance_by_lang"] = rd_by_lang
-    return out
+    per_query = {"query_lang": qlangs, "query_id": all_qids, "ap": ap, "rank_distance": np.concatenate(rds)}
+    return out, per_query
 
 
 def _macro_over(pairs: list[dict]) -> dict:
@@ -207,21 +218,54 @@ def _macro_over(pairs: list[dict]) -> dict:
     return out
 
 
+def _per_query_table(pair_rows: list[tuple[str, str, dict]], multi_rows: dict):
+    """One row per (query, pair) and per multi query: what `hbt report` resamples.
+
+    Columns: setting ("mono" | "cross" | "multi"), query_lang, cand_lang ("*" for multi),
+    query_id, ap (LAReQA AP), rank_distance (multi only, NaN elsewhere)."""
+    import pyarrow as pa
+
+    cols = {"setting": [], "query_lang": [], "cand_lang": [], "query_id": [], "ap": [], "rank_distance": []}
+
+    def add(setting, qlangs, clang, rows):
+        n = len(rows["query_id"])
+        cols["setting"] += [setting] * n
+        cols["query_lang"] += list(qlangs)
+        cols["cand_lang"] += [clang] * n
+        cols["query_id"] += list(rows["query_id"])
+        cols["ap"] += np.asarray(rows["ap"], dtype=np.float64).tolist()
+        cols["rank_distance"] += np.asarray(rows["rank_distance"], dtype=np.float64).tolist()
+
+    for x, y, rows in pair_rows:
+        add("mono" if x == y else "cross", [x] * len(rows["query_id"]), y, rows)
+    add("multi", multi_rows["query_lang"], "*", multi_rows)
+    return pa.table(cols)
+
+
 def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: str = "Flat") -> dict:
-    """Metrics of every (X, Y) pair plus the mono / cross / multi settings (see module doc)."""
+    """Metrics of every (X, Y) pair plus the mono / cross / multi settings (see module doc).
+
+    The returned dict also holds ``"per_query"``: a pyarrow table of every query's AP per
+    pair and in the multi setting (see `_per_query_table`), which `run_eval` writes as
+    ``per_query.parquet`` rather than into results.json."""
     languages = list(languages)
     missing = [l for l in languages if l not in query_emb or l not in cand_emb]
     if missing:
         raise HbtError(f"no embeddings for language(s) {missing}")
     view = _View(corpus)
-    pairs = [_pair_metrics(view, query_emb[x], cand_emb[y], x, y, top_k) for x, y in all_pairs(languages)]
+    pairs, pair_rows = [], []
+    for x, y in all_pairs(languages):
+        metrics, rows = _pair_metrics(view, query_emb[x], cand_emb[y], x, y, top_k)
+        pairs.append(metrics)
+        pair_rows.append((x, y, rows))
     mono = [p for p in pairs if p["query_lang"] == p["cand_lang"]]
     cross = [p for p in pairs if p["query_lang"] != p["cand_lang"]]
     settings = {"mono": _macro_over(mono)}
     if cross:
         settings["cross"] = _macro_over(cross)
-    settings["multi"] = _multi(view, query_emb, cand_emb, languages, top_k, index_factory)
-    return {"languages": languages, "settings": settings, "pairs": pairs}
+    settings["multi"], multi_rows = _multi(view, query_emb, cand_emb, languages, top_k, index_factory)
+    return {"languages": languages, "settings": settings, "pairs": pairs,
+            "per_query": _per_query_table(pair_rows, multi_rows)}
 
 
 # ---------------------------------------------------------------- outputs
@@ -302,8 +346,10 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     result = {"model": str(model_dir), "corpus": str(corpus_dir)}
     result.update(evaluate(query_emb, cand_emb, corpus, langs, config.eval.top_k, config.eval.index_factory))
     result["eval"] = config.eval.model_dump()
+    per_query = result.pop("per_query")
     with atomic_directory(Path(out_dir)) as staging:
         write_json_atomic(staging / "results.json", result)
+        pq.write_table(per_query, staging / PER_QUERY)
         write_pairs_csv(staging / "pairs.csv", result)
         write_summary(staging / "summary.md", result)
         write_heatmap(staging / "heatmap.png", result)

@@ -7,7 +7,7 @@ Queries and passages differ only by the configured text prefix (E5 style: "query
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -106,8 +106,10 @@ class Encoder(nn.Module):
         return F.normalize(pooled, p=2, dim=-1)  # (B, H), unit norm
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str], kind: Kind, batch_size: int = 64) -> np.ndarray:
-        """Embed `texts` in eval mode without gradients -> float32 array (len(texts), H)."""
+    def encode(self, texts: Sequence[str], kind: Kind, batch_size: int = 64,
+               on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """Embed `texts` in eval mode without gradients -> float32 array (len(texts), H).
+        `on_batch(n)` is called after each batch of n texts (progress reporting)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         was_training = self.training
@@ -119,6 +121,8 @@ class Encoder(nn.Module):
                 batch = self.tokenize(list(texts[start : start + batch_size]), kind)
                 emb = self(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (b, H)
                 chunks.append(emb.float().cpu().numpy())
+                if on_batch is not None:
+                    on_batch(len(emb))
         finally:
             self.train(was_training)
         if not chunks:

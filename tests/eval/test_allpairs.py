@@ -2,6 +2,7 @@ import json
 import re
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from hbt.config import EvalConfig, HbtConfig
@@ -52,7 +53,7 @@ class FakeEncoder:
         self.use_alt = use_alt
         self.calls = []
 
-    def encode(self, texts, kind, batch_size):
+    def encode(self, texts, kind, batch_size, on_batch=None):
         self.calls.append((list(texts), kind))
         out = np.zeros((len(texts), DIM), np.float32)
         for i, t in enumerate(texts):
@@ -142,7 +143,8 @@ def test_run_eval_end_to_end_and_atomic(corpus_dir, tmp_path, monkeypatch):
     cfg = HbtConfig()
     cfg.eval.top_k = 5
     res = run_eval(model, corpus_dir, out, languages=["en", "de"], config=cfg)
-    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "pairs.csv", "results.json", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "heatmap.png", "pairs.csv", "per_query.parquet", "results.json", "summary.md"]
     saved = json.loads((out / "results.json").read_text())
     assert {"model", "corpus", "languages", "settings", "pairs"} <= set(saved)
     assert set(saved["settings"]) == {"mono", "cross", "multi"}
@@ -151,6 +153,16 @@ def test_run_eval_end_to_end_and_atomic(corpus_dir, tmp_path, monkeypatch):
     assert all(0.0 <= p["map"] <= 1.0 for p in saved["pairs"])
     assert len((out / "pairs.csv").read_text().strip().splitlines()) == 5
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    # per_query.parquet reproduces every pair's mAP and the multi setting's mAP and rank distance
+    per_query = pq.read_table(out / "per_query.parquet").to_pandas()
+    for pair in saved["pairs"]:
+        rows = per_query[(per_query.query_lang == pair["query_lang"]) & (per_query.cand_lang == pair["cand_lang"])]
+        assert len(rows) == pair["n_queries"]
+        assert rows.ap.mean() == pytest.approx(pair["map"], abs=1e-12)
+    multi = per_query[per_query.setting == "multi"]
+    assert multi.ap.mean() == pytest.approx(saved["settings"]["multi"]["map"], abs=1e-12)
+    by_lang = multi.groupby("query_lang").rank_distance.mean()
+    assert by_lang.mean() == pytest.approx(saved["settings"]["multi"]["rank_distance"], abs=1e-9)
 
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
