@@ -101,6 +101,7 @@ class TrainConfig(Section):
     warmup_steps: int = Field(0, ge=0)
     temperature: float = Field(0.05, gt=0.0)
     symmetric_loss: bool = False
+    hard_negatives: int = Field(0, ge=0, description="hard negatives per pair (other sentences of the positive's paragraph)")
     num_workers: int = Field(1, ge=1)
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=0, le=3)

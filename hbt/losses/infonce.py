@@ -7,6 +7,10 @@ For queries q (B, D), positives p (B, D) and optional hard negatives h:
 
 The symmetric variant also scores each positive against all queries (p @ q.T / t, target i)
 and averages the two terms. Embeddings are expected to be L2-normalised (cosine similarity).
+
+A pair may have fewer hard negatives than the batch's N (a one-sentence paragraph has none):
+its padding rows are marked False in `negative_mask` (B, N) and scored -inf, so they drop out
+of the softmax while every rank keeps the same tensor shapes for the all-gather.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ def info_nce(
     hard_negatives: Optional[torch.Tensor] = None,
     temperature: float = 0.05,
     symmetric: bool = False,
+    negative_mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Scalar InfoNCE loss; row i of `query` must match row i of `positive`.
 
-    query (B, D), positive (B, D), hard_negatives (B, N, D) | (M, D) | None.
+    query (B, D), positive (B, D), hard_negatives (B, N, D) | (M, D) | None,
+    negative_mask (B, N) | (M,) bool | None: False marks a padding negative.
     """
     if query.dim() != 2 or positive.shape != query.shape:
         raise ValueError(f"query and positive must both be (B, D), got {tuple(query.shape)} and {tuple(positive.shape)}")
@@ -47,6 +53,12 @@ def info_nce(
     negatives = _flatten_negatives(hard_negatives, query.shape[1])  # (K, D) | None
     candidates = positive if negatives is None else torch.cat([positive, negatives], dim=0)  # (B + K, D)
     scores = query @ candidates.T / temperature  # (B, B + K)
+    if negatives is not None and negative_mask is not None:
+        keep = torch.cat([torch.ones(batch, dtype=torch.bool, device=scores.device),
+                          negative_mask.reshape(-1).to(scores.device)])  # (B + K,)
+        if keep.shape[0] != scores.shape[1]:
+            raise ValueError(f"negative_mask has {keep.shape[0] - batch} entries for {scores.shape[1] - batch} negatives")
+        scores = scores.masked_fill(~keep, float("-inf"))
     target = torch.arange(batch, device=query.device)  # (B,)
     loss = F.cross_entropy(scores, target)
     if symmetric:
@@ -88,13 +100,17 @@ class InfoNCELoss(nn.Module):
         return cls(train_cfg.temperature, train_cfg.symmetric_loss, gather)
 
     def forward(
-        self, query: torch.Tensor, positive: torch.Tensor, hard_negatives: Optional[torch.Tensor] = None
+        self, query: torch.Tensor, positive: torch.Tensor, hard_negatives: Optional[torch.Tensor] = None,
+        negative_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if self.gather:
             query, positive = gather_with_grad(query), gather_with_grad(positive)  # (world*B, D)
             if hard_negatives is not None:
                 hard_negatives = gather_with_grad(hard_negatives)
-        return info_nce(query, positive, hard_negatives, self.temperature, self.symmetric)
+            if negative_mask is not None:
+                # gloo has no bool all-gather: ship the mask as floats
+                negative_mask = gather_with_grad(negative_mask.to(query.dtype)) > 0.5  # (world*B, N)
+        return info_nce(query, positive, hard_negatives, self.temperature, self.symmetric, negative_mask)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, symmetric={self.symmetric}, gather={self.gather}"

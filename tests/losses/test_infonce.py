@@ -113,3 +113,17 @@ def test_module_matches_function_and_config():
     assert torch.allclose(loss(q, p), info_nce(q, p, None, 0.2, symmetric=True))
     with pytest.raises(ValueError):
         InfoNCELoss(temperature=0.0)
+
+
+def test_masked_negatives_equal_dropping_them():
+    torch.manual_seed(0)
+    q, p = unit(torch.randn(3, 8, dtype=torch.float64)), unit(torch.randn(3, 8, dtype=torch.float64))
+    negs = unit(torch.randn(3, 2, 8, dtype=torch.float64))  # (B, N, D)
+    mask = torch.tensor([[True, False], [True, True], [False, False]])
+    kept = negs[mask]  # (3, D): the valid negatives only
+    expected = reference(q, p, kept, 0.1)
+    assert info_nce(q, p, negs, 0.1, negative_mask=mask).item() == pytest.approx(expected.item(), rel=1e-12)
+    loss = InfoNCELoss(0.1)(q, p, negs, mask)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="negative_mask"):
+        info_nce(q, p, negs, 0.1, negative_mask=mask[:, :1])
