@@ -45,6 +45,16 @@ def _looks_local(name_or_path: str) -> bool:
     )
 
 
+def _load_without_pooler(auto_model, name: str):
+    """The encoder pools token states itself: BERT-like models load without their pooler head
+    (else AutoModel adds a random one for checkpoints that have none, and DDP waits for its
+    gradients). Architectures without that option load as they are."""
+    try:
+        return auto_model.from_pretrained(name, add_pooling_layer=False)
+    except TypeError:
+        return auto_model.from_pretrained(name)
+
+
 class Encoder(nn.Module):
     """Shared-weight text encoder producing unit-norm embeddings."""
 
@@ -69,7 +79,7 @@ class Encoder(nn.Module):
             raise HbtError(f"model directory not found: {name}")
         try:
             tokenizer = AutoTokenizer.from_pretrained(name)
-            model = AutoModel.from_pretrained(name)
+            model = _load_without_pooler(AutoModel, name)
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise HbtError(f"cannot load model {name}: {first}") from None
@@ -134,9 +144,15 @@ class Encoder(nn.Module):
         self.model.get_input_embeddings().weight.requires_grad_(False)
 
     def save(self, out_dir: Path) -> Path:
-        """Write model + tokenizer as a HF dir loadable by `Encoder.from_config`."""
+        """Write model + tokenizer as a HF dir loadable by `Encoder.from_config`, `AutoModel`
+        and `SentenceTransformer` (module files with this encoder's pooling and prefixes)."""
+        from hbt.model.st_files import write_sentence_transformers_files
+
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
+        write_sentence_transformers_files(
+            out_dir, self.dim, self.cfg.max_length, self.cfg.pooling, self.cfg.query_prefix,
+            self.cfg.passage_prefix, has_pooler=getattr(self.model, "pooler", None) is not None)
         return out_dir

