@@ -118,6 +118,7 @@ class EvalConfig(Section):
     index_factory: str = "Flat"
     batch_size: int = Field(64, ge=1)
     top_k: int = Field(100, ge=1)
+    heldout_only: bool = Field(False, description="drop corpus articles the model's training manifest says it was trained on")
 
 
 class ClusterConfig(Section):

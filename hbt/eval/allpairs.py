@@ -290,7 +290,8 @@ def write_pairs_csv(path: Path, result: dict) -> None:
 def write_summary(path: Path, result: dict) -> None:
     langs = result["languages"]
     lines = [f"# LAReQA all-pairs evaluation", "", f"- model: `{result['model']}`",
-             f"- corpus: `{result['corpus']}`", f"- languages: {', '.join(langs)}", "",
+             f"- corpus: `{result['corpus']}`" + (f" ({result['corpus_note']})" if result.get("corpus_note") else ""),
+             f"- languages: {', '.join(langs)}", "",
              "| setting | mAP | r@1 | r@10 | ndcg@10 | mrr |", "|---|---|---|---|---|---|"]
     for name, s in result["settings"].items():
         lines.append(f"| {name} | " + " | ".join(f"{s[m]:.4f}" for m in PAIR_METRICS) + " |")
@@ -332,18 +333,21 @@ def write_heatmap(path: Path, result: dict) -> None:
 
 
 def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[HbtConfig] = None) -> dict:
-    """Read the corpus, encode with the model at `model_dir`, evaluate, and write
-    OUT/{results.json, pairs.csv, summary.md, heatmap.png} all-or-nothing."""
-    from hbt.data.lareqa import read_lareqa
+    """Read the corpus (a LAReQA dir or a prepared dir; never articles the model was trained
+    on, see `hbt.eval.heldout`), encode with the model at `model_dir`, evaluate, and write
+    OUT/{results.json, per_query.parquet, pairs.csv, summary.md, heatmap.png} all-or-nothing."""
+    from hbt.eval.heldout import guard, read_eval_corpus, training_manifest
     from hbt.model.encoder import Encoder
 
     config = config or HbtConfig()
-    corpus = read_lareqa(corpus_dir, languages)
+    eval_corpus = guard(read_eval_corpus(corpus_dir, languages), training_manifest(model_dir),
+                        config.eval.heldout_only)
+    corpus = eval_corpus.corpus
     langs = list(languages) if languages is not None else corpus_languages(corpus)
     model_cfg = config.model.model_copy(update={"name_or_path": str(model_dir)})
     encoder = Encoder.from_config(model_cfg)
     query_emb, cand_emb = encode_corpus(encoder, corpus, config.eval)
-    result = {"model": str(model_dir), "corpus": str(corpus_dir)}
+    result = {"model": str(model_dir), "corpus": str(corpus_dir), "corpus_note": eval_corpus.note}
     result.update(evaluate(query_emb, cand_emb, corpus, langs, config.eval.top_k, config.eval.index_factory))
     result["eval"] = config.eval.model_dump()
     per_query = result.pop("per_query")
