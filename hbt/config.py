@@ -118,6 +118,8 @@ class EvalConfig(Section):
     index_factory: str = "Flat"
     batch_size: int = Field(64, ge=1)
     top_k: int = Field(100, ge=1)
+    encode_actors: int = Field(1, ge=1, description="Ray actors encoding the corpus (one per GPU on a GPU node)")
+    encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: the node's cores)")
     heldout_only: bool = Field(False, description="drop corpus articles the model's training manifest says it was trained on")
 
 

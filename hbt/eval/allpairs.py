@@ -1,7 +1,7 @@
 """All-pairs LAReQA evaluation: mono (X->X), cross (X->Y, X!=Y) and pooled multilingual.
 
-* Every language's queries and candidates are encoded exactly once
-  (:func:`encode_corpus`), in length-sorted batches to cut padding.
+* Every language's queries and candidates are encoded exactly once, in length-sorted
+  batches, in process or on Ray actors (:mod:`hbt.eval.encode`).
 * Per (X, Y) pair the score matrix ``Q_X @ C_Y.T`` is small (~1190 x 1300 on
   XQuAD-R), so it is computed exactly with NumPy; LAReQA AP uses the full row,
   the ranx metrics (r@1, r@10, ndcg@10, mrr) use its top ``top_k``.
@@ -15,11 +15,6 @@ Relevance: a query ``(qid, X)`` is answered in language ``Y`` by the qrels row
 ``(qid, Y)`` (question ids are shared by translations). A query with no answer
 in ``Y`` (its answer was skipped by the reader there) is left out of pair
 ``X->Y`` and counted in ``n_queries``.
-
-Candidate text: with ``eval.candidate_context`` the candidate is encoded as
-``sentence + " " + context`` (LAReQA encodes the answer sentence together with
-its paragraph; the sentence comes first so truncation at ``max_length`` keeps
-it); otherwise the bare sentence.
 """
 
 from __future__ import annotations
@@ -31,7 +26,8 @@ from typing import Optional
 import numpy as np
 import pyarrow.parquet as pq
 
-from hbt.config import EvalConfig, HbtConfig
+from hbt.config import HbtConfig
+from hbt.eval.encode import corpus_languages, encode_corpus, encode_corpus_on_actors
 from hbt.errors import HbtError
 from hbt.eval.metrics import (
     language_bias,
@@ -47,18 +43,7 @@ PAIR_METRICS = ["map", "r@1", "r@10", "ndcg@10", "mrr"]
 PER_QUERY = "per_query.parquet"
 
 
-# ---------------------------------------------------------------- corpus views
-
-def corpus_languages(corpus) -> list[str]:
-    """Languages in the order they appear in the candidates table."""
-    return list(dict.fromkeys(corpus.candidates.column("lang").to_pylist()))
-
-
-def _by_lang(table, lang: str, columns) -> dict[str, list]:
-    langs = table.column("lang").to_pylist()
-    rows = [i for i, l in enumerate(langs) if l == lang]
-    return {c: [table.column(c)[i].as_py() for i in rows] for c in columns}
-
+# ---------------------------------------------------------------- corpus view
 
 class _View:
     """Per-language id lists (table order) and the (qid, lang) -> candidate id map."""
@@ -74,41 +59,6 @@ class _View:
         r = corpus.qrels.to_pydict()
         self.rel = {(qid, lang): cid for qid, lang, cid in zip(r["query_id"], r["lang"], r["candidate_id"])}
         self.c_pos = {lang: {cid: i for i, cid in enumerate(ids)} for lang, ids in self.c_ids.items()}
-
-
-# ---------------------------------------------------------------- encoding
-
-def _encode_bucketed(encoder, texts: list[str], kind: str, batch_size: int, on_batch=None) -> np.ndarray:
-    """Encode `texts` sorted by length (so each batch pads little), return rows in input order."""
-    order = np.argsort([len(t) for t in texts], kind="stable")  # (n,)
-    emb_sorted = np.asarray(encoder.encode([texts[i] for i in order], kind, batch_size, on_batch), dtype=np.float32)
-    emb = np.empty_like(emb_sorted)  # (n, d)
-    emb[order] = emb_sorted
-    return emb
-
-
-def candidate_texts(sentences, contexts, with_context: bool) -> list[str]:
-    if with_context:
-        return [f"{s} {c}" for s, c in zip(sentences, contexts)]
-    return list(sentences)
-
-
-def encode_corpus(encoder, corpus, eval_cfg: EvalConfig):
-    """-> (query_emb {lang: (nq, d)}, cand_emb {lang: (nc, d)}), rows in table order."""
-    from tqdm import tqdm
-
-    query_emb, cand_emb = {}, {}
-    total = corpus.queries.num_rows + corpus.candidates.num_rows
-    # Progress on stderr, also when not a terminal (Ray job logs); at most one line per 5 s.
-    with tqdm(total=total, desc="encode", unit="text", mininterval=5, disable=False) as bar:
-        for lang in corpus_languages(corpus):
-            bar.set_postfix_str(lang)
-            q = _by_lang(corpus.queries, lang, ["text"])
-            c = _by_lang(corpus.candidates, lang, ["sentence", "context"])
-            query_emb[lang] = _encode_bucketed(encoder, q["text"], "query", eval_cfg.batch_size, bar.update)
-            texts = candidate_texts(c["sentence"], c["context"], eval_cfg.candidate_context)
-            cand_emb[lang] = _encode_bucketed(encoder, texts, "passage", eval_cfg.batch_size, bar.update)
-    return query_emb, cand_emb
 
 
 # ---------------------------------------------------------------- evaluation
@@ -332,10 +282,18 @@ def write_heatmap(path: Path, result: dict) -> None:
         plt.close(fig)
 
 
+def _model_path(model_dir) -> str:
+    """Actors may run in another working dir: an existing local dir goes as an absolute path."""
+    path = Path(model_dir).expanduser()
+    return str(path.resolve()) if path.exists() else str(model_dir)
+
+
 def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[HbtConfig] = None) -> dict:
     """Read the corpus (a LAReQA dir or a prepared dir; never articles the model was trained
     on, see `hbt.eval.heldout`), encode with the model at `model_dir`, evaluate, and write
     OUT/{results.json, per_query.parquet, pairs.csv, summary.md, heatmap.png} all-or-nothing."""
+    import ray
+
     from hbt.eval.heldout import guard, read_eval_corpus, training_manifest
     from hbt.model.encoder import Encoder
 
@@ -344,9 +302,12 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
                         config.eval.heldout_only)
     corpus = eval_corpus.corpus
     langs = list(languages) if languages is not None else corpus_languages(corpus)
-    model_cfg = config.model.model_copy(update={"name_or_path": str(model_dir)})
-    encoder = Encoder.from_config(model_cfg)
-    query_emb, cand_emb = encode_corpus(encoder, corpus, config.eval)
+    model_cfg = config.model.model_copy(update={"name_or_path": _model_path(model_dir)})
+    if ray.is_initialized():
+        query_emb, cand_emb = encode_corpus_on_actors(model_cfg, corpus, config.eval,
+                                                      config.cluster.cpus_per_worker, config.cluster.use_gpu)
+    else:
+        query_emb, cand_emb = encode_corpus(Encoder.from_config(model_cfg), corpus, config.eval)
     result = {"model": str(model_dir), "corpus": str(corpus_dir), "corpus_note": eval_corpus.note}
     result.update(evaluate(query_emb, cand_emb, corpus, langs, config.eval.top_k, config.eval.index_factory))
     result["eval"] = config.eval.model_dump()

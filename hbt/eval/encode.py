@@ -1,0 +1,151 @@
+"""Encode every language's queries and candidates exactly once, in length-bucketed chunks.
+
+Each (language, kind) text list is sorted by length and cut into chunks of
+`eval.batch_size * CHUNK_BATCHES` texts, so every batch pads little. Chunks go either to
+an in-process encoder (`encode_corpus`) or, with Ray up, to a pool of `eval.encode_actors`
+`EncodeActor`s that each load the model once (`encode_corpus_on_actors`); results are put
+back in table order either way, so both give the same arrays.
+
+Candidate text: with `eval.candidate_context` a candidate is `sentence + " " + context`
+(LAReQA encodes the answer sentence together with its paragraph; the sentence comes first
+so truncation at `max_length` keeps it), otherwise the bare sentence.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+
+from hbt.config import EvalConfig, ModelConfig
+
+CHUNK_BATCHES = 8  # batches per chunk: fine-grained progress and load balance, little call overhead
+
+Embeddings = dict[str, np.ndarray]  # lang -> (n, d), rows in table order
+
+
+def corpus_languages(corpus) -> list[str]:
+    """Languages in the order they appear in the candidates table."""
+    return list(dict.fromkeys(corpus.candidates.column("lang").to_pylist()))
+
+
+def candidate_texts(sentences, contexts, with_context: bool) -> list[str]:
+    if with_context:
+        return [f"{s} {c}" for s, c in zip(sentences, contexts)]
+    return list(sentences)
+
+
+def _column_by_lang(table, lang: str, column: str) -> list[str]:
+    langs = table.column("lang").to_pylist()
+    values = table.column(column).to_pylist()
+    return [v for v, l in zip(values, langs) if l == lang]
+
+
+@dataclass
+class Chunk:
+    lang: str
+    kind: str                # "query" | "passage"
+    rows: np.ndarray         # (m,) positions of these texts in the language's table order
+    texts: list[str]         # (m,) length-sorted
+
+
+def corpus_chunks(corpus, eval_cfg: EvalConfig) -> list[Chunk]:
+    """Every unique text of the corpus once, as length-sorted chunks."""
+    chunks = []
+    size = eval_cfg.batch_size * CHUNK_BATCHES
+    for lang in corpus_languages(corpus):
+        queries = _column_by_lang(corpus.queries, lang, "text")
+        candidates = candidate_texts(_column_by_lang(corpus.candidates, lang, "sentence"),
+                                     _column_by_lang(corpus.candidates, lang, "context"),
+                                     eval_cfg.candidate_context)
+        for kind, texts in (("query", queries), ("passage", candidates)):
+            order = np.argsort([len(t) for t in texts], kind="stable")  # (n,)
+            for start in range(0, len(order), size):
+                rows = order[start:start + size]
+                chunks.append(Chunk(lang, kind, rows, [texts[i] for i in rows]))
+    return chunks
+
+
+def _assemble(corpus, chunks: list[Chunk], results: Iterable[tuple[int, np.ndarray]],
+              on_chunk: Callable[[Chunk], None]) -> tuple[Embeddings, Embeddings]:
+    """Place each chunk's (m, d) rows at their table positions -> (query_emb, cand_emb)."""
+    counts = {("query", l): n for l, n in _counts(corpus.queries).items()}
+    counts.update({("passage", l): n for l, n in _counts(corpus.candidates).items()})
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for index, emb in results:
+        chunk = chunks[index]
+        key = (chunk.kind, chunk.lang)
+        if key not in out:
+            out[key] = np.empty((counts[key], emb.shape[1]), dtype=np.float32)
+        out[key][chunk.rows] = emb
+        on_chunk(chunk)
+    langs = corpus_languages(corpus)
+    return ({l: out[("query", l)] for l in langs if ("query", l) in out},
+            {l: out[("passage", l)] for l in langs if ("passage", l) in out})
+
+
+def _counts(table) -> dict[str, int]:
+    langs = table.column("lang").to_pylist()
+    return {l: langs.count(l) for l in dict.fromkeys(langs)}
+
+
+def _progress(corpus):
+    from tqdm import tqdm
+
+    # On stderr, also when not a terminal (Ray job logs); at most one line per 5 s.
+    return tqdm(total=corpus.queries.num_rows + corpus.candidates.num_rows, desc="encode", unit="text",
+                mininterval=5, disable=False)
+
+
+def encode_corpus(encoder, corpus, eval_cfg: EvalConfig) -> tuple[Embeddings, Embeddings]:
+    """In process: -> (query_emb {lang: (nq, d)}, cand_emb {lang: (nc, d)}), rows in table order."""
+    chunks = corpus_chunks(corpus, eval_cfg)
+
+    def results() -> Iterator[tuple[int, np.ndarray]]:
+        for i, chunk in enumerate(chunks):
+            yield i, np.asarray(encoder.encode(chunk.texts, chunk.kind, eval_cfg.batch_size), dtype=np.float32)
+
+    with _progress(corpus) as bar:
+        return _assemble(corpus, chunks, results(), lambda c: bar.update(len(c.texts)))
+
+
+class EncodeActor:
+    """Holds one `Encoder` (loaded once) in a Ray actor; `torch` threads set explicitly, since
+    Ray pins a fractional-CPU actor to one thread."""
+
+    def __init__(self, model_cfg: ModelConfig, threads: Optional[int], use_gpu: bool = False):
+        import torch
+
+        from hbt.model.encoder import Encoder
+
+        torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+        self.encoder = Encoder.from_config(model_cfg)
+        if use_gpu:
+            self.encoder.to("cuda")
+
+    def encode(self, index: int, texts: list[str], kind: str, batch_size: int) -> tuple[int, np.ndarray]:
+        return index, np.asarray(self.encoder.encode(texts, kind, batch_size), dtype=np.float32)
+
+
+def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig, cpus_per_actor: float,
+                            use_gpu: bool = False) -> tuple[Embeddings, Embeddings]:
+    """Like `encode_corpus`, on `eval_cfg.encode_actors` Ray actors (Ray must be up)."""
+    import ray
+    from ray.util import ActorPool
+
+    chunks = corpus_chunks(corpus, eval_cfg)
+    remote = ray.remote(EncodeActor).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0)
+    # threads None: all of the actor's node's cores (counted inside the actor)
+    actors = [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu) for _ in range(eval_cfg.encode_actors)]
+    try:
+        pool = ActorPool(actors)
+        results = pool.map_unordered(
+            lambda actor, i: actor.encode.remote(i, chunks[i].texts, chunks[i].kind, eval_cfg.batch_size),
+            range(len(chunks)))
+        with _progress(corpus) as bar:
+            return _assemble(corpus, chunks, results, lambda c: bar.update(len(c.texts)))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
