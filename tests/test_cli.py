@@ -85,7 +85,6 @@ def test_same_seed_same_output(data_dir, prepared, tmp_path):
         (["eval", "--model", "m", "--corpus", "c", "--out", "o", "--languages", "en,qq"], "unknown language code"),
         (["eval", "--model", "m"], "required"),
         (["train", "--set", "data.prepared_dir=/no/such/prepared"], "run `hbt data prepare` first"),
-        (["train", "--set", "train.strategy=deepspeed"], "not implemented yet"),
         (["nosuchverb"], "invalid choice"),
         (["data", "prepare", "--bogus-flag"], "unrecognized arguments"),
     ],

@@ -174,6 +174,19 @@ def test_world_size_slices_global_batch():
         assert len(pids) == 9 == len(set(pids))
 
 
+def test_global_batch_is_the_ranks_slices_concatenated():
+    records = {f"p{i}": ["en", "de", "fr"] for i in range(30)}
+    cfg = ComposerConfig(mode="hybrid", batch_size=3, seed=5)
+    ranks = [HybridBatchComposer(records, cfg, rank=r, world_size=3) for r in range(3)]
+    whole = HybridBatchComposer(records, cfg, rank=0, world_size=3)
+    for _ in range(20):
+        parts = [c.next_batch() for c in ranks]
+        batch = whole.next_global_batch()
+        assert {b.step for b in parts} == {batch.step} and {b.kind for b in parts} == {batch.kind}
+        assert [ex for b in parts for ex in b.examples] == batch.examples
+    assert whole.state_dict() == ranks[0].state_dict()
+
+
 def test_iter_continues_state():
     records = {f"p{i}": ["en", "de"] for i in range(6)}
     cfg = ComposerConfig(mode="hybrid", batch_size=2, seed=0)

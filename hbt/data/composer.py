@@ -258,11 +258,21 @@ class HybridBatchComposer:
 
     def next_batch(self) -> Batch:
         """This rank's slice of the next global batch."""
+        batch = self.next_global_batch()
+        lo = self.rank * self.config.batch_size
+        return Batch(step=batch.step, kind=batch.kind, examples=batch.examples[lo:lo + self.config.batch_size])
+
+    def next_global_batch(self) -> Batch:
+        """The next step for all ranks at once: ``batch_size * world_size`` examples, rank
+        ``r``'s slice being ``examples[r * batch_size:(r + 1) * batch_size]``.
+
+        Advances the state exactly as ``next_batch`` does, so a driver that plans every
+        rank's batches composes each step once instead of once per rank.
+        """
         step = self._step
         kind, examples = self._compose_global(step)
-        lo = self.rank * self.config.batch_size
         self._step += 1
-        return Batch(step=step, kind=kind, examples=examples[lo:lo + self.config.batch_size])
+        return Batch(step=step, kind=kind, examples=examples)
 
     def __iter__(self) -> Iterator[Batch]:
         """Batches forever, continuing from the current state."""

@@ -21,6 +21,7 @@ from hbt.io import atomic_directory, sha256_file, write_json_atomic
 TRAIN_PAIRS = "train_pairs.parquet"
 EVAL_DIR = "eval"
 MANIFEST = "manifest.json"
+TRAINING_MANIFEST = "hbt_training.json"  # the manifest, copied into a model hbt trained
 
 
 def keep_fraction(table: pa.Table, imbalance: dict[str, float], seed: int) -> pa.Table:

@@ -282,12 +282,6 @@ def write_heatmap(path: Path, result: dict) -> None:
         plt.close(fig)
 
 
-def _model_path(model_dir) -> str:
-    """Actors may run in another working dir: an existing local dir goes as an absolute path."""
-    path = Path(model_dir).expanduser()
-    return str(path.resolve()) if path.exists() else str(model_dir)
-
-
 def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[HbtConfig] = None) -> dict:
     """Read the corpus (a LAReQA dir or a prepared dir; never articles the model was trained
     on, see `hbt.eval.heldout`), encode with the model at `model_dir`, evaluate, and write
@@ -295,14 +289,14 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     import ray
 
     from hbt.eval.heldout import guard, read_eval_corpus, training_manifest
-    from hbt.model.encoder import Encoder
+    from hbt.model.encoder import Encoder, resolve_model_name
 
     config = config or HbtConfig()
     eval_corpus = guard(read_eval_corpus(corpus_dir, languages), training_manifest(model_dir),
                         config.eval.heldout_only)
     corpus = eval_corpus.corpus
     langs = list(languages) if languages is not None else corpus_languages(corpus)
-    model_cfg = config.model.model_copy(update={"name_or_path": _model_path(model_dir)})
+    model_cfg = config.model.model_copy(update={"name_or_path": resolve_model_name(str(model_dir))})
     if ray.is_initialized():
         query_emb, cand_emb = encode_corpus_on_actors(model_cfg, corpus, config.eval,
                                                       config.cluster.cpus_per_worker, config.cluster.use_gpu)

@@ -25,13 +25,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
-from hbt.data.prepare import EVAL_DIR, MANIFEST, load_manifest, rows_in_articles
+from hbt.data.prepare import EVAL_DIR, MANIFEST, TRAINING_MANIFEST, load_manifest, rows_in_articles
 from hbt.data.splits import check_no_leakage
 from hbt.errors import DataError
 from hbt.io import sha256_file
 from hbt.languages import check_languages
 
-TRAINING_MANIFEST = "hbt_training.json"
 
 
 @dataclass

@@ -55,6 +55,21 @@ def _load_without_pooler(auto_model, name: str):
         return auto_model.from_pretrained(name)
 
 
+def resolve_model_name(name_or_path: str) -> str:
+    """An existing local model dir as an absolute path (workers and actors may run in another
+    cwd), a hub id as it is; a path-like name that names no directory is a one-line error."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise HbtError(f"model path {name_or_path} is a file, expected a model directory")
+        if not (path / "config.json").is_file():
+            raise HbtError(f"{name_or_path} is not a model directory (no config.json)")
+        return str(path.resolve())
+    if _looks_local(name_or_path) or (path.parent != Path(".") and path.parent.is_dir()):
+        raise HbtError(f"model directory not found: {name_or_path}")
+    return name_or_path
+
+
 class Encoder(nn.Module):
     """Shared-weight text encoder producing unit-norm embeddings."""
 
@@ -69,14 +84,7 @@ class Encoder(nn.Module):
         """Load `model_cfg.name_or_path` (a local HF dir, or a hub name) with AutoModel/AutoTokenizer."""
         from transformers import AutoModel, AutoTokenizer
 
-        name = model_cfg.name_or_path
-        path = Path(name).expanduser()
-        if path.exists():
-            if not path.is_dir():
-                raise HbtError(f"model path {name} is a file, expected a model directory")
-            name = str(path)
-        elif _looks_local(name) or (Path(name).parent != Path(".") and Path(name).parent.is_dir()):
-            raise HbtError(f"model directory not found: {name}")
+        name = resolve_model_name(model_cfg.name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(name)
             model = _load_without_pooler(AutoModel, name)

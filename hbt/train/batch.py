@@ -28,8 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from hbt.config import ModelConfig
-
-TRAIN_PAIRS = "train_pairs.parquet"
+from hbt.data.prepare import TRAIN_PAIRS
 TRAIN_COLUMNS = ["parallel_id", "lang", "question", "positive", "hard_negatives"]
 
 Example = tuple[str, str, str]  # (parallel_id, query_lang, passage_lang)

@@ -1,34 +1,50 @@
-"""Driver: build and run the Ray `TorchTrainer` for `hbt.train.loop.train_func`.
+"""Driver: build the Ray Data stream and the Ray `TorchTrainer` for `hbt.train.loop.train_func`.
 
 Output layout of `train(config, prepared_dir, OUT)`:
 
+    OUT/config.yaml     the run's resolved config (`hbt train --resume OUT` starts from it)
     OUT/metrics.jsonl   one JSON line per report of rank 0 (appended to on resume)
-    OUT/model/          the final model (HF dir, loads with AutoModel / Encoder.from_config)
+    OUT/model/          the final model: HF + sentence-transformers dir, with
+                        `hbt_training.json` (the prepared manifest: which articles it saw)
+
+While the run lasts, each new line of metrics.jsonl is also shown as one progress line
+(`progress_line`): the workers' own output does not reach this process (a local Ray runs
+with `log_to_driver=False`).
 
 The Ray run itself (checkpoints, Ray's own state) lives in `STORAGE/NAME` with
 `STORAGE = cluster.storage_path or OUT's parent` and `NAME = OUT's name`: by default the
-checkpoints sit inside OUT. Ray Train restores a run found at that location automatically,
-so a fresh run (`resume=False`) refuses a location that already holds one.
+checkpoints sit inside OUT; with `cluster.storage_path` (s3://, gs://, an NFS path) they sit
+where every node reaches them. Ray Train restores a run found at that location
+automatically, so a fresh run (`resume=False`) refuses a location that already holds one,
+and a resumed run plans its stream from the composer state of the run's last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import logging
 import shutil
+import sys
+import threading
+from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+import yaml
 from ray.train import UserCallback
 
 from hbt.config import HbtConfig
 from hbt.errors import HbtError
-from hbt.io import atomic_directory
-from hbt.train.loop import TRAIN_PAIRS, train_func
+from hbt.io import atomic_directory, write_text_atomic
+from hbt.train.batch import TRAIN_PAIRS
+from hbt.train.loop import COMPOSER_STATE, train_func
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"
+RUN_CONFIG = "config.yaml"
 
 
 class MetricsFile(UserCallback):
@@ -44,8 +60,80 @@ class MetricsFile(UserCallback):
             out.write(json.dumps(metrics[0], default=str) + "\n")
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
+def progress_line(metrics: Dict[str, Any], total_steps: int) -> str:
+    """One line for a user watching `hbt train`: step, losses, lr and throughput."""
+    by_kind = ", ".join(f"{kind} {metrics[f'loss_{kind}']:.4f}" for kind in ("xx", "xy")
+                        if metrics.get(f"loss_{kind}") is not None)
+    return (f"step {metrics['step'] + 1}/{total_steps}  loss {metrics['loss']:.4f} ({by_kind})  "
+            f"lr {metrics['lr']:.2e}  {metrics['pairs_per_s']:.1f} pairs/s  {metrics['tokens_per_s']:.0f} tokens/s")
+
+
+class _Follower(threading.Thread):
+    """Calls `emit(line)` for each complete line appended to `path` after it started."""
+
+    def __init__(self, path: Path, emit: Callable[[str], None], interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.path, self.emit, self.interval = path, emit, interval
+        self.offset = path.stat().st_size  # a resumed run's earlier lines are not shown again
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        with open(self.path, "rb") as stream:
+            stream.seek(self.offset)
+            data = stream.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode("utf-8").splitlines():
+            if line.strip():
+                self.emit(line)
+
+
+@contextlib.contextmanager
+def _following(path: Path, emit: Callable[[str], None]):
+    follower = _Follower(path, emit)
+    follower.start()
+    try:
+        yield
+    finally:
+        follower.done.set()
+        follower.join()
+
+
+def _check_strategy(config: HbtConfig) -> None:
+    # Refused here, before any worker starts, rather than failing inside the loop.
+    if config.train.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise HbtError("train.strategy=deepspeed needs the deepspeed package: pip install deepspeed")
+
+
+def _run_location(config: HbtConfig, out: Path) -> str:
+    """`STORAGE/NAME` of the Ray run (see the module docstring), as a path or URI."""
+    storage = config.cluster.storage_path or str(out.parent)
+    if "://" not in storage or storage.startswith("file://"):
+        storage = str(Path(storage.removeprefix("file://")).resolve())
+    return f"{storage.rstrip('/')}/{out.name}"
+
+
+def _holds_run(run_path: str) -> bool:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(run_path)
+    return fs.get_file_info(f"{path}/{SNAPSHOT}").type != pyarrow.fs.FileType.NotFound
+
+
+def _checkpoint_composer_state(run_path: str) -> dict:
+    """The composer state in the run's latest checkpoint (read alone, not the whole checkpoint)."""
+    import ray.train
+
+    checkpoint = ray.train.Result.from_path(run_path).checkpoint
+    if checkpoint is None:
+        raise HbtError(f"{run_path} holds no checkpoint to resume from")
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{COMPOSER_STATE}") as stream:
+        return json.loads(stream.read())
 
 
 def _ensure_ray(config: HbtConfig) -> None:
@@ -61,63 +149,82 @@ def _ensure_ray(config: HbtConfig) -> None:
         ray.init(address=cluster.address)
 
 
-def _absolute_model_path(config: HbtConfig) -> HbtConfig:
-    """Workers may run elsewhere (another cwd): pass an existing local model dir as an absolute path."""
-    path = Path(config.model.name_or_path).expanduser()
-    if path.exists():
-        return config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": str(path.resolve())})})
-    return config
+def _resolved_model(config: HbtConfig) -> HbtConfig:
+    """Workers run elsewhere (another cwd, another node): a local model dir goes as an absolute path."""
+    from hbt.model.encoder import resolve_model_name
+
+    name = resolve_model_name(config.model.name_or_path)
+    return config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": name})})
 
 
-def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = False) -> Path:
-    """Train with `config` on `prepared_dir/train_pairs.parquet`; returns OUT (see module docstring)."""
+def _export(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig) -> None:
+    """Copy the checkpoint's model dir to `model_dir` (all or nothing), with the training manifest."""
+    from hbt.data.prepare import TRAINING_MANIFEST, load_manifest
+
+    manifest = {**load_manifest(prepared_dir), "train_config": config.model_dump(mode="json")}
+    with checkpoint.as_directory() as directory, atomic_directory(model_dir) as staging:
+        shutil.copytree(Path(directory) / "model", staging, dirs_exist_ok=True)
+        (staging / TRAINING_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = False,
+          progress: Optional[Callable[[str], None]] = partial(print, file=sys.stderr, flush=True)) -> Path:
+    """Train with `config` on `prepared_dir/train_pairs.parquet`; returns OUT (see module docstring).
+
+    `progress` receives one line per report while training runs (None: silent).
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    if config.train.strategy == "deepspeed":
-        # Refused here, before any worker starts, rather than failing inside the loop.
-        raise HbtError("train.strategy=deepspeed is not implemented yet; use --set train.strategy=ddp")
+    from hbt.train.stream import build_train_datasets, train_data_config
+
+    _check_strategy(config)
     prepared_dir = Path(prepared_dir).resolve()
     if not (prepared_dir / TRAIN_PAIRS).is_file():
         raise HbtError(f"{prepared_dir / TRAIN_PAIRS} not found: run `hbt data prepare` first")
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    storage = config.cluster.storage_path or str(out.parent)
-    name = out.name
-    if _is_local(storage):
-        storage = str(Path(storage.removeprefix("file://")).resolve())
-        existing = Path(storage) / name / SNAPSHOT
-        if existing.exists() and not resume:
-            raise HbtError(f"{existing.parent} already holds a training run: pass resume=True (--resume) "
-                           "or choose another output directory")
+    run_path = _run_location(config, out)
+    if _holds_run(run_path) and not resume:
+        raise HbtError(f"{run_path} already holds a training run: pass resume=True (--resume) "
+                       "or choose another output directory")
+    if resume and not _holds_run(run_path):
+        raise HbtError(f"nothing to resume: {run_path} holds no training run")
 
-    config = _absolute_model_path(config)
+    config = _resolved_model(config)
     _ensure_ray(config)
+    composer_state = _checkpoint_composer_state(run_path) if resume else None
+    datasets = build_train_datasets(config, prepared_dir, config.train.num_workers, composer_state)
 
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / RUN_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     metrics_path = out / "metrics.jsonl"
     if not resume:
         metrics_path.write_text("")
+    metrics_path.touch()
     tc = config.train
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={"hbt": config.model_dump(mode="json"), "prepared_dir": str(prepared_dir)},
+        train_loop_config={"hbt": config.model_dump(mode="json")},
+        datasets=datasets,
+        dataset_config=train_data_config(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tc.num_workers, use_gpu=config.cluster.use_gpu,
             resources_per_worker={"CPU": config.cluster.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=storage,
+            name=out.name, storage_path=run_path.rsplit("/", 1)[0],
             failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[MetricsFile(str(metrics_path))]),
     )
-    result = trainer.fit()
+    following = (_following(metrics_path, lambda line: progress(progress_line(json.loads(line), tc.steps)))
+                 if progress is not None else contextlib.nullcontext())
+    with following:
+        result = trainer.fit()
     if result.error is not None:
         first_line = str(result.error).strip().splitlines()[0] if str(result.error).strip() else type(result.error).__name__
         raise HbtError(f"training failed: {first_line}") from result.error
     if result.checkpoint is None:
         raise HbtError("training finished without a checkpoint")
-    model_dir = out / "model"
-    with result.checkpoint.as_directory() as directory, atomic_directory(model_dir) as staging:
-        shutil.copytree(Path(directory) / "model", staging, dirs_exist_ok=True)
-    log.info("model exported to %s", model_dir)
+    _export(result.checkpoint, out / "model", prepared_dir, config)
+    log.info("model exported to %s", out / "model")
     return out

@@ -1,198 +1,196 @@
-"""The per-worker training loop, `train_func(config: dict)`, run by Ray Train's TorchTrainer.
+"""The per-worker training loop (`TorchTrainer`'s `train_loop_per_worker`).
 
-The loop reads only its config dict:
+The loop reads only its config dict and its Ray Data shard:
 
-    {"hbt": HbtConfig.model_dump(mode="json"), "prepared_dir": "/abs/path/to/prepared"}
+    config = {"hbt": HbtConfig.model_dump(mode="json")}
+    ray.train.get_dataset_shard(dataset_name(rank))   # hbt.train.stream
 
-Per step: the `HybridBatchComposer` (the single source of batch order, so a resumed run
-replays exactly the sequence an uninterrupted one would) yields this rank's examples
-`(parallel_id, query_lang, passage_lang)`; each example's question in `query_lang` and
-positive in `passage_lang` are looked up in `prepared_dir/train_pairs.parquet`; queries and
-passages go through the encoder in one forward pass; InfoNCE gathers embeddings from all
-workers so every query sees the whole global batch as negatives.
+Each row of the shard is one whole micro-batch of this rank, composed on the driver by the
+`HybridBatchComposer` (the single source of batch order) and tokenized by a Ray Data actor
+in the layout of `hbt.train.batch` (queries, positives and `train.hard_negatives` negatives
+per pair: one forward pass). One optimizer step is `train.grad_accum` micro-batches. InfoNCE
+gathers embeddings from all workers, so every query of a micro-batch sees the whole global
+micro-batch as negatives:
 
-Checkpoint layout (written by rank 0, every `train.checkpoint_every` steps and at the end):
+    # 4 workers * 16 pairs = 64 queries vs 64 positives (+ 64 * N hard negatives) per loss
+    # * grad_accum micro-batches = pairs per optimizer step
 
-    model/              HF dir (`Encoder.save`): loadable with AutoModel / Encoder.from_config
-    train_state.pt      {"optimizer", "scheduler", "step"}
-    composer.json       HybridBatchComposer.state_dict()
+`train.steps` counts optimizer steps. The strategy (DDP or DeepSpeed, `hbt.train.engine`)
+runs backward and the optimizer.
 
-Reported metrics (rank 0's are the ones Ray keeps): step (0-based index of the last step
-done), loss, kind, lr, pairs_per_s (global pairs / wall time of the step), and
-batch_ids: one list of rank 0's parallel_ids per step since the previous report.
+Checkpoint (every `train.checkpoint_every` steps and at the end): the strategy's files
+(`hbt.train.engine`: always `model/`, the HF export) plus `composer.json`, the composer's
+state after the last micro-batch done (carried by the stream's rows, written by rank 0).
+A worker group restarted by Ray (`FailureConfig`) resumes from the last checkpoint and skips
+the rows of its stream that the checkpoint already covers.
+
+Reported metrics (every `train.report_every` steps; rank 0's are the ones Ray keeps):
+step (0-based index of the last optimizer step done), loss (mean over all ranks' micro-batches
+since the previous report), loss_xx / loss_xy (the same over micro-batches of that kind; None
+when there were none), kind (of the last micro-batch), lr (of the last step), pairs_per_s and
+tokens_per_s (global: all ranks' pairs and non-padding tokens over the wall time since the
+previous report), and batch_ids: one list of rank 0's parallel_ids per micro-batch since the
+previous report.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
-TRAIN_PAIRS = "train_pairs.parquet"
+from hbt.config import HbtConfig
 
-
-def load_pairs(prepared_dir: Path, languages: list[str] | None = None):
-    """(records, lookup) from the prepared training table: records maps parallel_id -> languages
-    (the composer's input); lookup maps (parallel_id, lang) -> (question, positive)."""
-    import pyarrow.parquet as pq
-
-    from hbt.data.composer import records_from_table
-
-    path = Path(prepared_dir) / TRAIN_PAIRS
-    table = pq.read_table(path, columns=["parallel_id", "lang", "question", "positive"])
-    if languages:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.is_in(table.column("lang"), value_set=pa.array(list(languages))))
-    lookup = {
-        (pid, lang): (question, positive)
-        for pid, lang, question, positive in zip(
-            table.column("parallel_id").to_pylist(),
-            table.column("lang").to_pylist(),
-            table.column("question").to_pylist(),
-            table.column("positive").to_pylist(),
-        )
-    }
-    return records_from_table(table), lookup
+KINDS = ("xx", "xy")
+COMPOSER_STATE = "composer.json"
 
 
-def linear_warmup_decay(warmup_steps: int, total_steps: int):
-    """LR multiplier: 0 -> 1 linearly over `warmup_steps`, then 1 -> 0 linearly until `total_steps`."""
-
-    def factor(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
-        return max(0.0, (total_steps - step) / span)
-
-    return factor
-
-
-def pair_inputs(encoder, questions: list[str], positives: list[str]) -> dict[str, torch.Tensor]:
-    """Tokenize queries and passages (each with its prefix) into one (2B, T) batch:
-    rows [0, B) are queries, rows [B, 2B) their positives (right-padded to a common T)."""
-    q = encoder.tokenize(questions, "query")
-    p = encoder.tokenize(positives, "passage")
-    length = max(q["input_ids"].shape[1], p["input_ids"].shape[1])
-    pad_id = encoder.tokenizer.pad_token_id or 0
-
-    def padded(t: torch.Tensor, value: int) -> torch.Tensor:
-        return F.pad(t, (0, length - t.shape[1]), value=value)
-
-    return {
-        "input_ids": torch.cat([padded(q["input_ids"], pad_id), padded(p["input_ids"], pad_id)]),
-        "attention_mask": torch.cat([padded(q["attention_mask"], 0), padded(p["attention_mask"], 0)]),
-    }
+def contrastive_loss(model, loss_fn, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One forward pass over queries, positives and hard negatives, then InfoNCE."""
+    b, n = inputs["negative_mask"].shape
+    emb = model(inputs["input_ids"], inputs["attention_mask"])  # (B * (2 + N), D)
+    query, positive = emb[:b], emb[b:2 * b]  # (B, D) each
+    if n == 0:
+        return loss_fn(query, positive)
+    negatives = emb[2 * b:].reshape(b, n, -1)  # (B, N, D)
+    return loss_fn(query, positive, negatives, inputs["negative_mask"])
 
 
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
+class ReportWindow:
+    """Sums over the micro-batches since the last report; `metrics` reduces them over ranks."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        # loss, count, then per kind in KINDS: loss, count; then pairs, tokens
+        self.sums = torch.zeros(2 + 2 * len(KINDS) + 2, dtype=torch.float64)
+        self.batch_ids: list[list[str]] = []
+        self.kind: str | None = None
+
+    def add(self, kind: str, parallel_ids: list[str], attention_mask: torch.Tensor, loss: torch.Tensor) -> None:
+        value = float(loss)
+        k = 2 + 2 * KINDS.index(kind)
+        self.sums[0:2] += torch.tensor([value, 1.0], dtype=torch.float64)
+        self.sums[k:k + 2] += torch.tensor([value, 1.0], dtype=torch.float64)
+        self.sums[-2] += len(parallel_ids)
+        self.sums[-1] += float(attention_mask.sum())
+        self.batch_ids.append(list(parallel_ids))
+        self.kind = kind
+
+    def metrics(self, step: int, lr: float) -> dict:
+        """A collective when torch.distributed is up: every rank must call it at the same step."""
+        import torch.distributed as dist
+
+        sums = self.sums.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+
+        def mean(k: int) -> float | None:
+            return float(sums[k] / sums[k + 1]) if sums[k + 1] > 0 else None
+
+        return {
+            "step": step,
+            "loss": mean(0),
+            **{f"loss_{kind}": mean(2 + 2 * i) for i, kind in enumerate(KINDS)},
+            "kind": self.kind,
+            "lr": lr,
+            "pairs_per_s": float(sums[-2]) / elapsed,
+            "tokens_per_s": float(sums[-1]) / elapsed,
+            "batch_ids": self.batch_ids,
+        }
 
 
-def _save_checkpoint(directory: Path, encoder, optimizer, scheduler, composer, step: int) -> None:
-    encoder.save(directory / "model")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step},
-               directory / "train_state.pt")
-    (directory / "composer.json").write_text(json.dumps(composer.state_dict()))
+def report_and_checkpoint(metrics: dict, strategy, composer_state: str, rank: int, checkpoint: bool) -> None:
+    """`ray.train.report` the metrics, with a checkpoint of the strategy and composer if asked."""
+    import ray.train
+
+    if not checkpoint:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        strategy.save(directory, rank)
+        if rank == 0:
+            (directory / COMPOSER_STATE).write_text(composer_state)
+        # DDP ranks > 0 write nothing; DeepSpeed ranks each write their ZeRO shards.
+        written = any(directory.iterdir())
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if written else None)
 
 
-def _load_checkpoint(directory: Path, encoder, optimizer, scheduler, composer) -> None:
-    from transformers import AutoModel
+def load_checkpoint(strategy) -> int:
+    """Restore the strategy from Ray's latest checkpoint, if any; -> micro-batches already done."""
+    import ray.train
 
-    saved = AutoModel.from_pretrained(str(directory / "model"))
-    encoder.model.load_state_dict(saved.state_dict())
-    state = torch.load(directory / "train_state.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    composer.load_state_dict(json.loads((directory / "composer.json").read_text()))
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        strategy.load(Path(directory))
+        return int(json.loads((Path(directory) / COMPOSER_STATE).read_text())["step"])
+
+
+def _encoder(cfg: HbtConfig):
+    from hbt.model.encoder import Encoder
+
+    encoder = Encoder.from_config(cfg.model)
+    if cfg.train.freeze_embeddings:
+        encoder.freeze_word_embeddings()
+    return encoder
+
+
+def _set_threads(cfg: HbtConfig, local_world_size: int) -> int:
+    # Ray starts a fractional-CPU worker with one intra-op thread; by default the workers on
+    # a node share its cores instead (2 cores, 1 worker: 2 threads).
+    threads = cfg.train.torch_threads or max(1, (os.cpu_count() or 1) // local_world_size)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _inputs(step, device: torch.device) -> dict[str, torch.Tensor]:
+    return {"input_ids": step.input_ids.to(device), "attention_mask": step.attention_mask.to(device),
+            "negative_mask": step.negative_mask.to(device)}
 
 
 def train_func(config: dict) -> None:
-    """Ray Train per-worker loop; see the module docstring for the config dict."""
+    """Ray Train per-worker loop; see the module docstring."""
     import ray.train
     import ray.train.torch
 
-    from hbt.config import HbtConfig
-    from hbt.data.composer import ComposerConfig, HybridBatchComposer
     from hbt.losses.infonce import InfoNCELoss
-    from hbt.model.encoder import Encoder
+    from hbt.train.engine import build_strategy
+    from hbt.train.stream import dataset_name, iter_steps
 
     cfg = HbtConfig.model_validate(config["hbt"])
-    tc, bc = cfg.train, cfg.batching
+    tc = cfg.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(bc.seed + rank)
+    _set_threads(cfg, ctx.get_local_world_size())
+    torch.manual_seed(cfg.batching.seed + rank)
 
-    records, lookup = load_pairs(Path(config["prepared_dir"]), cfg.data.train_languages)
-    composer = HybridBatchComposer(
-        records,
-        ComposerConfig(mode=bc.mode, alpha=bc.alpha, batch_size=bc.batch_size, seed=bc.seed,
-                       language_sampling=bc.language_sampling),
-        rank=rank, world_size=world)
-
-    encoder = Encoder.from_config(cfg.model)
-    if tc.freeze_embeddings:
-        encoder.freeze_word_embeddings()
-    pooler = getattr(encoder.model, "pooler", None)
-    if isinstance(pooler, torch.nn.Module):
-        # The HF pooler head is not used (the encoder pools last_hidden_state itself); frozen,
-        # DDP does not wait for gradients that never come.
-        pooler.requires_grad_(False)
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(tc.warmup_steps, tc.steps))
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            _load_checkpoint(Path(directory), encoder, optimizer, scheduler, composer)
-
-    model = ray.train.torch.prepare_model(encoder) if world > 1 else encoder
+    strategy = build_strategy(_encoder(cfg), cfg, world, ray.train.torch.get_device())
+    done_micro = load_checkpoint(strategy)
     loss_fn = InfoNCELoss.from_config(tc, gather=world > 1)
-    model.train()
+    strategy.encoder.train()
 
-    pending_ids: list[list[str]] = []
-    while composer.step < tc.steps:
-        started = time.perf_counter()
-        batch = composer.next_batch()
-        pairs = [(lookup[(pid, q_lang)][0], lookup[(pid, p_lang)][1]) for pid, q_lang, p_lang in batch.examples]
-        inputs = pair_inputs(encoder, [q for q, _ in pairs], [p for _, p in pairs])
-        emb = model(inputs["input_ids"], inputs["attention_mask"])  # (2B, H)
-        n = len(pairs)
-        loss = loss_fn(emb[:n], emb[n:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        elapsed = time.perf_counter() - started
-        pending_ids.append([pid for pid, _, _ in batch.examples])
-
-        done = composer.step  # steps completed
-        last = done >= tc.steps
-        want_checkpoint = done % tc.checkpoint_every == 0 or last
-        if not (done % tc.report_every == 0 or want_checkpoint):
-            continue
-        metrics = {
-            "step": batch.step,
-            "loss": float(loss.detach()),
-            "kind": batch.kind,
-            "lr": float(lr),
-            "pairs_per_s": n * world / max(elapsed, 1e-9),
-            "batch_ids": pending_ids,
-        }
-        pending_ids = []
-        if want_checkpoint:
-            with tempfile.TemporaryDirectory() as tmp:
-                ckpt = None
-                if rank == 0:
-                    _save_checkpoint(Path(tmp), _unwrap(model), optimizer, scheduler, composer, done)
-                    ckpt = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=ckpt)
-        else:
-            ray.train.report(metrics)
+    # A restarted worker group reads its stream from the start: skip what the checkpoint holds.
+    stream: Iterator = (s for s in iter_steps(ray.train.get_dataset_shard(dataset_name(rank))) if s.step >= done_micro)
+    window = ReportWindow()
+    for step in range(done_micro // tc.grad_accum, tc.steps):
+        lr = strategy.lr
+        for micro in range(tc.grad_accum):
+            batch = next(stream)
+            inputs = _inputs(batch, strategy.device)
+            loss = strategy.micro_step(partial(contrastive_loss, loss_fn=loss_fn, inputs=inputs),
+                                       boundary=micro == tc.grad_accum - 1)
+            window.add(batch.kind, batch.parallel_ids, batch.attention_mask, loss)
+        done = step + 1
+        want_checkpoint = done % tc.checkpoint_every == 0 or done >= tc.steps
+        if done % tc.report_every == 0 or want_checkpoint:
+            report_and_checkpoint(window.metrics(step, lr), strategy, batch.composer_state, rank, want_checkpoint)
+            window = ReportWindow()

@@ -1,0 +1,40 @@
+"""The benchmarks run end to end on a tiny model (their numbers are not checked: the machine is noisy)."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from hbt.model.st_files import write_sentence_transformers_files
+from hbt.model.tiny import tiny_bert
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """benchmarks/ is a folder of scripts, not a package: load one by path (registered in
+    sys.modules first, which its dataclasses need)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_allpairs_benchmark_runs(tmp_path, data_dir):
+    model = tiny_bert(tmp_path / "tiny")
+    write_sentence_transformers_files(model, hidden_size=32, max_seq_length=128, has_pooler=True)
+    out = tmp_path / "bench.json"
+    load_benchmark("eval_allpairs").main([
+        "--model", str(model), "--corpus", str(data_dir / "xquad-r"), "--languages", "en,de",
+        "--max-articles", "1", "--batch-size", "8", "--threads", str(torch.get_num_threads()),
+        "--pair-sample", "2", "--json", str(out),
+    ])
+    result = json.loads(out.read_text())
+    assert set(result["ratios"]) == {"a", "b", "c"}
+    for value in result["ratios"].values():
+        assert math.isfinite(value) and value > 0
+    assert result["per_pair_extrapolated"] and result["n_pairs_timed"] == 2 and result["n_pairs"] == 4

@@ -1,0 +1,182 @@
+"""The Ray Data step stream (hbt.train.stream): every rank's rows equal the composer's slice,
+tokenized exactly as `tokenize_step` does, in order, on the driver and inside a TorchTrainer."""
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+WORLD = 2
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, data_dir) -> Path:
+    from hbt.config import load_config
+    from hbt.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("stream") / "prep"
+    cfg = load_config(None, [f"data.data_dir={data_dir}", "data.languages=[en,de,es]"])
+    return Path(prepare(cfg.data, out))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, prepared) -> Path:
+    """A tiny BERT whose word vocabulary covers the training text, so token ids are not all [UNK]."""
+    import pyarrow.parquet as pq
+
+    from hbt.model.tiny import tiny_bert
+
+    table = pq.read_table(prepared / "train_pairs.parquet", columns=["question", "positive"])
+    words = {w for column in table.columns for text in column.to_pylist() for w in re.findall(r"\w+", text.lower())}
+    return tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", sorted(words) + ["query", "passage", ":"])
+
+
+def make_config(model_dir: Path, **train):
+    from hbt.config import load_config
+
+    sets = [f"model.name_or_path={model_dir}", "model.max_length=48", "data.languages=[en,de,es]",
+            "batching.batch_size=4", "batching.mode=hybrid", "batching.seed=3"]
+    return load_config(None, sets + [f"train.{key}={value}" for key, value in train.items()])
+
+
+def reference(prepared: Path, cfg, rank: int, start: int, stop: int) -> list[dict]:
+    """Micro-steps [start, stop) of `rank` the plain way: its own composer + tokenize_step."""
+    from transformers import AutoTokenizer
+
+    from hbt.data.composer import HybridBatchComposer
+    from hbt.train.batch import PairTexts, tokenize_step
+    from hbt.train.stream import composer_config
+
+    pairs = PairTexts.read(prepared, cfg.data.train_languages)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
+    composer = HybridBatchComposer(pairs.records(), composer_config(cfg), rank=rank, world_size=WORLD)
+    out = []
+    for _ in range(stop):
+        batch = composer.next_batch()
+        if batch.step < start:
+            continue
+        tokens = tokenize_step(tokenizer, cfg.model, pairs.texts(batch.examples, cfg.train.hard_negatives, batch.step))
+        out.append({"step": batch.step, "kind": batch.kind, "parallel_ids": [pid for pid, _, _ in batch.examples],
+                    **tokens})
+    return out
+
+
+def composer_state_after(records, cfg, steps: int) -> dict:
+    from hbt.data.composer import HybridBatchComposer
+    from hbt.train.stream import composer_config
+
+    composer = HybridBatchComposer(records, composer_config(cfg), rank=0, world_size=WORLD)
+    for _ in range(steps):
+        composer.next_global_batch()
+    return composer.state_dict()
+
+
+def test_plan_is_each_ranks_composer_slice_from_a_saved_state():
+    from hbt.config import load_config
+    from hbt.data.composer import HybridBatchComposer
+    from hbt.train.stream import composer_config, plan_micro_steps
+
+    records = {f"p{i}": ["de", "en", "es"] for i in range(40)}
+    cfg = load_config(None, ["batching.batch_size=3", "batching.seed=7"])
+    state = composer_state_after(records, cfg, 5)
+    plans = plan_micro_steps(records, cfg, world_size=WORLD, stop=12, composer_state=state)
+    for rank, plan in enumerate(plans):
+        composer = HybridBatchComposer(records, composer_config(cfg), rank=rank, world_size=WORLD)
+        batches = [composer.next_batch() for _ in range(12)][5:]
+        assert [row["step"] for row in plan] == list(range(5, 12))
+        assert [row["kind"] for row in plan] == [b.kind for b in batches]
+        assert [list(zip(row["parallel_id"], row["query_lang"], row["passage_lang"])) for row in plan] \
+            == [b.examples for b in batches]
+        # Each row carries the state a checkpoint taken right after it must hold.
+        assert [json.loads(row["composer_state"])["step"] for row in plan] == list(range(6, 13))
+    assert json.loads(plans[0][-1]["composer_state"]) == composer_state_after(records, cfg, 12)
+
+
+def test_plan_refuses_a_state_from_another_setup():
+    from hbt.config import load_config
+    from hbt.data.composer import ComposerConfigError
+    from hbt.train.stream import plan_micro_steps
+
+    records = {f"p{i}": ["de", "en", "es"] for i in range(40)}
+    state = composer_state_after(records, load_config(None, ["batching.batch_size=3"]), 2)
+    with pytest.raises(ComposerConfigError, match="different config"):
+        plan_micro_steps(records, load_config(None, ["batching.batch_size=4"]), WORLD, stop=4, composer_state=state)
+
+
+def test_iter_steps_refuses_out_of_order_rows():
+    from hbt.train.stream import iter_steps
+
+    class Shard:
+        def iter_batches(self, batch_size, batch_format):
+            for step in (4, 6):
+                yield {"step": np.array([step]), "kind": np.array(["xx"]), "composer_state": np.array(["{}"]),
+                       "parallel_id": np.array([["a"]]),
+                       "input_ids": np.zeros((1, 2, 3)), "attention_mask": np.ones((1, 2, 3)),
+                       "negative_mask": np.zeros((1, 1, 0), dtype=bool)}
+
+    steps = iter_steps(Shard())
+    assert next(steps).step == 4
+    with pytest.raises(RuntimeError, match="step 6 arrived after step 4"):
+        next(steps)
+
+
+def test_driver_reads_each_ranks_exact_steps_on_resume_with_negatives(ray_local, prepared, tiny_model):
+    from hbt.train.stream import build_train_datasets, dataset_name, iter_steps
+
+    from hbt.train.batch import PairTexts
+
+    # 4 optimizer steps of 2 micro-steps; resumed after optimizer step 1: micro-steps [2, 8).
+    cfg = make_config(tiny_model, steps=4, grad_accum=2, hard_negatives=2)
+    state = composer_state_after(PairTexts.read(prepared, cfg.data.train_languages).records(), cfg, 2)
+    datasets = build_train_datasets(cfg, prepared, WORLD, composer_state=state)
+    assert sorted(datasets) == [dataset_name(r) for r in range(WORLD)]
+    with ThreadPoolExecutor(WORLD) as pool:  # both ranks at once, as in training
+        streams = list(pool.map(lambda rank: list(iter_steps(datasets[dataset_name(rank)])), range(WORLD)))
+    for rank, got in enumerate(streams):
+        want = reference(prepared, cfg, rank, start=2, stop=8)
+        assert [(s.step, s.kind, s.parallel_ids) for s in got] == [(w["step"], w["kind"], w["parallel_ids"]) for w in want]
+        for step, ref in zip(got, want):
+            assert step.input_ids.shape == (4 * (2 + 2), ref["input_ids"].shape[1])
+            assert np.array_equal(step.input_ids.numpy(), ref["input_ids"])
+            assert np.array_equal(step.attention_mask.numpy(), ref["attention_mask"])
+            assert np.array_equal(step.negative_mask.numpy(), ref["negative_mask"])
+    # Some hard negatives are real text and some padding: both paths are exercised.
+    assert 0 < sum(int(ref["negative_mask"].sum()) for ref in want) < 4 * 2 * len(want)
+
+
+def test_train_workers_each_stream_their_own_slice(ray_local, prepared, tiny_model, tmp_path):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from hbt.train.stream import build_train_datasets, train_data_config
+
+    def read_steps(config):
+        import ray.train
+
+        from hbt.train.stream import dataset_name, iter_steps
+
+        rank = ray.train.get_context().get_world_rank()
+        seen = [{"step": s.step, "kind": s.kind, "parallel_ids": s.parallel_ids, "input_ids": s.input_ids.tolist(),
+                 "negatives": list(s.negative_mask.shape)}
+                for s in iter_steps(ray.train.get_dataset_shard(dataset_name(rank)))]
+        Path(config["out"], f"rank{rank}.json").write_text(json.dumps(seen))
+
+    cfg = make_config(tiny_model, steps=3)
+    trainer = TorchTrainer(
+        read_steps, train_loop_config={"out": str(tmp_path)},
+        datasets=build_train_datasets(cfg, prepared, WORLD),
+        dataset_config=train_data_config(),
+        scaling_config=ray.train.ScalingConfig(num_workers=WORLD, resources_per_worker={"CPU": 0.5}),
+        run_config=ray.train.RunConfig(name="stream", storage_path=str(tmp_path / "ray")))
+    assert trainer.fit().error is None
+    for rank in range(WORLD):
+        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        want = reference(prepared, cfg, rank, start=0, stop=3)
+        assert [(s["step"], s["kind"], s["parallel_ids"]) for s in seen] == [(w["step"], w["kind"], w["parallel_ids"]) for w in want]
+        assert [s["input_ids"] for s in seen] == [w["input_ids"].tolist() for w in want]
+        assert all(s["negatives"] == [4, 0] for s in seen)  # no hard negatives: an empty (B, 0) mask
