@@ -103,7 +103,7 @@ def _cmd_eval(args) -> None:
         args.overrides.append("eval.heldout_only=true")
     config = _config(args)
     languages = check_languages(args.languages.split(",")) if args.languages else None
-    result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config)
+    result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config, start_ray=True)
     settings = result["settings"]
     print(f"mAP mono {settings['mono']['map']:.4f}  cross {settings['cross']['map']:.4f}  "
           f"multi {settings['multi']['map']:.4f}  rank distance {settings['multi']['rank_distance']:.2f}")

@@ -49,6 +49,8 @@ class DataConfig(Section):
     heldout_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of articles held out for evaluation")
     split_seed: int = 0
     imbalance: dict[str, float] = Field(default_factory=dict, description="lang -> fraction of its records to keep")
+    max_train_records: Optional[int] = Field(None, ge=1, description="keep at most N training records (parallel ids, "
+                                             "a seeded choice); None: all (smoke runs, learning curves)")
 
     @field_validator("languages", "eval_languages")
     @classmethod
@@ -111,6 +113,8 @@ class TrainConfig(Section):
     freeze_embeddings: bool = True
     checkpoint_every: int = Field(10, ge=1)
     report_every: int = Field(1, ge=1)
+    report_poll_s: float = Field(0.2, gt=0.0, description="how often Ray Train's controller collects reports "
+                                 "(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S; Ray's default 2 s throttles faster reports)")
     max_failures: int = Field(0, ge=-1)
 
 

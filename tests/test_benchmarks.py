@@ -6,6 +6,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from hbt.model.st_files import write_sentence_transformers_files
@@ -38,3 +39,21 @@ def test_eval_allpairs_benchmark_runs(tmp_path, data_dir):
     for value in result["ratios"].values():
         assert math.isfinite(value) and value > 0
     assert result["per_pair_extrapolated"] and result["n_pairs_timed"] == 2 and result["n_pairs"] == 4
+
+
+@pytest.mark.timeout(300)
+def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
+    model = tiny_bert(tmp_path / "tiny")
+    out = tmp_path / "bench.json"
+    result = load_benchmark("train_overhead").main([
+        "--config", str(BENCHMARKS.parent / "configs" / "local.yaml"), "--model", str(model),
+        "--prepared", str(tmp_path / "missing"),  # not prepared: the benchmark prepares its own
+        "--set", f"data.data_dir={data_dir}", "--set", "data.languages=[en,de]",
+        "--set", "batching.batch_size=4", "--set", "model.max_length=32",
+        "--steps", "3", "--warmup", "1", "--json", str(out),
+    ])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["steps"] == 3 and result["batch_size"] == 4 and result["timed_tokens"] > 0
+    for contender in ("bare", "hbt"):
+        assert result["seconds"][contender] > 0
+    assert math.isfinite(result["ratio"]) and result["ratio"] > 0

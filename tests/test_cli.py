@@ -41,6 +41,16 @@ def test_prepare_writes_split_parquet_and_manifest(prepared):
     assert set(manifest["files"]) == {"train_pairs.parquet", "eval/queries.parquet", "eval/candidates.parquet", "eval/qrels.parquet"}
 
 
+def test_prepare_keeps_at_most_max_train_records_with_all_their_languages(data_dir, tmp_path):
+    out = tmp_path / "small"
+    assert main(["data", "prepare", "--data-dir", str(data_dir), "--out", str(out),
+                 "--set", "data.languages=[en,de]", "--set", "data.max_train_records=10"]) == 0
+    train = pq.read_table(out / "train_pairs.parquet")
+    pids = train.column("parallel_id").to_pylist()
+    assert len(set(pids)) == 10 and len(pids) == 20  # every kept record in both languages
+    assert load_manifest(out)["counts"]["train_parallel_ids"] == 10
+
+
 def test_stats_prints_known_counts(data_dir, capsys):
     assert main(["data", "stats", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out

@@ -38,6 +38,15 @@ def keep_fraction(table: pa.Table, imbalance: dict[str, float], seed: int) -> pa
     return table.filter(pa.array(keep))
 
 
+def keep_records(table: pa.Table, max_records: int | None, seed: int) -> pa.Table:
+    """At most `max_records` parallel ids (a seeded choice), each with all its languages."""
+    pids = sorted(set(table.column("parallel_id").to_pylist()))
+    if max_records is None or max_records >= len(pids):
+        return table
+    chosen = np.random.default_rng(seed).choice(len(pids), size=max_records, replace=False)
+    return table.filter(pc.is_in(table.column("parallel_id"), value_set=pa.array([pids[i] for i in sorted(chosen)])))
+
+
 def rows_in_articles(table: pa.Table, articles) -> pa.Table:
     return table.filter(pc.is_in(table.column("article"), value_set=pa.array(sorted(articles), pa.int32())))
 
@@ -64,7 +73,8 @@ def prepare(data: DataConfig, out_dir: Path | None = None) -> Path:
     num_articles = int(pc.max(corpus.queries.column("article")).as_py()) + 1
     split = split_articles(num_articles, data.heldout_fraction, data.split_seed)
 
-    train = keep_fraction(rows_in_articles(train, split.train_articles), data.imbalance, data.split_seed)
+    train = rows_in_articles(train, split.train_articles)
+    train = keep_fraction(keep_records(train, data.max_train_records, data.split_seed), data.imbalance, data.split_seed)
     queries = rows_in_articles(corpus.queries, split.eval_articles)
     candidates = rows_in_articles(corpus.candidates, split.eval_articles)
     qrels = corpus.qrels.filter(pc.is_in(corpus.qrels.column("query_id"), value_set=queries.column("id").unique()))
@@ -101,6 +111,7 @@ def _manifest(data: DataConfig, split: ArticleSplit, train, queries, candidates,
         "train_languages": data.train_languages,
         "eval_languages": list(data.eval_languages),
         "imbalance": data.imbalance,
+        "max_train_records": data.max_train_records,
         "split": split.to_json(),
         "counts": {
             "train_pairs": counts_by_lang(train),

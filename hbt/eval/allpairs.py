@@ -282,11 +282,18 @@ def write_heatmap(path: Path, result: dict) -> None:
         plt.close(fig)
 
 
-def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[HbtConfig] = None) -> dict:
+def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[HbtConfig] = None,
+             start_ray: bool = False) -> dict:
     """Read the corpus (a LAReQA dir or a prepared dir; never articles the model was trained
     on, see `hbt.eval.heldout`), encode with the model at `model_dir`, evaluate, and write
-    OUT/{results.json, per_query.parquet, pairs.csv, summary.md, heatmap.png} all-or-nothing."""
+    OUT/{results.json, per_query.parquet, pairs.csv, summary.md, heatmap.png} all-or-nothing.
+
+    Encoding and the index shards run on Ray actors when Ray is up, in process otherwise;
+    `start_ray` starts (or joins, per `config.cluster`) Ray once the inputs have been checked.
+    """
     import ray
+
+    from hbt.ray_session import ensure_ray
 
     from hbt.eval.heldout import guard, read_eval_corpus, training_manifest
     from hbt.model.encoder import Encoder, resolve_model_name
@@ -297,6 +304,8 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     corpus = eval_corpus.corpus
     langs = list(languages) if languages is not None else corpus_languages(corpus)
     model_cfg = config.model.model_copy(update={"name_or_path": resolve_model_name(str(model_dir))})
+    if start_ray:
+        ensure_ray(config.cluster)
     if ray.is_initialized():
         query_emb, cand_emb = encode_corpus_on_actors(model_cfg, corpus, config.eval,
                                                       config.cluster.cpus_per_worker, config.cluster.use_gpu)

@@ -25,6 +25,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -38,12 +39,14 @@ from ray.train import UserCallback
 from hbt.config import HbtConfig
 from hbt.errors import HbtError
 from hbt.io import atomic_directory, write_text_atomic
+from hbt.ray_session import ensure_ray
 from hbt.train.batch import TRAIN_PAIRS
 from hbt.train.loop import COMPOSER_STATE, train_func
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"
+POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 RUN_CONFIG = "config.yaml"
 
 
@@ -136,19 +139,6 @@ def _checkpoint_composer_state(run_path: str) -> dict:
         return json.loads(stream.read())
 
 
-def _ensure_ray(config: HbtConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    cluster = config.cluster
-    if cluster.address is None:
-        ray.init(num_cpus=cluster.num_cpus, object_store_memory=cluster.object_store_memory,
-                 include_dashboard=True, log_to_driver=False)
-    else:
-        ray.init(address=cluster.address)
-
-
 def _resolved_model(config: HbtConfig) -> HbtConfig:
     """Workers run elsewhere (another cwd, another node): a local model dir goes as an absolute path."""
     from hbt.model.encoder import resolve_model_name
@@ -165,6 +155,13 @@ def _export(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig) 
     with checkpoint.as_directory() as directory, atomic_directory(model_dir) as staging:
         shutil.copytree(Path(directory) / "model", staging, dirs_exist_ok=True)
         (staging / TRAINING_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _controller_poll_interval(config: HbtConfig) -> None:
+    """Ray Train's controller takes one report per worker per poll, and a worker's result queue
+    holds one: with Ray's default poll of 2 s, reporting every 1-s step blocks the loop half
+    the time. The driver's value of this variable reaches the controller (Ray propagates it)."""
+    os.environ[POLL_INTERVAL_ENV] = str(config.train.report_poll_s)
 
 
 def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = False,
@@ -191,7 +188,8 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
         raise HbtError(f"nothing to resume: {run_path} holds no training run")
 
     config = _resolved_model(config)
-    _ensure_ray(config)
+    ensure_ray(config.cluster)
+    _controller_poll_interval(config)
     composer_state = _checkpoint_composer_state(run_path) if resume else None
     datasets = build_train_datasets(config, prepared_dir, config.train.num_workers, composer_state)
 

@@ -135,7 +135,7 @@ def load_checkpoint(strategy) -> int:
         return int(json.loads((Path(directory) / COMPOSER_STATE).read_text())["step"])
 
 
-def _encoder(cfg: HbtConfig):
+def build_encoder(cfg: HbtConfig):
     from hbt.model.encoder import Encoder
 
     encoder = Encoder.from_config(cfg.model)
@@ -144,7 +144,7 @@ def _encoder(cfg: HbtConfig):
     return encoder
 
 
-def _set_threads(cfg: HbtConfig, local_world_size: int) -> int:
+def set_torch_threads(cfg: HbtConfig, local_world_size: int) -> int:
     # Ray starts a fractional-CPU worker with one intra-op thread; by default the workers on
     # a node share its cores instead (2 cores, 1 worker: 2 threads).
     threads = cfg.train.torch_threads or max(1, (os.cpu_count() or 1) // local_world_size)
@@ -170,10 +170,10 @@ def train_func(config: dict) -> None:
     tc = cfg.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    _set_threads(cfg, ctx.get_local_world_size())
+    set_torch_threads(cfg, ctx.get_local_world_size())
     torch.manual_seed(cfg.batching.seed + rank)
 
-    strategy = build_strategy(_encoder(cfg), cfg, world, ray.train.torch.get_device())
+    strategy = build_strategy(build_encoder(cfg), cfg, world, ray.train.torch.get_device())
     done_micro = load_checkpoint(strategy)
     loss_fn = InfoNCELoss.from_config(tc, gather=world > 1)
     strategy.encoder.train()
@@ -192,5 +192,6 @@ def train_func(config: dict) -> None:
         done = step + 1
         want_checkpoint = done % tc.checkpoint_every == 0 or done >= tc.steps
         if done % tc.report_every == 0 or want_checkpoint:
-            report_and_checkpoint(window.metrics(step, lr), strategy, batch.composer_state, rank, want_checkpoint)
-            window = ReportWindow()
+            metrics = window.metrics(step, lr)
+            window = ReportWindow()  # before the report: its time (and a checkpoint's) counts in the next window
+            report_and_checkpoint(metrics, strategy, batch.composer_state, rank, want_checkpoint)

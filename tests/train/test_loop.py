@@ -1,0 +1,49 @@
+"""The loop's pieces on hand-made tensors: the loss split, the report window, the progress line."""
+
+import pytest
+import torch
+
+
+def test_contrastive_loss_splits_queries_positives_and_negatives():
+    from hbt.train.loop import contrastive_loss
+
+    seen = {}
+
+    def loss_fn(query, positive, negatives=None, mask=None):
+        seen.update(query=query, positive=positive, negatives=negatives, mask=mask)
+        return query.sum()
+
+    b, n, d = 2, 3, 4
+    inputs = {"input_ids": torch.arange(b * (2 + n)), "attention_mask": torch.ones(b * (2 + n)),
+              "negative_mask": torch.tensor([[True, True, False], [True, False, False]])}
+
+    def rows(ids, mask):  # a fake encoder: (rows, D), row i all i
+        return ids.float().unsqueeze(1).expand(-1, d)
+
+    contrastive_loss(rows, loss_fn, inputs)
+    assert seen["query"][:, 0].tolist() == [0, 1] and seen["positive"][:, 0].tolist() == [2, 3]
+    assert seen["negatives"].shape == (b, n, d) and seen["negatives"][1, :, 0].tolist() == [7, 8, 9]
+    assert seen["mask"] is inputs["negative_mask"]
+    contrastive_loss(rows, loss_fn, {**inputs, "input_ids": torch.arange(2 * b), "negative_mask": torch.zeros(b, 0)})
+    assert seen["negatives"] is None
+
+
+def test_report_window_means_per_kind_and_throughput():
+    from hbt.train.loop import ReportWindow
+
+    window = ReportWindow()
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])  # 3 tokens
+    window.add("xx", ["a"], mask, torch.tensor(2.0))
+    window.add("xx", ["b"], mask, torch.tensor(4.0))
+    metrics = window.metrics(step=1, lr=0.5)
+    assert (metrics["loss"], metrics["loss_xx"], metrics["loss_xy"]) == (3.0, 3.0, None)
+    assert metrics["kind"] == "xx" and metrics["batch_ids"] == [["a"], ["b"]] and metrics["lr"] == 0.5
+    assert metrics["tokens_per_s"] == pytest.approx(3 * metrics["pairs_per_s"])
+
+
+def test_progress_line():
+    from hbt.train.driver import progress_line
+
+    line = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
+                          "pairs_per_s": 10.0, "tokens_per_s": 300.0}, total_steps=7)
+    assert line.startswith("step 3/7  loss 1.5000 (xy 1.5000)") and "300 tokens/s" in line
