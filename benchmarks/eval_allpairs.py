@@ -20,7 +20,6 @@ threads, and gets a short warm-up before it is timed. Model loading is never tim
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -38,6 +37,7 @@ from hbt.data.lareqa import LareqaCorpus, read_lareqa
 from hbt.eval.allpairs import _pair_metrics, _View, all_pairs, evaluate
 from hbt.eval.encode import candidate_texts, corpus_chunks, encode_corpus
 from hbt.eval.heldout import restrict_to_articles
+from hbt.io import write_json_atomic
 from hbt.model.encoder import Encoder, pool
 
 TARGETS = {"a": ("<=", 1.10), "b": (">=", 10.0), "c": (">=", 1.0)}
@@ -273,8 +273,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     result = run(args)
     print(format_table(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(args.json, result)
     return result
 
 

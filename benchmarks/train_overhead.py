@@ -31,8 +31,8 @@ import torch
 
 from hbt.config import REPO_ROOT, HbtConfig, load_config
 from hbt.data.prepare import TRAIN_PAIRS, prepare
+from hbt.io import write_json_atomic
 from hbt.losses.infonce import InfoNCELoss
-from hbt.model.encoder import Encoder
 from hbt.train.batch import PairTexts, tokenize_step
 from hbt.train.engine import DDPStrategy
 from hbt.train.loop import contrastive_loss
@@ -156,8 +156,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     result = run(args)
     print(format_table(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(args.json, result)
     return result
 
 

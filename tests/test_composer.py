@@ -8,8 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hbt.data.composer import (Batch, ComposerConfig, HybridBatchComposer,
-                               records_from_table)
+from hbt.data.composer import Batch, ComposerConfig, HybridBatchComposer, records_from_table
 
 LANGS = ["ar", "de", "en", "es", "zh"]
 SETTINGS = settings(max_examples=25, deadline=None,

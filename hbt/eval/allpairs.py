@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from hbt.config import HbtConfig
-from hbt.eval.encode import corpus_languages, encode_corpus, encode_corpus_on_actors
 from hbt.errors import HbtError
+from hbt.eval.encode import corpus_languages, encode_corpus, encode_corpus_on_actors
 from hbt.eval.metrics import (
     language_bias,
     lareqa_average_precisions,
@@ -239,7 +239,7 @@ def write_pairs_csv(path: Path, result: dict) -> None:
 
 def write_summary(path: Path, result: dict) -> None:
     langs = result["languages"]
-    lines = [f"# LAReQA all-pairs evaluation", "", f"- model: `{result['model']}`",
+    lines = ["# LAReQA all-pairs evaluation", "", f"- model: `{result['model']}`",
              f"- corpus: `{result['corpus']}`" + (f" ({result['corpus_note']})" if result.get("corpus_note") else ""),
              f"- languages: {', '.join(langs)}", "",
              "| setting | mAP | r@1 | r@10 | ndcg@10 | mrr |", "|---|---|---|---|---|---|"]
@@ -293,10 +293,9 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     """
     import ray
 
-    from hbt.ray_session import ensure_ray
-
     from hbt.eval.heldout import guard, read_eval_corpus, training_manifest
     from hbt.model.encoder import Encoder, resolve_model_name
+    from hbt.ray_session import ensure_ray
 
     config = config or HbtConfig()
     eval_corpus = guard(read_eval_corpus(corpus_dir, languages), training_manifest(model_dir),

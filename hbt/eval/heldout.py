@@ -32,7 +32,6 @@ from hbt.io import sha256_file
 from hbt.languages import check_languages
 
 
-
 @dataclass
 class EvalCorpus:
     corpus: LareqaCorpus

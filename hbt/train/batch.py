@@ -29,6 +29,7 @@ import numpy as np
 
 from hbt.config import ModelConfig
 from hbt.data.prepare import TRAIN_PAIRS
+
 TRAIN_COLUMNS = ["parallel_id", "lang", "question", "positive", "hard_negatives"]
 
 Example = tuple[str, str, str]  # (parallel_id, query_lang, passage_lang)

@@ -4,6 +4,7 @@ import re
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from synthetic import DIM, LANGS
 
 from hbt.config import EvalConfig, HbtConfig
 from hbt.data.lareqa import read_lareqa
@@ -11,8 +12,6 @@ from hbt.errors import HbtError
 from hbt.eval import allpairs
 from hbt.eval.allpairs import all_pairs, encode_corpus, evaluate, run_eval
 from hbt.index.shards import IndexShard, search_shards
-
-from synthetic import DIM, LANGS
 
 
 class FakeEncoder:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from synthetic import LANGS
 
 from hbt.config import EvalConfig, HbtConfig, ModelConfig
 from hbt.data.lareqa import read_lareqa
@@ -11,8 +12,6 @@ from hbt.eval.encode import corpus_chunks, encode_corpus, encode_corpus_on_actor
 from hbt.eval.heldout import restrict_to_articles
 from hbt.model.encoder import Encoder
 from hbt.model.tiny import tiny_bert
-
-from synthetic import LANGS
 
 
 @pytest.fixture(scope="module")

@@ -126,9 +126,8 @@ def test_iter_steps_refuses_out_of_order_rows():
 
 
 def test_driver_reads_each_ranks_exact_steps_on_resume_with_negatives(ray_local, prepared, tiny_model):
-    from hbt.train.stream import build_train_datasets, dataset_name, iter_steps
-
     from hbt.train.batch import PairTexts
+    from hbt.train.stream import build_train_datasets, dataset_name, iter_steps
 
     # 4 optimizer steps of 2 micro-steps; resumed after optimizer step 1: micro-steps [2, 8).
     cfg = make_config(tiny_model, steps=4, grad_accum=2, hard_negatives=2)
