@@ -47,7 +47,7 @@ def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
     out = tmp_path / "bench.json"
     result = load_benchmark("train_overhead").main([
         "--config", str(BENCHMARKS.parent / "configs" / "local.yaml"), "--model", str(model),
-        "--prepared", str(tmp_path / "missing"),  # not prepared: the benchmark prepares its own
+        "--set", f"data.prepared_dir={tmp_path / 'none'}",  # nothing prepared: the benchmark prepares its own
         "--set", f"data.data_dir={data_dir}", "--set", "data.languages=[en,de]",
         "--set", "batching.batch_size=4", "--set", "model.max_length=32",
         "--steps", "3", "--warmup", "1", "--json", str(out),

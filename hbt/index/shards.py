@@ -132,11 +132,15 @@ def search_shards(shards: Sequence[IndexShard], xq, k: int) -> tuple[np.ndarray,
     return merge_topk([s.search(xq, k) for s in shards], k)
 
 
-@ray.remote(num_cpus=0.25)
+@ray.remote(num_cpus=0)
 class ShardActor:
     """A Ray actor owning one :class:`IndexShard`, built inside the actor process.
 
-    Create with ``ShardActor.options(num_cpus=...).remote(xb, ids, factory)``.
+    It reserves no CPU by default: evaluation holds one shard per language (11 on XQuAD-R)
+    and they must all be alive at once, since every search fans out to all of them. With a
+    CPU reservation each, shards beyond the cluster's CPU slots would wait for a slot that
+    never frees (0.25 CPU each stalled the 9th shard on 2 CPUs). Searches are short bursts
+    between the holders' idle time; reserve CPUs with ``.options(num_cpus=...)`` if needed.
     """
 
     def __init__(self, xb, ids, factory: str = "Flat"):

@@ -143,3 +143,19 @@ def test_ray_actor_shards(data, ray_local):
     np.testing.assert_allclose(D, Dref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="expects 16"):
         search_actor_shards(actors, np.zeros((2, D_DIM + 1), np.float32), K)
+
+
+@pytest.mark.timeout(120)
+def test_more_actor_shards_than_cpus(data, ray_local):
+    # 12 shards (more than XQuAD-R's 11 languages) on a 2-CPU Ray: all must run at once.
+    xb, ids, xq, _ = data
+    bounds = np.linspace(0, len(xb), 13).astype(int)
+    actors = [ShardActor.remote(xb[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    try:
+        D, I = search_actor_shards(actors, xq, K)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    Dref, Iref = brute_force(xb, ids, xq, K)
+    np.testing.assert_array_equal(I, Iref)
+    np.testing.assert_allclose(D, Dref, rtol=1e-5, atol=1e-5)
