@@ -4,6 +4,17 @@
             / steps/s of a bare loop (pre-tokenized batches in a list -> the same strategy)
     target >= 0.95
 
+A third contender runs the same bare loop inside a one-worker Ray Train `TorchTrainer` (no
+Ray Data, one report at the end): hbt over it is the price of hbt's own pipeline (stream,
+per-step reports), apart from the price of running under Ray Train at all (its controller
+and helper actors, the raylet, the dashboard: on 2 cores about a tenth of the machine).
+
+On a shared 2-core machine one run of the same loop varies by +-15% from the next, more than
+the overhead measured. So the contenders take turns over `--rounds` rounds (their order
+rotating each round), every timed step's duration is kept, and steps/s is 1 / the median
+step time of each contender over all rounds; each round's own ratio (of total times) is
+printed beside it to show the spread.
+
 Both contenders train the same model dir with the same config (batch size, max_length,
 hard negatives, frozen embeddings, AdamW and its schedule: the one-rank `DDPStrategy`), on
 the same batches (the composer's first steps, tokenized by `tokenize_step`, which the
@@ -13,13 +24,14 @@ the first `--warmup` steps are left out of both timings; hbt's steps include wai
 stream, the all-reduce of the metrics and each step's `ray.train.report`. The final
 checkpoint and export, once per run, are not steps.
 
-    python benchmarks/train_overhead.py --model runs/models/e5-small --steps 20 --json runs/bench/train_overhead.json
+    python benchmarks/train_overhead.py --model runs/models/e5-small --json runs/bench/train_overhead.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -48,8 +60,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=REPO_ROOT / "runs" / "models" / "e5-small")
     p.add_argument("--prepared", type=Path, default=None,
                    help="prepared dir (default: data.prepared_dir if it holds train pairs, else a fresh temp one)")
-    p.add_argument("--steps", type=int, default=20, help="timed optimizer steps per contender")
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per contender and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of both contenders, alternating their order")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p.parse_args(argv)
 
@@ -78,32 +91,65 @@ def tokenized_steps(config: HbtConfig, prepared: Path) -> list[dict[str, torch.T
     return steps
 
 
-def bare_loop_seconds(config: HbtConfig, steps: list[dict[str, torch.Tensor]], warmup: int) -> float:
-    """Seconds of the steps after `warmup` in a plain loop over pre-tokenized tensors."""
+def bare_loop_step_seconds(config: HbtConfig, steps: list[dict[str, torch.Tensor]], warmup: int) -> list[float]:
+    """Seconds of each step after `warmup` in a plain loop over pre-tokenized tensors."""
     from hbt.train.loop import build_encoder, set_torch_threads
 
     set_torch_threads(config, local_world_size=1)  # as the single Ray Train worker sets itself
     strategy = DDPStrategy(build_encoder(config), config, world_size=1)
     strategy.encoder.train()
     loss_fn = InfoNCELoss.from_config(config.train, gather=False)
+    seconds = []
     for i, inputs in enumerate(steps):
-        if i == warmup:
-            start = time.perf_counter()
+        start = time.perf_counter()
         loss = strategy.micro_step(partial(contrastive_loss, loss_fn=loss_fn, inputs=inputs), boundary=True)
         float(loss)  # the loop reads every loss too
-    return time.perf_counter() - start
+        seconds.append(time.perf_counter() - start)
+    return seconds[warmup:]
 
 
-def hbt_seconds(config: HbtConfig, prepared: Path, warmup: int) -> float:
-    """Seconds of the steps after `warmup` in `hbt.train.driver.train`, from its per-step
-    reports: each report's window is the wall time since the previous one."""
+def _bare_loop_on_a_train_worker(loop_config: dict) -> None:
+    """Ray Train worker function: the bare loop; its step times come back in a checkpoint
+    (Ray Train V2 keeps a result's metrics only for reports that carry one)."""
+    import ray
+    import ray.train
+
+    config = HbtConfig.model_validate(loop_config["config"])
+    seconds = bare_loop_step_seconds(config, ray.get(loop_config["steps"]), loop_config["warmup"])
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "step_seconds.json").write_text(json.dumps(seconds))
+        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def bare_in_train_step_seconds(config: HbtConfig, steps: list[dict[str, torch.Tensor]], warmup: int) -> list[float]:
+    """The bare loop's step times inside a one-worker `TorchTrainer`, as hbt's worker runs."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    # This script is not importable on Ray's workers: ship its functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = TorchTrainer(
+            _bare_loop_on_a_train_worker,
+            train_loop_config={"config": config.model_dump(mode="json"), "steps": ray.put(steps), "warmup": warmup},
+            scaling_config=ray.train.ScalingConfig(num_workers=1,
+                                                   resources_per_worker={"CPU": config.cluster.cpus_per_worker}),
+            run_config=ray.train.RunConfig(name="bare", storage_path=tmp))
+        with trainer.fit().checkpoint.as_directory() as directory:
+            return json.loads((Path(directory) / "step_seconds.json").read_text())
+
+
+def hbt_step_seconds(config: HbtConfig, prepared: Path, warmup: int) -> list[float]:
+    """Seconds of each step after `warmup` in `hbt.train.driver.train`, from its per-step
+    reports: a report's window is the wall time since the previous one (its report included)."""
     from hbt.train.driver import train
 
     with tempfile.TemporaryDirectory() as tmp:
         out = train(config, prepared, Path(tmp) / "run", progress=None)
         reports = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert [r["step"] for r in reports] == list(range(config.train.steps)), "one report per step expected"
-    return sum(sum(len(ids) for ids in r["batch_ids"]) / r["pairs_per_s"] for r in reports[warmup:])
+    return [sum(len(ids) for ids in r["batch_ids"]) / r["pairs_per_s"] for r in reports[warmup:]]
 
 
 def prepared_dir(args: argparse.Namespace, config: HbtConfig, tmp: Path) -> Path:
@@ -117,37 +163,58 @@ def run(args: argparse.Namespace) -> dict:
     from hbt.ray_session import ensure_ray
 
     config = bench_config(args)
+    contenders = {
+        "bare": lambda: bare_loop_step_seconds(config, steps, args.warmup),
+        "bare_in_train": lambda: bare_in_train_step_seconds(config, steps, args.warmup),
+        "hbt": lambda: hbt_step_seconds(config, prepared, args.warmup),
+    }
+    seconds: dict[str, list[list[float]]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepared_dir(args, config, Path(tmp))
         steps = tokenized_steps(config, prepared)
-        bare = bare_loop_seconds(config, steps, args.warmup)
         ensure_ray(config.cluster)
-        hbt = hbt_seconds(config, prepared, args.warmup)
-    ratio = (args.steps / hbt) / (args.steps / bare)
-    tokens = sum(int(s["attention_mask"].sum()) for s in steps[args.warmup:])
+        names = list(contenders)
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate the order
+                seconds[name].append(contenders[name]())
+    median = {name: statistics.median(t for rnd in rounds for t in rnd) for name, rounds in seconds.items()}
+    ratio = median["bare"] / median["hbt"]  # steps/s of hbt over steps/s of bare
     return {
-        "model": str(args.model), "steps": args.steps, "warmup": args.warmup,
+        "model": str(args.model), "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
         "batch_size": config.batching.batch_size, "max_length": config.model.max_length,
         "hard_negatives": config.train.hard_negatives, "freeze_embeddings": config.train.freeze_embeddings,
-        "torch_threads": torch.get_num_threads(), "timed_tokens": tokens,
-        "seconds": {"bare": bare, "hbt": hbt},
-        "steps_per_s": {"bare": args.steps / bare, "hbt": args.steps / hbt},
+        "torch_threads": torch.get_num_threads(),
+        "timed_tokens_per_round": sum(int(s["attention_mask"].sum()) for s in steps[args.warmup:]),
+        "step_seconds": seconds,
+        "median_step_s": median,
+        "steps_per_s": {name: 1.0 / m for name, m in median.items()},
+        "round_ratios": [sum(b) / sum(h) for b, h in zip(seconds["bare"], seconds["hbt"])],
         "ratio": ratio, "target": f">= {TARGET}", "pass": ratio >= TARGET,
+        "ratio_vs_bare_in_train": median["bare_in_train"] / median["hbt"],
+        "ratio_bare_in_train_vs_bare": median["bare"] / median["bare_in_train"],
     }
 
 
 def format_table(r: dict) -> str:
-    sps = r["steps_per_s"]
+    sps, med = r["steps_per_s"], r["median_step_s"]
+    spread = "  ".join(f"{x:.3f}" for x in r["round_ratios"])
     return "\n".join([
         f"model {r['model']}  batch {r['batch_size']} pairs (+{r['hard_negatives']} hard negatives each)  "
         f"max_length {r['max_length']}  frozen embeddings {r['freeze_embeddings']}  torch threads {r['torch_threads']}",
-        f"{r['steps']} timed steps after {r['warmup']} warm-up steps; {r['timed_tokens']} non-padding tokens",
+        f"{r['rounds']} rounds x {r['steps']} timed steps (after {r['warmup']} warm-up steps) per contender; "
+        f"{r['timed_tokens_per_round']} non-padding tokens a round",
         "",
-        f"{'contender':<52}{'time (s)':>10}{'steps/s':>10}",
-        f"{'bare loop: pre-tokenized tensors -> DDPStrategy':<52}{r['seconds']['bare']:>10.2f}{sps['bare']:>10.3f}",
-        f"{'hbt: Ray Data stream -> Ray Train worker':<52}{r['seconds']['hbt']:>10.2f}{sps['hbt']:>10.3f}",
+        f"{'contender':<52}{'median step (s)':>16}{'steps/s':>10}",
+        f"{'bare loop: pre-tokenized tensors -> DDPStrategy':<52}{med['bare']:>16.3f}{sps['bare']:>10.3f}",
+        f"{'bare loop inside a one-worker Ray Train TorchTrainer':<52}{med['bare_in_train']:>16.3f}"
+        f"{sps['bare_in_train']:>10.3f}",
+        f"{'hbt: Ray Data stream -> Ray Train worker':<52}{med['hbt']:>16.3f}{sps['hbt']:>10.3f}",
         "",
-        f"{'ratio hbt / bare (steps/s)':<52}{r['ratio']:>10.3f}{r['target']:>10}   {'PASS' if r['pass'] else 'FAIL'}",
+        f"per-round ratio (total bare time / total hbt time): {spread}",
+        f"{'ratio hbt / bare (steps/s, medians)':<52}{r['ratio']:>16.3f}{r['target']:>10}   "
+        f"{'PASS' if r['pass'] else 'FAIL'}",
+        f"  of which running under Ray Train (bare in Train / bare): {r['ratio_bare_in_train_vs_bare']:.3f}",
+        f"  and hbt's own stream and reports (hbt / bare in Train):  {r['ratio_vs_bare_in_train']:.3f}",
     ])
 
 

@@ -50,10 +50,13 @@ def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
         "--set", f"data.prepared_dir={tmp_path / 'none'}",  # nothing prepared: the benchmark prepares its own
         "--set", f"data.data_dir={data_dir}", "--set", "data.languages=[en,de]",
         "--set", "batching.batch_size=4", "--set", "model.max_length=32",
-        "--steps", "3", "--warmup", "1", "--json", str(out),
+        "--steps", "3", "--warmup", "1", "--rounds", "2", "--json", str(out),
     ])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert result["steps"] == 3 and result["batch_size"] == 4 and result["timed_tokens"] > 0
-    for contender in ("bare", "hbt"):
-        assert result["seconds"][contender] > 0
-    assert math.isfinite(result["ratio"]) and result["ratio"] > 0
+    assert result["steps"] == 3 and result["batch_size"] == 4 and result["timed_tokens_per_round"] > 0
+    for contender in ("bare", "bare_in_train", "hbt"):
+        rounds = result["step_seconds"][contender]
+        assert len(rounds) == 2 and all(len(steps) == 3 and min(steps) > 0 for steps in rounds)
+    assert len(result["round_ratios"]) == 2
+    for key in ("ratio", "ratio_vs_bare_in_train", "ratio_bare_in_train_vs_bare"):
+        assert math.isfinite(result[key]) and result[key] > 0

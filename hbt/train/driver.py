@@ -8,8 +8,7 @@ Output layout of `train(config, prepared_dir, OUT)`:
                         `hbt_training.json` (the prepared manifest: which articles it saw)
 
 While the run lasts, each new line of metrics.jsonl is also shown as one progress line
-(`progress_line`): the workers' own output does not reach this process (a local Ray runs
-with `log_to_driver=False`).
+(`hbt.train.progress`).
 
 The Ray run itself (checkpoints, Ray's own state) lives in `STORAGE/NAME` with
 `STORAGE = cluster.storage_path or OUT's parent` and `NAME = OUT's name`: by default the
@@ -28,13 +27,11 @@ import logging
 import os
 import shutil
 import sys
-import threading
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 import yaml
-from ray.train import UserCallback
 
 from hbt.config import HbtConfig
 from hbt.errors import HbtError
@@ -42,69 +39,13 @@ from hbt.io import atomic_directory, write_text_atomic
 from hbt.ray_session import ensure_ray
 from hbt.train.batch import TRAIN_PAIRS
 from hbt.train.loop import COMPOSER_STATE, train_func
+from hbt.train.progress import MetricsFile, following, progress_line
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 RUN_CONFIG = "config.yaml"
-
-
-class MetricsFile(UserCallback):
-    """Append rank 0's reported metrics to a JSON-lines file (runs in Ray's train controller)."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def after_report(self, run_context, metrics: List[Dict[str, Any]], checkpoint) -> None:
-        if not metrics:
-            return
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(metrics[0], default=str) + "\n")
-
-
-def progress_line(metrics: Dict[str, Any], total_steps: int) -> str:
-    """One line for a user watching `hbt train`: step, losses, lr and throughput."""
-    by_kind = ", ".join(f"{kind} {metrics[f'loss_{kind}']:.4f}" for kind in ("xx", "xy")
-                        if metrics.get(f"loss_{kind}") is not None)
-    return (f"step {metrics['step'] + 1}/{total_steps}  loss {metrics['loss']:.4f} ({by_kind})  "
-            f"lr {metrics['lr']:.2e}  {metrics['pairs_per_s']:.1f} pairs/s  {metrics['tokens_per_s']:.0f} tokens/s")
-
-
-class _Follower(threading.Thread):
-    """Calls `emit(line)` for each complete line appended to `path` after it started."""
-
-    def __init__(self, path: Path, emit: Callable[[str], None], interval: float = 1.0):
-        super().__init__(daemon=True)
-        self.path, self.emit, self.interval = path, emit, interval
-        self.offset = path.stat().st_size  # a resumed run's earlier lines are not shown again
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.interval):
-            self._drain()
-        self._drain()
-
-    def _drain(self) -> None:
-        with open(self.path, "rb") as stream:
-            stream.seek(self.offset)
-            data = stream.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        for line in complete.decode("utf-8").splitlines():
-            if line.strip():
-                self.emit(line)
-
-
-@contextlib.contextmanager
-def _following(path: Path, emit: Callable[[str], None]):
-    follower = _Follower(path, emit)
-    follower.start()
-    try:
-        yield
-    finally:
-        follower.done.set()
-        follower.join()
 
 
 def _check_strategy(config: HbtConfig) -> None:
@@ -157,6 +98,23 @@ def _export(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig) 
         (staging / TRAINING_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def _check_cpus(config: HbtConfig) -> None:
+    """Every rank holds a train worker and a tokenize actor at once: on a Ray that cannot fit
+    them all, training would wait forever. A local Ray is refused; a cluster may scale up."""
+    import ray
+
+    cl, workers = config.cluster, config.train.num_workers
+    need = workers * (cl.cpus_per_worker + cl.cpus_per_data_task)
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if need <= have + 1e-9:
+        return
+    message = (f"train.num_workers={workers} needs {workers} * (cluster.cpus_per_worker {cl.cpus_per_worker} + "
+               f"cluster.cpus_per_data_task {cl.cpus_per_data_task}) = {need:g} CPUs, but Ray has {have:g}")
+    if cl.address is None:
+        raise HbtError(f"{message}: lower them or raise cluster.num_cpus")
+    log.warning("%s; waiting for the cluster to scale up", message)
+
+
 def _controller_poll_interval(config: HbtConfig) -> None:
     """Ray Train's controller takes one report per worker per poll, and a worker's result queue
     holds one: with Ray's default poll of 2 s, reporting every 1-s step blocks the loop half
@@ -189,6 +147,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
 
     config = _resolved_model(config)
     ensure_ray(config.cluster)
+    _check_cpus(config)
     _controller_poll_interval(config)
     composer_state = _checkpoint_composer_state(run_path) if resume else None
     datasets = build_train_datasets(config, prepared_dir, config.train.num_workers, composer_state)
@@ -214,9 +173,9 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[MetricsFile(str(metrics_path))]),
     )
-    following = (_following(metrics_path, lambda line: progress(progress_line(json.loads(line), tc.steps)))
+    watching = (following(metrics_path, lambda line: progress(progress_line(json.loads(line), tc.steps)))
                  if progress is not None else contextlib.nullcontext())
-    with following:
+    with watching:
         result = trainer.fit()
     if result.error is not None:
         first_line = str(result.error).strip().splitlines()[0] if str(result.error).strip() else type(result.error).__name__

@@ -42,7 +42,7 @@ def test_report_window_means_per_kind_and_throughput():
 
 
 def test_progress_line():
-    from hbt.train.driver import progress_line
+    from hbt.train.progress import progress_line
 
     line = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
                           "pairs_per_s": 10.0, "tokens_per_s": 300.0}, total_steps=7)

@@ -145,6 +145,16 @@ def test_resume_needs_a_run(ray_local, prepared, tiny_model, tmp_path):
         train(make_config(tiny_model, prepared), prepared, tmp_path / "never-ran", resume=True)
 
 
+def test_refuses_more_workers_than_the_local_ray_fits(ray_local, prepared, tiny_model, tmp_path):
+    from hbt.errors import HbtError
+    from hbt.train.driver import train
+
+    # 3 ranks * (0.5 worker + 0.5 tokenize actor) = 3 CPUs on a 2-CPU Ray would never start.
+    with pytest.raises(HbtError, match=r"needs 3 \* .* = 3 CPUs, but Ray has 2"):
+        train(make_config(tiny_model, prepared, num_workers=3), prepared, tmp_path / "too-many")
+    assert not (tmp_path / "too-many").exists()
+
+
 @pytest.fixture(scope="module")
 def deepspeed_run(ray_local, prepared, tiny_model, tmp_path_factory) -> tuple[Path, list[dict]]:
     """2 DeepSpeed ZeRO-2 workers, 2 micro-batches a step: 8 steps, then resumed to 12 steps.
