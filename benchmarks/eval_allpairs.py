@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="time the per-pair baseline on this many random pairs and extrapolate to all n^2 "
                         "(default: measure every pair)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair sample")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every contender; each time is the median")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p.parse_args(argv)
 
@@ -192,16 +194,23 @@ def load_models(config: HbtConfig):
     return encoder, st
 
 
-def measure(encoder, st, work: Workload, warm: Workload, languages, config: HbtConfig) -> dict:
-    """Seconds per contender, each timed after its own warm-up, one after the other."""
+def measure(encoder, st, work: Workload, warm: Workload, languages, config: HbtConfig, rounds: int) -> dict:
+    """Seconds per contender: the median over `rounds` rounds, each contender timed after its
+    own warm-up, their order rotating from round to round (a shared machine drifts)."""
     bs, top_k = config.eval.batch_size, config.eval.top_k
-    return {
-        "bare_encode": timed(lambda w: bare_encode(encoder, w.flat, bs), warm, work),
-        "hbt_allpairs": timed(lambda w: hbt_allpairs(encoder, w.corpus, languages, config), warm, work),
-        "hbt_encoder": timed(lambda w: encoder_chunks(encoder, w.corpus, config), warm, work),
-        "st_encode": timed(lambda w: st_encode(st, w.texts, bs), warm, work),
-        "per_pair_timed": timed(lambda w: per_pair(st, w, bs, top_k), warm, work),
+    contenders = {
+        "bare_encode": lambda w: bare_encode(encoder, w.flat, bs),
+        "hbt_allpairs": lambda w: hbt_allpairs(encoder, w.corpus, languages, config),
+        "hbt_encoder": lambda w: encoder_chunks(encoder, w.corpus, config),
+        "st_encode": lambda w: st_encode(st, w.texts, bs),
+        "per_pair_timed": lambda w: per_pair(st, w, bs, top_k),
     }
+    names = list(contenders)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            times[name].append(timed(contenders[name], warm, work))
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -218,7 +227,7 @@ def run(args: argparse.Namespace) -> dict:
     warm = Workload.of(restrict_to_articles(corpus, [first_article]), languages, config, timed_pairs[:1])
 
     encoder, st = load_models(config)
-    t = measure(encoder, st, work, warm, languages, config)
+    t = measure(encoder, st, work, warm, languages, config, args.rounds)
     t["per_pair"] = t["per_pair_timed"] * len(pairs) / len(timed_pairs)
     n_texts = len(work.flat)
     ratios = {"a": t["hbt_allpairs"] / t["bare_encode"],
@@ -226,7 +235,8 @@ def run(args: argparse.Namespace) -> dict:
               "c": t["st_encode"] / t["hbt_encoder"]}  # same texts: texts/s ratio = inverse time ratio
     return {
         "model": str(args.model), "corpus": str(args.corpus), "languages": languages,
-        "max_articles": args.max_articles, "batch_size": args.batch_size, "max_length": config.model.max_length,
+        "max_articles": args.max_articles, "batch_size": args.batch_size, "rounds": args.rounds,
+        "max_length": config.model.max_length,
         "threads": torch.get_num_threads(), "n_texts": n_texts,
         "n_pairs": len(pairs), "n_pairs_timed": len(timed_pairs),
         "per_pair_extrapolated": len(timed_pairs) < len(pairs),
@@ -247,6 +257,7 @@ def format_table(r: dict) -> str:
     lines = [
         f"model {r['model']}  languages {','.join(r['languages'])} ({n} pairs + multi)  articles {articles}",
         f"{r['n_texts']} unique texts  batch {r['batch_size']}  max_length {r['max_length']}  "
+        f"median of {r['rounds']} rounds  "
         f"torch threads {r['threads']}",
         "",
         f"{'contender':<58}{'time (s)':>10}",

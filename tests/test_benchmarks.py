@@ -32,7 +32,7 @@ def test_eval_allpairs_benchmark_runs(tmp_path, data_dir):
     load_benchmark("eval_allpairs").main([
         "--model", str(model), "--corpus", str(data_dir / "xquad-r"), "--languages", "en,de",
         "--max-articles", "1", "--batch-size", "8", "--threads", str(torch.get_num_threads()),
-        "--pair-sample", "2", "--json", str(out),
+        "--pair-sample", "2", "--rounds", "2", "--json", str(out),
     ])
     result = json.loads(out.read_text())
     assert set(result["ratios"]) == {"a", "b", "c"}
