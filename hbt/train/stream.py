@@ -100,7 +100,9 @@ def read_pairs(prepared_dir: str | Path, languages: list[str] | None = None) -> 
     import ray.data
 
     path = f"{str(prepared_dir).rstrip('/')}/{TRAIN_PAIRS}"
-    refs = ray.data.read_parquet(path).select_columns(TRAIN_COLUMNS).to_arrow_refs()
+    ds = ray.data.read_parquet(path).select_columns(TRAIN_COLUMNS)
+    quiet_progress(ds)
+    refs = ds.to_arrow_refs()
     return filter_languages(pa.concat_tables(ray.get(refs)), languages)
 
 
@@ -155,6 +157,13 @@ class TokenizeSteps:
                 **{key: value[None] for key, value in tokens.items()}}  # leading axis: 1 row
 
 
+def quiet_progress(ds: "ray.data.Dataset") -> None:
+    """No Ray Data progress output for `ds`: the training loop prints its own line per step,
+    and with stdout not a terminal (a log file, `ray job logs`) Ray Data would log a progress
+    block every 10 s between those lines."""
+    ds.context.enable_progress_bars = False
+
+
 def ordered_options():
     """Ray Data execution options for the step datasets: the trainer's default ingest
     options with `preserve_order=True`.
@@ -205,6 +214,7 @@ def build_train_datasets(config: HbtConfig, prepared_dir: str | Path, world_size
             batch_size=1, batch_format="numpy",
             num_cpus=config.cluster.cpus_per_data_task, compute=ray.data.ActorPoolStrategy(size=1))
         ds.context.execution_options = ordered_options()  # for iterating on the driver too
+        quiet_progress(ds)
         datasets[dataset_name(rank)] = ds
     return datasets
 
