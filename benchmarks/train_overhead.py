@@ -15,12 +15,13 @@ rotating each round), every timed step's duration is kept, and steps/s is 1 / th
 step time of each contender over all rounds; each round's own ratio (of total times) is
 printed beside it to show the spread.
 
-Both contenders train the same model dir with the same config (batch size, max_length,
+All three contenders train the same model dir with the same config (batch size, max_length,
 hard negatives, frozen embeddings, AdamW and its schedule: the one-rank `DDPStrategy`), on
 the same batches (the composer's first steps, tokenized by `tokenize_step`, which the
 stream also uses: tests/train/test_stream.py checks the tensors are identical), with one
-worker and the same torch threads. Start-up (Ray, the model load, the Ray Data actor) and
-the first `--warmup` steps are left out of both timings; hbt's steps include waiting on the
+worker and the same torch threads; both Ray Train runs poll reports every
+`train.report_poll_s`. Start-up (Ray, the model load, the Ray Data actor) and
+the first `--warmup` steps are left out of every timing; hbt's steps include waiting on the
 stream, the all-reduce of the metrics and each step's `ray.train.report`. The final
 checkpoint and export, once per run, are not steps.
 
@@ -62,7 +63,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="prepared dir (default: data.prepared_dir if it holds train pairs, else a fresh temp one)")
     p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per contender and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of both contenders, alternating their order")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every contender, rotating their order")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p.parse_args(argv)
 
@@ -161,6 +162,7 @@ def prepared_dir(args: argparse.Namespace, config: HbtConfig, tmp: Path) -> Path
 
 def run(args: argparse.Namespace) -> dict:
     from hbt.ray_session import ensure_ray
+    from hbt.train.driver import set_report_poll_interval
 
     config = bench_config(args)
     contenders = {
@@ -173,6 +175,9 @@ def run(args: argparse.Namespace) -> dict:
         prepared = prepared_dir(args, config, Path(tmp))
         steps = tokenized_steps(config, prepared)
         ensure_ray(config.cluster)
+        # hbt's driver sets Ray Train's report poll interval for the process; set it before any
+        # contender so the bare loop inside Ray Train runs under the same controller in every round.
+        set_report_poll_interval(config)
         names = list(contenders)
         for round_ in range(args.rounds):
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate the order

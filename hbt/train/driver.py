@@ -115,10 +115,11 @@ def _check_cpus(config: HbtConfig) -> None:
     log.warning("%s; waiting for the cluster to scale up", message)
 
 
-def _controller_poll_interval(config: HbtConfig) -> None:
+def set_report_poll_interval(config: HbtConfig) -> None:
     """Ray Train's controller takes one report per worker per poll, and a worker's result queue
     holds one: with Ray's default poll of 2 s, reporting every 1-s step blocks the loop half
-    the time. The driver's value of this variable reaches the controller (Ray propagates it)."""
+    the time. The driver's value of this variable reaches the controller (Ray propagates it);
+    it stays set in this process, for every later Ray Train run."""
     os.environ[POLL_INTERVAL_ENV] = str(config.train.report_poll_s)
 
 
@@ -148,7 +149,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     config = _resolved_model(config)
     ensure_ray(config.cluster)
     _check_cpus(config)
-    _controller_poll_interval(config)
+    set_report_poll_interval(config)
     composer_state = _checkpoint_composer_state(run_path) if resume else None
     datasets = build_train_datasets(config, prepared_dir, config.train.num_workers, composer_state)
 
