@@ -26,12 +26,14 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_rounds import rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
@@ -205,11 +207,7 @@ def measure(encoder, st, work: Workload, warm: Workload, languages, config: HbtC
         "st_encode": lambda w: st_encode(st, w.texts, bs),
         "per_pair_timed": lambda w: per_pair(st, w, bs, top_k),
     }
-    names = list(contenders)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(rounds):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            times[name].append(timed(contenders[name], warm, work))
+    times = rotating_rounds({name: partial(timed, fn, warm, work) for name, fn in contenders.items()}, rounds)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

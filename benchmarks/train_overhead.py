@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from bench_rounds import rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig, load_config
 from hbt.data.prepare import TRAIN_PAIRS, prepare
@@ -170,7 +171,6 @@ def run(args: argparse.Namespace) -> dict:
         "bare_in_train": lambda: bare_in_train_step_seconds(config, steps, args.warmup),
         "hbt": lambda: hbt_step_seconds(config, prepared, args.warmup),
     }
-    seconds: dict[str, list[list[float]]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepared_dir(args, config, Path(tmp))
         steps = tokenized_steps(config, prepared)
@@ -178,10 +178,7 @@ def run(args: argparse.Namespace) -> dict:
         # hbt's driver sets Ray Train's report poll interval for the process; set it before any
         # contender so the bare loop inside Ray Train runs under the same controller in every round.
         set_report_poll_interval(config)
-        names = list(contenders)
-        for round_ in range(args.rounds):
-            for name in names[round_ % len(names):] + names[:round_ % len(names)]:  # rotate the order
-                seconds[name].append(contenders[name]())
+        seconds = rotating_rounds(contenders, args.rounds)
     median = {name: statistics.median(t for rnd in rounds for t in rnd) for name, rounds in seconds.items()}
     ratio = median["bare"] / median["hbt"]  # steps/s of hbt over steps/s of bare
     return {

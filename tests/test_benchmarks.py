@@ -17,7 +17,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 def load_benchmark(name: str):
     """benchmarks/ is a folder of scripts, not a package: load one by path (registered in
-    sys.modules first, which its dataclasses need)."""
+    sys.modules first, which its dataclasses need), with benchmarks/ on sys.path for their
+    shared helpers, as when a script runs as `python benchmarks/NAME.py`."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"benchmarks.{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -60,3 +63,20 @@ def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
     assert len(result["round_ratios"]) == 2
     for key in ("ratio", "ratio_vs_bare_in_train", "ratio_bare_in_train_vs_bare"):
         assert math.isfinite(result[key]) and result[key] > 0
+
+
+def test_rotating_rounds_rotates_the_order_and_keeps_each_result():
+    load_benchmark("train_overhead")  # puts benchmarks/ on sys.path
+    from bench_rounds import rotating_rounds
+
+    calls = []
+
+    def contender(name):
+        def run():
+            calls.append(name)
+            return f"{name}{sum(c == name for c in calls)}"
+        return run
+
+    results = rotating_rounds({name: contender(name) for name in "abc"}, rounds=4)
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert results == {"a": ["a1", "a2", "a3", "a4"], "b": ["b1", "b2", "b3", "b4"], "c": ["c1", "c2", "c3", "c4"]}

@@ -1,0 +1,24 @@
+"""Interleaved rounds, shared by the benchmarks.
+
+On a shared machine the same loop runs +-15% apart from one minute to the next, more than the
+differences measured. So contenders take turns over several rounds, and the order rotates by
+one each round: no contender always runs first (cold caches) or last (a drifted machine).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def rotating_rounds(contenders: dict[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+    """`{name: [result of round 0, round 1, ...]}`; round r calls the contenders in their
+    order rotated left by r."""
+    names = list(contenders)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(contenders[name]())
+    return results
