@@ -7,9 +7,18 @@ one each round: no contender always runs first (cold caches) or last (a drifted 
 
 from __future__ import annotations
 
+import argparse
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts of rounds and steps: a median of none is undefined."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def rotating_rounds(contenders: dict[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_rounds import rotating_rounds
+from bench_rounds import positive_int, rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
@@ -67,7 +67,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="time the per-pair baseline on this many random pairs and extrapolate to all n^2 "
                         "(default: measure every pair)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair sample")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of every contender; each time is the median")
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds of every contender; each time is the median")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p.parse_args(argv)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from bench_rounds import rotating_rounds
+from bench_rounds import positive_int, rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig, load_config
 from hbt.data.prepare import TRAIN_PAIRS, prepare
@@ -62,9 +62,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=REPO_ROOT / "runs" / "models" / "e5-small")
     p.add_argument("--prepared", type=Path, default=None,
                    help="prepared dir (default: data.prepared_dir if it holds train pairs, else a fresh temp one)")
-    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per contender and round")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed optimizer steps per contender and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of every contender, rotating their order")
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds of every contender, rotating their order")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p.parse_args(argv)
 

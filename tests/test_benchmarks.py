@@ -80,3 +80,12 @@ def test_rotating_rounds_rotates_the_order_and_keeps_each_result():
     results = rotating_rounds({name: contender(name) for name in "abc"}, rounds=4)
     assert calls == list("abc" "bca" "cab" "abc")
     assert results == {"a": ["a1", "a2", "a3", "a4"], "b": ["b1", "b2", "b3", "b4"], "c": ["c1", "c2", "c3", "c4"]}
+
+
+@pytest.mark.parametrize("name, args", [("train_overhead", ["--rounds", "0"]), ("train_overhead", ["--steps", "0"]),
+                                        ("eval_allpairs", ["--rounds", "0"])])
+def test_counts_below_one_are_usage_errors(name, args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_benchmark(name).main(args)
+    assert exit_.value.code == 2
+    assert "must be at least 1, got 0" in capsys.readouterr().err
