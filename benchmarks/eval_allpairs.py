@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from bench_rounds import positive_int, rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig
+from hbt.data.candidates import candidate_texts
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
 from hbt.eval.allpairs import _pair_metrics, _View, all_pairs, evaluate
-from hbt.eval.encode import candidate_texts, corpus_chunks, encode_corpus
+from hbt.eval.encode import corpus_chunks, encode_corpus
 from hbt.eval.heldout import restrict_to_articles
 from hbt.io import write_json_atomic
 from hbt.model.encoder import Encoder, pool
@@ -97,7 +98,8 @@ def texts_of(corpus: LareqaCorpus, lang: str, kind: str, with_context: bool) -> 
 def prefixed_texts(corpus, languages, config: HbtConfig) -> dict[tuple[str, str], list[str]]:
     """(lang, kind) -> texts with the model's prefix: what the baselines encode."""
     prefix = {"query": config.model.query_prefix, "passage": config.model.passage_prefix}
-    return {(lang, kind): [prefix[kind] + t for t in texts_of(corpus, lang, kind, config.eval.candidate_context)]
+    return {(lang, kind): [prefix[kind] + t for t in texts_of(corpus, lang, kind,
+                                                                   config.model.resolved_candidate_context())]
             for lang in languages for kind in ("query", "passage")}
 
 
@@ -137,13 +139,13 @@ def bare_encode(encoder: Encoder, texts: list[str], batch_size: int) -> np.ndarr
 
 
 def hbt_allpairs(encoder: Encoder, corpus, languages, config: HbtConfig) -> dict:
-    query_emb, cand_emb = encode_corpus(encoder, corpus, config.eval)
+    query_emb, cand_emb = encode_corpus(encoder, corpus, config.eval, config.model.resolved_candidate_context())
     return evaluate(query_emb, cand_emb, corpus, languages, config.eval.top_k, config.eval.index_factory)
 
 
 def encoder_chunks(encoder: Encoder, corpus, config: HbtConfig) -> None:
     """`Encoder.encode` over the length-sorted chunks `encode_corpus` makes, without the scoring."""
-    for chunk in corpus_chunks(corpus, config.eval):
+    for chunk in corpus_chunks(corpus, config.eval, config.model.resolved_candidate_context()):
         encoder.encode(chunk.texts, chunk.kind, config.eval.batch_size)
 
 

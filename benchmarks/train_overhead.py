@@ -75,20 +75,21 @@ def bench_config(args: argparse.Namespace) -> HbtConfig:
     total = args.warmup + args.steps
     return load_config(args.config, [*args.overrides, f"model.name_or_path={args.model.resolve()}",
                                      "train.num_workers=1", "train.grad_accum=1", "train.report_every=1",
-                                     f"train.steps={total}", f"train.checkpoint_every={total + 1}"])
+                                     f"train.steps={total}", f"train.checkpoint_every={total + 1}",
+                                     "train.eval_every=null"])  # the contenders train; none evaluates
 
 
 def tokenized_steps(config: HbtConfig, prepared: Path) -> list[dict[str, torch.Tensor]]:
     """The composer's batches of the run, tokenized: exactly what the stream delivers to rank 0."""
     from transformers import AutoTokenizer
 
-    pairs = PairTexts.read(prepared, config.data.train_languages)
-    (plan,) = plan_micro_steps(pairs.records(), config, world_size=1, stop=num_micro_steps(config))
+    pairs = PairTexts.read(prepared, config.data.train_languages, config.model.resolved_candidate_context())
+    (plan,) = plan_micro_steps(pairs, config, world_size=1, stop=num_micro_steps(config))
     tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
     steps = []
     for row in plan:
         examples = list(zip(row["parallel_id"], row["query_lang"], row["passage_lang"]))
-        texts = pairs.texts(examples, config.train.hard_negatives, row["step"])
+        texts = pairs.texts(examples, config.train.hard_negatives, row["step"], frozenset(row["step_keys"]))
         steps.append({k: torch.from_numpy(v) for k, v in tokenize_step(tokenizer, config.model, texts).items()})
     return steps
 

@@ -103,10 +103,12 @@ def _cmd_eval(args) -> None:
         args.overrides.append("eval.heldout_only=true")
     config = _config(args)
     languages = check_languages(args.languages.split(",")) if args.languages else None
-    result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config, start_ray=True)
+    result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config, start_ray=True,
+                      split=args.split)
     settings = result["settings"]
-    print(f"mAP mono {settings['mono']['map']:.4f}  cross {settings['cross']['map']:.4f}  "
-          f"multi {settings['multi']['map']:.4f}  rank distance {settings['multi']['rank_distance']:.2f}")
+    maps = "  ".join(f"{name} {settings[name]['map']:.4f}" for name in ("mono", "cross", "multi") if name in settings)
+    print(f"mAP {maps}  multi hit@1 {settings['multi']['hit@1']:.4f}  "
+          f"rank distance {settings['multi']['rank_distance']:.2f}")
     print(f"wrote {args.out}")
 
 
@@ -156,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("eval", help="every language pair + pooled multilingual retrieval of a model")
     _add_config_options(evaluate)
     evaluate.add_argument("--model", type=Path, required=True, help="model dir (HF / sentence-transformers)")
-    evaluate.add_argument("--corpus", type=Path, required=True, help="LAReQA-format dir of {lang}.json (e.g. xquad-r)")
+    evaluate.add_argument("--corpus", type=Path, required=True,
+                          help="LAReQA-format dir of {lang}.json (e.g. xquad-r), or a prepared dir")
+    evaluate.add_argument("--split", choices=["dev", "test"],
+                          help="which split of a prepared dir (default: test)")
     evaluate.add_argument("--out", type=Path, required=True, help="report dir (replaced atomically)")
     evaluate.add_argument("--languages", help="comma-separated subset, e.g. en,de,zh (default: all in the corpus)")
     evaluate.add_argument("--heldout-only", action="store_true",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,13 +40,47 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
 
 
+class SourceBase(Section):
+    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                                description="prefix of the source's parallel ids (default: its kind, or the file stem)")
+    weight: Optional[float] = Field(None, gt=0.0, description="share of the training pool, relative to the other "
+                                    "sources' weights (None on every source: each source's natural size)")
+
+
+class XquadSource(SourceBase):
+    """The training articles of XQuAD, cut into XQuAD-R's sentences (hbt.data.squad)."""
+
+    kind: Literal["xquad"] = "xquad"
+
+
+class PairsSource(SourceBase):
+    """Parallel pairs from a .jsonl / .parquet file or a `datasets.save_to_disk` dir (hbt.data.pairs)."""
+
+    kind: Literal["pairs"]
+    path: Path
+
+
+class TatoebaSource(SourceBase):
+    """Tatoeba bitext: a sentence and its English translation as one parallel record (hbt.data.tatoeba)."""
+
+    kind: Literal["tatoeba"]
+    path: Optional[Path] = Field(None, description="LASER-layout dir (default: DATA_DIR/tatoeba-laser)")
+
+
+Source = Annotated[Union[XquadSource, PairsSource, TatoebaSource], Field(discriminator="kind")]
+
+
 class DataConfig(Section):
     data_dir: Path = Field(default_factory=default_data_dir, description="root holding xquad/, xquad-r/, tatoeba-laser/")
     prepared_dir: Path = Field(Path("prepared"), description="where `hbt data prepare` writes Parquet + manifest")
+    sources: list[Source] = Field(default_factory=lambda: [XquadSource()], min_length=1,
+                                  description="training sources, mixed by weight (hbt.data.sources)")
     languages: list[str] = Field(default_factory=lambda: list(PAPER_TRAIN_ORDER), description="training languages, in order")
     num_languages: Optional[int] = Field(None, ge=1, description="train on the first N of `languages` (the 'language count')")
     eval_languages: list[str] = Field(default_factory=lambda: list(XQUAD_R_LANGUAGES))
-    heldout_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of articles held out for evaluation")
+    heldout_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of XQuAD-R articles in the test split")
+    dev_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of XQuAD-R articles in the dev split "
+                                "(model selection, sweeps); 0: no dev split")
     split_seed: int = 0
     imbalance: dict[str, float] = Field(default_factory=dict, description="lang -> fraction of its records to keep")
     max_train_records: Optional[int] = Field(None, ge=1, description="keep at most N training records (parallel ids, "
@@ -74,10 +108,42 @@ class DataConfig(Section):
             raise ValueError(f"num_languages={self.num_languages} exceeds the {len(self.languages)} listed languages")
         return self
 
+    @model_validator(mode="after")
+    def _sources_consistent(self) -> "DataConfig":
+        names = [source_name(s) for s in self.sources]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"sources: name {repeated[0]!r} is used twice (set `name` to tell them apart)")
+        weighted = [s.weight is not None for s in self.sources]
+        if any(weighted) and not all(weighted):
+            raise ValueError("sources: give every source a weight, or none")
+        if self.trains_on_xquad and self.dev_fraction + self.heldout_fraction >= 1.0:
+            raise ValueError(f"dev_fraction {self.dev_fraction} + heldout_fraction {self.heldout_fraction} "
+                             "leaves no XQuAD article to train on")
+        return self
+
+    @property
+    def trains_on_xquad(self) -> bool:
+        """Whether a source reads XQuAD, whose articles are the evaluation corpus's."""
+        return any(s.kind == "xquad" for s in self.sources)
+
     @property
     def train_languages(self) -> list[str]:
         """The languages training uses: the first `num_languages` of `languages`."""
         return self.languages[: self.num_languages] if self.num_languages else list(self.languages)
+
+
+def source_name(source) -> str:
+    """A source's name: its `name`, else the pairs file's stem, else its kind."""
+    if source.name:
+        return source.name
+    if source.kind == "pairs":
+        return Path(source.path).stem or "pairs"
+    return source.kind
+
+
+# Bare sentences unless asked: see `ModelConfig.candidate_context`.
+DEFAULT_CANDIDATE_CONTEXT = False
 
 
 class ModelConfig(Section):
@@ -86,6 +152,12 @@ class ModelConfig(Section):
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
     max_length: int = Field(128, ge=8, le=8192)
+    candidate_context: Optional[bool] = Field(
+        None, description="passages (training positives, hard negatives, eval candidates) carry their paragraph "
+        "after the sentence; None: what the model was trained with (its hbt_training.json), else bare")
+
+    def resolved_candidate_context(self) -> bool:
+        return DEFAULT_CANDIDATE_CONTEXT if self.candidate_context is None else self.candidate_context
 
 
 class BatchingConfig(Section):
@@ -94,6 +166,10 @@ class BatchingConfig(Section):
     batch_size: int = Field(16, ge=1, description="pairs per worker per step")
     language_sampling: Literal["uniform", "proportional"] = "uniform"
     seed: int = 0
+
+
+# Dev metrics the training loop reports (hbt.train.dev) and may select a checkpoint by.
+SELECT_METRICS = ("dev/multi_map", "dev/mono_map", "dev/cross_map", "dev/rank_distance")
 
 
 class TrainConfig(Section):
@@ -116,10 +192,13 @@ class TrainConfig(Section):
     report_poll_s: float = Field(0.2, gt=0.0, description="how often Ray Train's controller collects reports "
                                  "(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S; Ray's default 2 s throttles faster reports)")
     max_failures: int = Field(0, ge=-1)
+    eval_every: Optional[int] = Field(None, ge=1, description="evaluate on the prepared dev split every N steps "
+                                      "(and at every checkpoint); the export is then the best checkpoint")
+    select_metric: Literal[SELECT_METRICS] = Field("dev/multi_map", description="dev metric that picks the exported "
+                                                   "checkpoint (rank distance: lowest, the others: highest)")
 
 
 class EvalConfig(Section):
-    candidate_context: bool = Field(True, description="encode candidates with their paragraph (LAReQA) or bare")
     index_factory: str = "Flat"
     batch_size: int = Field(64, ge=1)
     top_k: int = Field(100, ge=1)
@@ -153,6 +232,14 @@ class HbtConfig(Section):
             raise ValueError("train.bf16 needs cluster.use_gpu=true (bf16 runs on GPUs only)")
         return self
 
+    @model_validator(mode="after")
+    def _dev_eval_fits_strategy(self) -> "HbtConfig":
+        # Rank 0 encodes the dev split alone; under ZeRO-3 a forward pass needs every rank.
+        tc = self.train
+        if tc.eval_every is not None and tc.strategy == "deepspeed" and tc.zero_stage == 3:
+            raise ValueError("train.eval_every needs ZeRO stage <= 2 (rank 0 evaluates alone; ZeRO-3 shards the weights)")
+        return self
+
 
 def parse_override(assignment: str) -> tuple[list[str], object]:
     """`"batching.alpha=0.3"` -> (["batching", "alpha"], 0.3); the value is parsed as YAML,
@@ -178,12 +265,16 @@ def apply_override(tree: dict, path: list[str], value: object) -> None:
     node[path[-1]] = value
 
 
+# Keys that moved: an old config gets told where, not just "unknown key".
+MOVED_KEYS = {"eval.candidate_context": "model.candidate_context"}
+
+
 def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "<root>"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "unknown key"
+        message = f"moved to {MOVED_KEYS[where]}" if where in MOVED_KEYS else "unknown key"
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{source}: {where}: {message}{more}"
 

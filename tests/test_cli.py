@@ -25,20 +25,29 @@ def test_prepare_writes_split_parquet_and_manifest(prepared):
     manifest = load_manifest(prepared)
     assert manifest["train_languages"] == ["en", "de", "es"]
     split = manifest["split"]
-    assert not set(split["train_articles"]) & set(split["eval_articles"])
-    assert len(split["train_articles"]) + len(split["eval_articles"]) == 48
+    parts = [set(split[f"{name}_articles"]) for name in ("train", "dev", "test")]
+    assert sum(map(len, parts)) == 48 == len(set().union(*parts))
+    assert [len(p) for p in parts] == [19, 5, 24] and split["protocol"] == "held-out articles"
 
     train = pq.read_table(prepared / "train_pairs.parquet")
     assert set(train.column("article").to_pylist()) <= set(split["train_articles"])
     assert set(train.column("lang").to_pylist()) == {"en", "de", "es"}
+    assert set(train.column("source").to_pylist()) == {"xquad"}
+    assert all(pid.startswith("xquad:") for pid in train.column("parallel_id").to_pylist())
     counts = manifest["counts"]["train_pairs"]
     assert counts["de"] == round(counts["en"] * 0.5)  # the imbalance option halves de
+    heldin = set(manifest["heldin_question_ids"])
+    assert heldin == {pid.removeprefix("xquad:") for pid in train.column("parallel_id").to_pylist()}
 
-    queries = pq.read_table(prepared / "eval" / "queries.parquet")
-    assert set(queries.column("article").to_pylist()) <= set(split["eval_articles"])
-    assert not set(queries.column("id").to_pylist()) & set(train.column("parallel_id").to_pylist())
-    assert set(manifest["counts"]["eval_queries"]) == {"ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"}
-    assert set(manifest["files"]) == {"train_pairs.parquet", "eval/queries.parquet", "eval/candidates.parquet", "eval/qrels.parquet"}
+    for name in ("dev", "test"):
+        queries = pq.read_table(prepared / name / "queries.parquet")
+        assert set(queries.column("article").to_pylist()) == set(split[f"{name}_articles"])
+        assert not set(queries.column("id").to_pylist()) & heldin
+        assert set(manifest["counts"][f"{name}_queries"]) == {"ar", "de", "el", "en", "es", "hi", "ru", "th", "tr",
+                                                               "vi", "zh"}
+    assert set(manifest["files"]) == {"train_pairs.parquet"} | {
+        f"{name}/{table}.parquet" for name in ("dev", "test") for table in ("queries", "candidates", "qrels")}
+    assert [s["name"] for s in manifest["sources"]] == ["xquad"]
 
 
 def test_prepare_keeps_at_most_max_train_records_with_all_their_languages(data_dir, tmp_path):
@@ -60,7 +69,8 @@ def test_stats_prints_known_counts(data_dir, capsys):
 
 def test_stats_of_prepared_dir(prepared, capsys):
     assert main(["data", "stats", "--prepared", str(prepared)]) == 0
-    assert "train     en" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "train     en" in out and "dev       en          128" in out and "test      en          574" in out
 
 
 def test_failed_prepare_keeps_previous_output(prepared, tmp_path):
@@ -125,3 +135,16 @@ def test_eval_cli_writes_report(data_dir, tmp_path, capsys):
     assert [(p["query_lang"], p["cand_lang"]) for p in results["pairs"]] == [("en", "en"), ("de", "de"), ("en", "de"), ("de", "en")]
     assert {"pairs.csv", "summary.md", "heatmap.png"} <= {p.name for p in out.iterdir()}
     assert "mAP mono" in capsys.readouterr().out
+
+
+def test_eval_of_one_language_has_no_cross_setting(data_dir, tmp_path, capsys):
+    from hbt.model.tiny import tiny_bert
+
+    model = tiny_bert(tmp_path / "tiny")
+    out = tmp_path / "en-only"
+    assert main(["eval", "--model", str(model), "--corpus", str(data_dir / "xquad-r"), "--out", str(out),
+                 "--languages", "en", "--set", "model.max_length=32"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["settings"]) == {"mono", "multi"}
+    printed = capsys.readouterr().out
+    assert "mono" in printed and "cross" not in printed and "multi hit@1" in printed

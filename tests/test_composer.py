@@ -231,3 +231,75 @@ def test_records_from_table():
     assert records_from_table(t) == {"a": ["de", "en"], "b": ["en"]}
     with pytest.raises(ValueError):
         records_from_table(pa.table({"parallel_id": ["a"]}))
+
+
+# -- positive keys --------------------------------------------------------------------------------
+
+@st.composite
+def keyed_setups(draw):
+    """Random records with colliding positive keys and a batch size the keys allow."""
+    n = draw(st.integers(8, 40))
+    records = {f"p{i}": draw(st.lists(st.sampled_from(LANGS), min_size=2, max_size=len(LANGS), unique=True))
+               for i in range(n)}
+    num_keys = draw(st.integers(2, n))
+    keys = {pid: f"k{draw(st.integers(0, num_keys - 1))}" for pid in records}
+    mode = draw(st.sampled_from(["xx", "xy", "hybrid"]))
+    world_size = draw(st.sampled_from([1, 2]))
+    pools = [{keys[p] for p, langs in records.items() if lang in langs} for lang in LANGS]
+    distinct = [len(pool) for pool in pools if pool] + [len(set(keys.values()))]
+    cap = min(distinct) // world_size
+    if cap < 1:
+        keys = {pid: pid for pid in records}  # make it feasible
+        cap = 1
+    cfg = ComposerConfig(mode=mode, alpha=0.5, batch_size=draw(st.integers(1, min(cap, 5))),
+                         seed=draw(st.integers(0, 2**31)))
+    return records, keys, cfg, world_size
+
+
+@SETTINGS
+@given(keyed_setups())
+def test_no_two_examples_of_a_step_share_a_positive_key(setup):
+    records, keys, cfg, ws = setup
+    whole = HybridBatchComposer(records, cfg, world_size=ws, positive_keys=keys)
+    for _ in range(40):
+        batch = whole.next_global_batch()
+        step_keys = [keys[pid] for pid, _, _ in batch.examples]
+        assert len(batch.examples) == cfg.batch_size * ws
+        assert len(step_keys) == len(set(step_keys))
+
+
+@SETTINGS
+@given(keyed_setups(), st.integers(0, 20))
+def test_keyed_resume_continues_the_sequence(setup, k):
+    records, keys, cfg, ws = setup
+    a = take(HybridBatchComposer(records, cfg, 0, ws, positive_keys=keys), 30)
+    c = HybridBatchComposer(records, cfg, 0, ws, positive_keys=keys)
+    take(c, k)
+    fresh = HybridBatchComposer(records, cfg, 0, ws, positive_keys=keys)
+    fresh.load_state_dict(json.loads(json.dumps(c.state_dict())))
+    assert take(fresh, 30 - k) == a[k:]
+    # A state saved with other keys (here: renamed) is refused.
+    renamed = {pid: f"{key}'" for pid, key in keys.items()}
+    with pytest.raises(ValueError, match="different config"):
+        HybridBatchComposer(records, cfg, 0, ws, positive_keys=renamed).load_state_dict(c.state_dict())
+
+
+def test_pack_distinct_fills_batches_in_order_and_drops_the_rest():
+    from hbt.data.composer import pack_distinct
+
+    keys = {"a": "k", "b": "k", "c": "m", "d": "n", "e": "k"}
+    assert pack_distinct(list("abcde"), keys, 2) == ["a", "c", "b", "d"]  # "e" left alone in an open batch
+    unique = {x: x for x in "abcde"}
+    assert pack_distinct(list("abcde"), unique, 2) == list("abcd")  # distinct keys: the order itself
+
+
+def test_pool_without_enough_distinct_positives_is_refused():
+    records = {f"p{i}": ["en", "de"] for i in range(10)}
+    keys = {pid: f"k{i % 3}" for i, pid in enumerate(sorted(records))}  # 3 distinct positives
+    HybridBatchComposer(records, ComposerConfig(mode="xy", batch_size=3, seed=0), positive_keys=keys)
+    with pytest.raises(ValueError, match=r"need 4 records \(batch_size\*world_size=2\*2\) with distinct "
+                                         r"positives, but the xy pool .* has 3 distinct positives among 10"):
+        HybridBatchComposer(records, ComposerConfig(mode="xy", batch_size=2, seed=0), world_size=2,
+                            positive_keys=keys)
+    with pytest.raises(ValueError, match="language 'de' has 3 distinct positives"):
+        HybridBatchComposer(records, ComposerConfig(mode="xx", batch_size=4, seed=0), positive_keys=keys)

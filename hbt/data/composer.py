@@ -22,12 +22,22 @@ each rank doing the (cheap) work of composing the whole global batch.
 
 Records are drawn epoch-style: each pool (one per language for xx, one of the
 records with >= 2 languages for xy) walks a seeded permutation, and every
-record in the pool is seen before any repeats. When fewer records than a global
-batch remain in the current epoch, the tail is skipped and the next epoch's
-permutation starts (drop-last), so a batch never contains one record twice.
+record in the pool is seen before any repeats, so a batch never contains one
+record twice.
+
+Positive keys (``hbt.data.positives``): records whose positives are the same
+passage share a key, and no two examples of a global batch may share one (the
+other's positive would be the query's own answer, scored as a negative). Each
+epoch's permutation is packed first-fit into global batches of distinct keys:
+a record joins the oldest unfilled batch that lacks its key, and batches are
+used in the order they fill. Records left in unfilled batches at the end of the
+epoch are skipped (drop-last), as is a permutation's tail when every key is
+distinct (then the packing is the permutation itself). A pool with fewer
+distinct keys than a global batch can never fill one: refused at construction.
+
 The state is the step counter plus one ``(epoch, position)`` cursor per pool,
-and a fingerprint of the config and records so that a state can't silently be
-loaded into a composer fed with different data.
+and a fingerprint of the config, records and keys so that a state can't
+silently be loaded into a composer fed with different data.
 """
 
 from __future__ import annotations
@@ -110,8 +120,10 @@ class HybridBatchComposer:
     """Deterministic, resumable, rank-aware composer of xx / xy / hybrid batches.
 
     ``records`` maps ``parallel_id`` to the languages that record is available
-    in. Each rank builds its own composer with the same records and config and
-    its own ``rank``; see the module docstring for how ranks share a step.
+    in; ``positive_keys`` maps it to its positive key (default: its own id, so
+    every record's positive is distinct). Each rank builds its own composer with
+    the same records and config and its own ``rank``; see the module docstring
+    for how ranks share a step.
 
     Example:
         >>> records = {"q1": ["en", "de"], "q2": ["en", "de", "fr"], "q3": ["en", "fr"]}
@@ -128,7 +140,7 @@ class HybridBatchComposer:
     """
 
     def __init__(self, records: Mapping[str, Sequence[str]], config: ComposerConfig,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, positive_keys: Mapping[str, str] | None = None):
         config.validate()
         if not isinstance(world_size, int) or world_size < 1:
             raise ComposerConfigError(f"world_size must be an integer >= 1, got {world_size!r}")
@@ -144,6 +156,8 @@ class HybridBatchComposer:
         self._records: dict[str, tuple[str, ...]] = {
             str(pid): tuple(sorted(set(map(str, langs)))) for pid, langs in records.items()}
         pids = sorted(self._records)
+        keys = positive_keys or {}
+        self._keys: dict[str, str] = {pid: str(keys.get(pid, pid)) for pid in pids}
         self._languages = sorted({lang for langs in self._records.values() for lang in langs})
         self._pools: dict[str, list[str]] = {
             lang: [pid for pid in pids if lang in self._records[pid]] for lang in self._languages}
@@ -169,6 +183,9 @@ class HybridBatchComposer:
             return mode == "xx" or (mode == "hybrid" and alpha > 0)
         return mode == "xy" or (mode == "hybrid" and alpha < 1)
 
+    def _distinct_keys(self, pool: str) -> int:
+        return len({self._keys[pid] for pid in self._pools[pool]})
+
     def _check_enough_records(self) -> None:
         # Fail at construction, not hours into training at the first unlucky step.
         need = self._global_size
@@ -178,22 +195,31 @@ class HybridBatchComposer:
                 raise ComposerConfigError("xx batches need records, but the record set is empty")
             # Both sampling schemes can draw every language with at least one record.
             for lang in self._languages:
-                n = len(self._pools[lang])
+                n, distinct = len(self._pools[lang]), self._distinct_keys(lang)
                 if n < need:
                     raise ComposerConfigError(
                         f"xx batches need {need} records ({per}) in every language, "
                         f"but language {lang!r} has only {n}")
+                if distinct < need:
+                    raise ComposerConfigError(
+                        f"xx batches need {need} records ({per}) with distinct positives in every language, "
+                        f"but the pool of language {lang!r} has {distinct} distinct positives among {n} records")
         if self._may_draw("xy"):
-            n = len(self._pools[_XY_POOL])
+            n, distinct = len(self._pools[_XY_POOL]), self._distinct_keys(_XY_POOL)
             if n < need:
                 raise ComposerConfigError(
                     f"xy batches need {need} records ({per}) with >= 2 languages, but only {n} have")
+            if distinct < need:
+                raise ComposerConfigError(
+                    f"xy batches need {need} records ({per}) with distinct positives, but the xy pool "
+                    f"(records with >= 2 languages) has {distinct} distinct positives among {n} records")
 
     def _compute_fingerprint(self) -> str:
         payload = json.dumps({
             "config": asdict(self.config),
             "world_size": self.world_size,  # the global batch size shapes the cursors
             "records": sorted(self._records.items()),
+            "positive_keys": sorted(self._keys.items()),
         }, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -211,7 +237,8 @@ class HybridBatchComposer:
         idx = rng.choice(len(self._languages), p=self._language_p)
         return kind, self._languages[int(idx)]
 
-    def _permutation(self, pool: str, epoch: int) -> list[str]:
+    def _arrangement(self, pool: str, epoch: int) -> list[str]:
+        """The epoch's permutation of ``pool`` packed into whole global batches of distinct keys."""
         cached = self._perm_cache.get(pool)
         if cached is not None and cached[0] == epoch:
             return cached[1]
@@ -220,19 +247,17 @@ class HybridBatchComposer:
         pool_key = int.from_bytes(hashlib.sha256(pool.encode()).digest()[:8], "little")
         rng = np.random.default_rng([self.config.seed, _STREAM_PERMUTATION, pool_key, epoch])
         members = self._pools[pool]
-        perm = [members[i] for i in rng.permutation(len(members))]
-        self._perm_cache[pool] = (epoch, perm)
-        return perm
+        arranged = pack_distinct([members[i] for i in rng.permutation(len(members))], self._keys, self._global_size)
+        self._perm_cache[pool] = (epoch, arranged)
+        return arranged
 
     def _take(self, pool: str) -> list[str]:
-        """The next global batch of distinct pids from ``pool``; advances its cursor."""
+        """The next global batch of pids with distinct keys from ``pool``; advances its cursor."""
         epoch, pos = self._cursors[pool]
         n = self._global_size
-        if pos + n > len(self._pools[pool]):
-            # Drop the epoch's tail rather than wrap: a wrapped batch could
-            # contain the same record twice.
-            epoch, pos = epoch + 1, 0
-        taken = self._permutation(pool, epoch)[pos:pos + n]
+        if pos + n > len(self._arrangement(pool, epoch)):
+            epoch, pos = epoch + 1, 0  # the epoch is used up: drop-last, never wrap
+        taken = self._arrangement(pool, epoch)[pos:pos + n]
         self._cursors[pool] = [epoch, pos + n]
         return taken
 
@@ -298,6 +323,32 @@ class HybridBatchComposer:
         self._step = int(state["step"])
         self._cursors = {pool: [int(c[0]), int(c[1])] for pool, c in cursors.items()}
         self._perm_cache.clear()
+
+
+def pack_distinct(order: Sequence[str], keys: Mapping[str, str], size: int) -> list[str]:
+    """``order`` packed first-fit into batches of ``size`` ids with distinct ``keys``, the
+    full batches concatenated in the order they fill (the rest dropped).
+
+    Example:
+        >>> pack_distinct(["a", "b", "c", "d"], {"a": "k", "b": "k", "c": "m", "d": "n"}, 2)
+        ['a', 'c', 'b', 'd']
+    """
+    open_batches: list[tuple[list[str], set[str]]] = []  # oldest first
+    packed: list[str] = []
+    for pid in order:
+        key = keys[pid]
+        for i, (members, used) in enumerate(open_batches):
+            if key not in used:
+                break
+        else:
+            members, used, i = [], set(), len(open_batches)
+            open_batches.append((members, used))
+        members.append(pid)
+        used.add(key)
+        if len(members) == size:
+            packed += members
+            del open_batches[i]
+    return packed
 
 
 def records_from_table(table) -> dict[str, list[str]]:

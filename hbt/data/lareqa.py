@@ -109,6 +109,27 @@ def check_span(start, end, length, path, where):
         raise DataError(f"{path}: {where}: broken span [{start}, {end}] for a context of {length} chars")
 
 
+def paragraph_breaks(par: dict, path, where: str) -> list[tuple[int, int]]:
+    """The checked [start, end) spans of a paragraph's `sentence_breaks`."""
+    context = par["context"]
+    spans = []
+    for s, br in enumerate(need(par, "sentence_breaks", list, path, where)):
+        bw = f"{where}.sentence_breaks[{s}]"
+        if (not isinstance(br, list) or len(br) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in br)):
+            raise DataError(f"{path}: {bw}: expected [start, end] integers, got {br!r}")
+        check_span(br[0], br[1], len(context), path, bw)
+        spans.append((br[0], br[1]))
+    return spans
+
+
+def read_breaks(path: Path) -> dict[tuple[int, int], tuple[str, list[tuple[int, int]]]]:
+    """{(article, paragraph): (context, sentence spans)} of one LAReQA file."""
+    path = Path(path)
+    return {(a, p): (par["context"], paragraph_breaks(par, path, where))
+            for a, p, par, where in iter_squad(load_json(path), path)}
+
+
 # ---------------------------------------------------------------- reader
 
 def _read_one(path: Path, lang: str, seen_ids: set, queries, candidates, qrels) -> dict:
@@ -116,17 +137,10 @@ def _read_one(path: Path, lang: str, seen_ids: set, queries, candidates, qrels) 
     stats = {"questions": 0, "candidates": 0, "skipped_no_sentence": 0, "answer_past_sentence_end": 0}
     for a, p, par, where in iter_squad(doc, path):
         context = par["context"]
-        breaks = need(par, "sentence_breaks", list, path, where)
-        spans = []
-        for s, br in enumerate(breaks):
-            bw = f"{where}.sentence_breaks[{s}]"
-            if (not isinstance(br, list) or len(br) != 2
-                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in br)):
-                raise DataError(f"{path}: {bw}: expected [start, end] integers, got {br!r}")
-            check_span(br[0], br[1], len(context), path, bw)
-            spans.append((br[0], br[1]))
+        spans = paragraph_breaks(par, path, where)
+        for s, (start, end) in enumerate(spans):
             candidates.append({
-                "id": f"{lang}:{a}:{p}:{s}", "lang": lang, "sentence": context[br[0]:br[1]],
+                "id": f"{lang}:{a}:{p}:{s}", "lang": lang, "sentence": context[start:end],
                 "context": context, "article": a,
             })
             stats["candidates"] += 1

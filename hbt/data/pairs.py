@@ -1,9 +1,15 @@
 """Read generic training pairs (.jsonl, .parquet, or a `datasets.save_to_disk` dir)
-into TRAIN_PAIR_SCHEMA.
+into RAW_PAIR_SCHEMA.
 
-Required fields: parallel_id, lang, question, positive (non-null strings).
+Required fields: parallel_id, lang (an ISO 639-1 code), question, positive (non-empty strings).
 Optional fields are filled when the column is absent or the value is null:
-article -> -1, context -> "", hard_negatives -> [].
+article -> -1, context -> "", hard_negatives -> [], positive_id -> null.
+
+One row per (record, language); the rows of one record share its `parallel_id` and hold
+the record's question and positive in their language. `positive_id` names the positive
+passage across its translations: records whose positive is the same passage share it, and
+hbt never puts two of them in one batch (without it, identical positive texts tell). A worked
+example (mMARCO-style translated passages) is in docs/training.md.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hbt.data.schema import TRAIN_PAIR_SCHEMA
+from hbt.data.schema import RAW_PAIR_SCHEMA
 from hbt.errors import DataError
+from hbt.languages import KNOWN_LANGUAGES
 
 REQUIRED = ("parallel_id", "lang", "question", "positive")
-DEFAULTS = {"article": -1, "context": "", "hard_negatives": []}
+DEFAULTS = {"article": -1, "context": "", "hard_negatives": [], "positive_id": None}
 
 
 def _check_row(row, path: Path, where: str) -> dict:
@@ -30,7 +37,11 @@ def _check_row(row, path: Path, where: str) -> dict:
             raise DataError(f"{path}: {where}: missing field {key!r}")
         if not isinstance(row[key], str):
             raise DataError(f"{path}: {where}.{key}: expected str, got {type(row[key]).__name__}")
+        if not row[key].strip():
+            raise DataError(f"{path}: {where}.{key}: empty string")
         out[key] = row[key]
+    if out["lang"] not in KNOWN_LANGUAGES:
+        raise DataError(f"{path}: {where}.lang: unknown language code {out['lang']!r} (expected ISO 639-1, e.g. en)")
     article = row.get("article")
     if article is None:
         article = DEFAULTS["article"]
@@ -51,6 +62,10 @@ def _check_row(row, path: Path, where: str) -> dict:
     elif not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
         raise DataError(f"{path}: {where}.hard_negatives: expected a list of str")
     out["hard_negatives"] = negs
+    positive_id = row.get("positive_id")
+    if positive_id is not None and not isinstance(positive_id, str):
+        raise DataError(f"{path}: {where}.positive_id: expected str, got {type(positive_id).__name__}")
+    out["positive_id"] = positive_id
     return out
 
 
@@ -108,4 +123,14 @@ def read_pairs(path) -> pa.Table:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (want .jsonl, .parquet or a datasets dir)")
     if not rows:
         raise DataError(f"{path}: no records")
-    return pa.Table.from_pylist(rows, schema=TRAIN_PAIR_SCHEMA)
+    _check_unique(rows, path)
+    return pa.Table.from_pylist(rows, schema=RAW_PAIR_SCHEMA)
+
+
+def _check_unique(rows: list[dict], path: Path) -> None:
+    seen = set()
+    for row in rows:
+        key = (row["parallel_id"], row["lang"])
+        if key in seen:
+            raise DataError(f"{path}: parallel_id {key[0]!r} has two rows in language {key[1]!r}")
+        seen.add(key)

@@ -1,4 +1,13 @@
-"""`hbt data prepare`: training pairs and the held-out eval corpus as Parquet + manifest."""
+"""`hbt data prepare`: the training pool and the dev / test evaluation corpora as Parquet + manifest.
+
+Layout of the prepared dir (replaced whole, atomically):
+
+    train_pairs.parquet                      TRAIN_PAIR_SCHEMA: every source, mixed (hbt.data.sources)
+    dev/{queries,candidates,qrels}.parquet   XQuAD-R's dev articles (absent with data.dev_fraction=0)
+    test/{queries,candidates,qrels}.parquet  XQuAD-R's test articles
+    manifest.json                            sources, split, counts, the XQuAD question ids trained
+                                             on, sha256 of every output and source file
+"""
 
 from __future__ import annotations
 
@@ -11,15 +20,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hbt import __version__
-from hbt.config import DataConfig
-from hbt.data.lareqa import read_lareqa
-from hbt.data.splits import ArticleSplit, split_articles
-from hbt.data.squad import read_squad_parallel
+from hbt.config import DataConfig, source_name
+from hbt.data.lareqa import LareqaCorpus, read_lareqa
+from hbt.data.sources import read_training_pool, rows_in_articles
+from hbt.data.splits import SPLITS, ArticleSplit, split_articles
 from hbt.errors import DataError
 from hbt.io import atomic_directory, sha256_file, write_json_atomic
 
 TRAIN_PAIRS = "train_pairs.parquet"
-EVAL_DIR = "eval"
+EVAL_TABLES = ("queries", "candidates", "qrels")
 MANIFEST = "manifest.json"
 TRAINING_MANIFEST = "hbt_training.json"  # the manifest, copied into a model hbt trained
 
@@ -47,88 +56,139 @@ def keep_records(table: pa.Table, max_records: int | None, seed: int) -> pa.Tabl
     return table.filter(pc.is_in(table.column("parallel_id"), value_set=pa.array([pids[i] for i in sorted(chosen)])))
 
 
-def rows_in_articles(table: pa.Table, articles) -> pa.Table:
-    return table.filter(pc.is_in(table.column("article"), value_set=pa.array(sorted(articles), pa.int32())))
-
-
 def counts_by_lang(table: pa.Table) -> dict[str, int]:
     counts = table.group_by("lang").aggregate([("lang", "count")])
     return dict(sorted(zip(counts.column("lang").to_pylist(), counts.column("lang_count").to_pylist())))
 
 
+def corpus_in_articles(corpus: LareqaCorpus, articles) -> LareqaCorpus:
+    """The queries, candidates and qrels of `articles` only."""
+    queries = rows_in_articles(corpus.queries, articles)
+    candidates = rows_in_articles(corpus.candidates, articles)
+    qrels = corpus.qrels.filter(pc.is_in(corpus.qrels.column("query_id"), value_set=queries.column("id").unique()))
+    return LareqaCorpus(queries, candidates, qrels)
+
+
+def xquad_question_ids(train: pa.Table, data: DataConfig) -> list[str]:
+    """The XQuAD question ids of the pool: its xquad sources' parallel ids without the source
+    prefix and copy suffix. XQuAD-R shares these ids, so they say what a model trained on."""
+    names = {source_name(s) for s in data.sources if s.kind == "xquad"}
+    ids = set()
+    for pid, source in zip(train.column("parallel_id").to_pylist(), train.column("source").to_pylist()):
+        if source in names:
+            ids.add(pid.removeprefix(f"{source}:").split("#")[0])
+    return sorted(ids)
+
+
 def prepare(data: DataConfig, out_dir: Path | None = None) -> Path:
-    """Read XQuAD (training) and XQuAD-R (evaluation), split by article, write Parquet.
+    """Read the training sources and XQuAD-R, split XQuAD-R by article, write Parquet (module doc).
 
     The whole output directory is replaced atomically, so a failed run leaves the
     previous one intact. Returns the output directory.
     """
     out_dir = Path(out_dir or data.prepared_dir)
-    squad_dir, lareqa_dir = Path(data.data_dir) / "xquad", Path(data.data_dir) / "xquad-r"
-    for needed in (squad_dir, lareqa_dir):
-        if not needed.is_dir():
-            raise DataError(f"data directory not found: {needed} (set --data-dir or HBT_DATA_DIR, or run `hbt data download`)")
+    lareqa_dir = Path(data.data_dir) / "xquad-r"
+    needed = [lareqa_dir] + ([Path(data.data_dir) / "xquad"] if data.trains_on_xquad else [])
+    for directory in needed:
+        if not directory.is_dir():
+            raise DataError(f"data directory not found: {directory} (set --data-dir or HBT_DATA_DIR, or run `hbt data download`)")
 
-    train = read_squad_parallel(squad_dir, data.train_languages)
     corpus = read_lareqa(lareqa_dir, data.eval_languages)
     num_articles = int(pc.max(corpus.queries.column("article")).as_py()) + 1
-    split = split_articles(num_articles, data.heldout_fraction, data.split_seed)
-
-    train = rows_in_articles(train, split.train_articles)
-    train = keep_fraction(keep_records(train, data.max_train_records, data.split_seed), data.imbalance, data.split_seed)
-    queries = rows_in_articles(corpus.queries, split.eval_articles)
-    candidates = rows_in_articles(corpus.candidates, split.eval_articles)
-    qrels = corpus.qrels.filter(pc.is_in(corpus.qrels.column("query_id"), value_set=queries.column("id").unique()))
-    _check_disjoint_questions(train, queries)
+    split = split_articles(num_articles, data.heldout_fraction, data.split_seed, data.dev_fraction,
+                           train=data.trains_on_xquad)
+    pool, source_counts = read_training_pool(data, split.train_articles)
+    train = keep_fraction(keep_records(pool, data.max_train_records, data.split_seed), data.imbalance, data.split_seed)
+    evals = {name: corpus_in_articles(corpus, split.articles(name)) for name in SPLITS if split.articles(name)}
+    heldin = xquad_question_ids(train, data)
+    _check_no_eval_questions(train, heldin, evals, data)
 
     with atomic_directory(out_dir) as staging:
-        (staging / EVAL_DIR).mkdir()
-        outputs = {
-            TRAIN_PAIRS: train,
-            f"{EVAL_DIR}/queries.parquet": queries,
-            f"{EVAL_DIR}/candidates.parquet": candidates,
-            f"{EVAL_DIR}/qrels.parquet": qrels,
-        }
+        outputs = {TRAIN_PAIRS: train}
+        for name, split_corpus in evals.items():
+            (staging / name).mkdir()
+            outputs.update({f"{name}/{table}.parquet": getattr(split_corpus, table) for table in EVAL_TABLES})
         for name, table in outputs.items():
             pq.write_table(table, staging / name)
-        manifest = _manifest(data, split, train, queries, candidates, outputs, staging)
+        manifest = _manifest(data, split, train, heldin, evals, source_counts, outputs, staging)
         write_json_atomic(staging / MANIFEST, manifest)
     return out_dir
 
 
-def _check_disjoint_questions(train: pa.Table, queries: pa.Table) -> None:
-    # XQuAD and XQuAD-R share question ids: an id on both sides means the article
-    # order of the two files disagrees, and the split would leak.
-    shared = set(train.column("parallel_id").to_pylist()) & set(queries.column("id").to_pylist())
-    if shared:
-        raise DataError(f"{len(shared)} eval question id(s) also appear in the training split (e.g. {sorted(shared)[0]})")
+def _check_no_eval_questions(train: pa.Table, heldin: list[str], evals: dict[str, LareqaCorpus],
+                             data: DataConfig) -> None:
+    """No dev or test question may be trained on: by id for XQuAD (XQuAD-R shares its ids; an
+    id on both sides means the two files' article order disagrees), by text for other sources."""
+    for name, split_corpus in evals.items():
+        shared = set(heldin) & set(split_corpus.queries.column("id").to_pylist())
+        if shared:
+            raise DataError(f"{len(shared)} {name} question id(s) are also in the training pool "
+                            f"(e.g. {sorted(shared)[0]}): the XQuAD and XQuAD-R files disagree")
+    xquad = {source_name(s) for s in data.sources if s.kind == "xquad"}
+    others = train.filter(pc.invert(pc.is_in(train.column("source"), value_set=pa.array(sorted(xquad), pa.string()))))
+    if others.num_rows == 0:
+        return
+    trained = set(zip(others.column("lang").to_pylist(), others.column("question").to_pylist()))
+    for name, split_corpus in evals.items():
+        q = split_corpus.queries
+        leaked = [(lang, text) for lang, text in zip(q.column("lang").to_pylist(), q.column("text").to_pylist())
+                  if (lang, text) in trained]
+        if leaked:
+            lang, text = leaked[0]
+            raise DataError(f"{len(leaked)} {name} question(s) are also training questions (e.g. {lang}: {text!r}): "
+                            f"drop them from the training source")
 
 
-def _manifest(data: DataConfig, split: ArticleSplit, train, queries, candidates, outputs, staging: Path) -> dict:
-    sources = sorted((Path(data.data_dir) / "xquad").glob("xquad.*.json")) + sorted((Path(data.data_dir) / "xquad-r").glob("*.json"))
+def _source_files(source, data: DataConfig) -> list[Path]:
+    root = Path(data.data_dir)
+    if source.kind == "xquad":
+        return sorted((root / "xquad").glob("xquad.*.json")) + sorted((root / "xquad-r").glob("*.json"))
+    path = Path(source.path) if source.path is not None else root / "tatoeba-laser"
+    if source.kind == "tatoeba":
+        return sorted(path.glob("tatoeba.*-eng.*"))
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def _manifest(data: DataConfig, split: ArticleSplit, train, heldin, evals, source_counts, outputs, staging) -> dict:
+    sources = []
+    for source in data.sources:
+        name = source_name(source)
+        entry = {"name": name, **source.model_dump(mode="json", exclude={"name"}), **source_counts[name]}
+        entry["files"] = {str(path): sha256_file(path) for path in _source_files(source, data)}
+        sources.append(entry)
+    counts = {
+        "train_pairs": counts_by_lang(train),
+        "train_parallel_ids": len(set(train.column("parallel_id").to_pylist())),
+        "train_positive_keys": len(set(train.column("positive_key").to_pylist())),
+    }
+    for name, split_corpus in evals.items():
+        counts[f"{name}_queries"] = counts_by_lang(split_corpus.queries)
+        counts[f"{name}_candidates"] = counts_by_lang(split_corpus.candidates)
     return {
         "hbt_version": __version__,
         "data_dir": str(Path(data.data_dir).resolve()),
+        "sources": sources,
         "train_languages": data.train_languages,
         "eval_languages": list(data.eval_languages),
         "imbalance": data.imbalance,
         "max_train_records": data.max_train_records,
         "split": split.to_json(),
-        "counts": {
-            "train_pairs": counts_by_lang(train),
-            "train_parallel_ids": len(set(train.column("parallel_id").to_pylist())),
-            "eval_queries": counts_by_lang(queries),
-            "eval_candidates": counts_by_lang(candidates),
-        },
+        # What a model trained on this pool saw of the evaluation corpus: `hbt eval` refuses
+        # (or, with --heldout-only, drops) the articles holding these questions.
+        "heldin_question_ids": heldin,
+        "counts": counts,
         "files": {name: sha256_file(staging / name) for name in outputs},
-        "sources": {f"{path.parent.name}/{path.name}": sha256_file(path) for path in sources},
     }
 
 
 def load_manifest(prepared_dir: Path) -> dict:
     path = Path(prepared_dir) / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: no manifest (run `hbt data prepare` first)") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON (line {error.lineno})") from None
+    if not isinstance(manifest, dict) or "heldin_question_ids" not in manifest:
+        raise DataError(f"{path}: written by an older hbt (no dev/test split): run `hbt data prepare` again")
+    return manifest

@@ -27,15 +27,34 @@ QREL_SCHEMA = pa.schema([
     ("candidate_id", pa.string()),
 ])
 
-# One row per (parallel record, language) of training data.
-TRAIN_PAIR_SCHEMA = pa.schema([
+# One row per (parallel record, language) of training data, as a reader gives it.
+RAW_PAIR_SCHEMA = pa.schema([
     ("parallel_id", pa.string()),   # shared by the translations of one record
     ("lang", pa.string()),
+    ("article", pa.int32()),        # XQuAD article index; -1 for other sources
+    ("question", pa.string()),
+    ("positive", pa.string()),      # the answer sentence / passage
+    ("context", pa.string()),       # its paragraph ("" when there is none)
+    ("hard_negatives", pa.list_(pa.string())),  # e.g. the paragraph's other sentences
+    ("positive_id", pa.string()),   # optional: the positive passage's id, shared by its translations
+])
+
+# One row per (parallel record, language) of the prepared training pool (`hbt data prepare`):
+# the raw columns with the parallel id prefixed by its source, plus the positive keys
+# (hbt.data.positives) that keep false negatives out of a batch.
+TRAIN_PAIR_SCHEMA = pa.schema([
+    ("parallel_id", pa.string()),   # "{source}:{id}", shared by the translations of one record
+    ("lang", pa.string()),
+    ("source", pa.string()),        # the `data.sources` entry the record comes from
     ("article", pa.int32()),
     ("question", pa.string()),
-    ("positive", pa.string()),      # the answer sentence
-    ("context", pa.string()),       # its paragraph
-    ("hard_negatives", pa.list_(pa.string())),  # the paragraph's other sentences
+    ("positive", pa.string()),
+    ("context", pa.string()),
+    ("hard_negatives", pa.list_(pa.string())),
+    ("positive_key", pa.string()),  # shared by every record whose positive is the same passage
+                                    # (in any language): never two in one global step
+    ("negative_keys", pa.list_(pa.string())),  # per hard negative: the positive_key of the records
+                                               # it is the positive of, "" if none
 ])
 
 # One row per (parallel sentence, language) of a bitext.

@@ -1,79 +1,93 @@
-"""Article-level train/eval splits, so evaluation never sees a trained-on paragraph.
+"""Article-level train / dev / test splits, so evaluation never sees a trained-on paragraph.
 
 XQuAD (training) and XQuAD-R (evaluation) hold the same 48 articles, questions and
 paragraphs in the same order, so the split is a seeded partition of article indices,
-recorded in a manifest that training copies and evaluation checks.
+recorded in the prepared manifest that training copies and evaluation checks:
+
+    order = permutation(num_articles, seed)
+    test  = order[:n_test]                     n_test = round(num_articles * test_fraction)
+    dev   = order[num_articles - n_dev:]       n_dev  = round(num_articles * dev_fraction)
+    train = the articles in between
+
+Without a training source on XQuAD (the paper's zero-shot protocol: train elsewhere, test
+on XQuAD-R) there are no training articles and the test split takes every article but dev.
+The test articles of a seed do not depend on `dev_fraction`: a dev split takes its articles
+from the training side only.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from hbt.errors import DataError
 
+SPLITS = ("dev", "test")
+
 
 @dataclass(frozen=True)
 class ArticleSplit:
     seed: int
-    heldout_fraction: float
+    test_fraction: float
+    dev_fraction: float
     train_articles: tuple[int, ...]
-    eval_articles: tuple[int, ...]
+    dev_articles: tuple[int, ...]
+    test_articles: tuple[int, ...]
+
+    @property
+    def protocol(self) -> str:
+        return "held-out articles" if self.train_articles else "zero-shot"
+
+    def articles(self, split: str) -> tuple[int, ...]:
+        return {"train": self.train_articles, "dev": self.dev_articles, "test": self.test_articles}[split]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "protocol": self.protocol}
 
     @classmethod
     def from_json(cls, data: dict, source: str = "split") -> "ArticleSplit":
         try:
             return cls(
                 seed=int(data["seed"]),
-                heldout_fraction=float(data["heldout_fraction"]),
+                test_fraction=float(data["test_fraction"]),
+                dev_fraction=float(data["dev_fraction"]),
                 train_articles=tuple(int(a) for a in data["train_articles"]),
-                eval_articles=tuple(int(a) for a in data["eval_articles"]),
+                dev_articles=tuple(int(a) for a in data["dev_articles"]),
+                test_articles=tuple(int(a) for a in data["test_articles"]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(f"{source}: malformed article split ({error!s})") from None
 
 
-def split_articles(num_articles: int, heldout_fraction: float, seed: int) -> ArticleSplit:
-    """Partition article indices 0..num_articles-1; at least one article lands on each side.
+def split_articles(num_articles: int, test_fraction: float, seed: int, dev_fraction: float = 0.0,
+                   train: bool = True) -> ArticleSplit:
+    """Partition article indices 0..num_articles-1 (module doc); with `train`, at least one
+    article lands in train and in test, and in dev when `dev_fraction` > 0.
 
     Example:
-        >>> s = split_articles(48, 0.5, seed=0)
-        >>> len(s.train_articles), len(s.eval_articles)
-        (24, 24)
+        >>> s = split_articles(48, 0.5, seed=0, dev_fraction=0.1)
+        >>> len(s.train_articles), len(s.dev_articles), len(s.test_articles)
+        (19, 5, 24)
     """
-    if num_articles < 2:
-        raise DataError(f"need at least 2 articles to split, got {num_articles}")
-    num_eval = min(max(1, round(num_articles * heldout_fraction)), num_articles - 1)
+    need = 1 + (dev_fraction > 0) + train
+    if num_articles < need:
+        raise DataError(f"need at least {need} articles to split, got {num_articles}")
+    n_dev = max(1, round(num_articles * dev_fraction)) if dev_fraction > 0 else 0
+    if train:
+        n_dev = min(n_dev, num_articles - 2)
+        n_test = min(max(1, round(num_articles * test_fraction)), num_articles - n_dev - 1)
+    else:
+        n_dev = min(n_dev, num_articles - 1)
+        n_test = num_articles - n_dev
     order = np.random.default_rng(seed).permutation(num_articles)
+
+    def part(indices) -> tuple[int, ...]:
+        return tuple(sorted(int(a) for a in indices))
+
     return ArticleSplit(
-        seed=seed,
-        heldout_fraction=heldout_fraction,
-        train_articles=tuple(sorted(int(a) for a in order[num_eval:])),
-        eval_articles=tuple(sorted(int(a) for a in order[:num_eval])),
+        seed=seed, test_fraction=test_fraction, dev_fraction=dev_fraction,
+        train_articles=part(order[n_test:num_articles - n_dev]),
+        dev_articles=part(order[num_articles - n_dev:]),
+        test_articles=part(order[:n_test]),
     )
-
-
-def check_no_leakage(trained_articles, eval_articles, what: str = "evaluation") -> None:
-    """Refuse (DataError -> exit 2) an evaluation on articles a training run used."""
-    overlap = sorted(set(trained_articles) & set(eval_articles))
-    if overlap:
-        raise DataError(
-            f"{what} uses {len(overlap)} article(s) the model was trained on "
-            f"(e.g. {overlap[:5]}); evaluate on the held-out split only"
-        )
-
-
-def load_split(path: Path) -> ArticleSplit:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: split manifest not found") from None
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON (line {error.lineno})") from None
-    return ArticleSplit.from_json(data.get("split", data) if isinstance(data, dict) else {}, str(path))

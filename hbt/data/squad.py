@@ -4,8 +4,17 @@ One row per (question, language): parallel_id = the question id (XQuAD shares id
 across languages), positive = the sentence holding answer_start, context = the
 paragraph, hard_negatives = the paragraph's other sentences.
 
-XQuAD has no sentence_breaks, so `split_sentences` splits the context with a simple
-deterministic rule set:
+One segmentation for training and evaluation: XQuAD-R is XQuAD plus `sentence_breaks`
+(same articles, paragraphs, contexts and answer offsets), and its candidates are
+`context[start:end]` of those breaks. Given `breaks_dir` (the XQuAD-R dir), every language
+that has a `{lang}.json` there takes its sentences from it, exactly as the evaluation's
+candidates (`hbt.data.lareqa`): a positive is the candidate sentence whose half-open span
+holds answer_start, and a question whose answer_start lies in no span is skipped, as the
+evaluation skips it. A context that differs from XQuAD-R's is an error, not a silent
+re-split.
+
+A language without XQuAD-R breaks (ro, or no `breaks_dir`) falls back to
+`split_sentences`, a simple deterministic rule set:
 * after `.`, `?` or `!` (plus any closing quotes/brackets) when followed by
   whitespace and then a character that is not a lowercase letter or digit
   (keeps "e.g. the" and "3.5" together), unless the "." ends a short list of
@@ -30,8 +39,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from hbt.data.lareqa import iter_squad, load_json, unique_question
-from hbt.data.schema import TRAIN_PAIR_SCHEMA
+from hbt.data.lareqa import iter_squad, load_json, read_breaks, unique_question
+from hbt.data.schema import RAW_PAIR_SCHEMA
 from hbt.errors import DataError
 from hbt.languages import check_languages
 
@@ -91,35 +100,55 @@ def split_sentences(text: str, lang: str) -> list[tuple[int, int]]:
     return list(zip(starts, ends))
 
 
-def _read_one(path: Path, lang: str, rows: list, stats: dict) -> None:
+def _paragraph_spans(context: str, lang: str, breaks, key: tuple[int, int], path: Path,
+                     where: str) -> tuple[list[tuple[int, int]], bool]:
+    """([start, end) sentence spans, whether they come from XQuAD-R) of paragraph `key`."""
+    if breaks is None:
+        return split_sentences(context, lang), False
+    if key not in breaks:
+        raise DataError(f"{path}: {where}: no such paragraph in the XQuAD-R file (the two files disagree)")
+    r_context, spans = breaks[key]
+    if r_context != context:
+        raise DataError(f"{path}: {where}.context: differs from XQuAD-R's, whose sentence breaks hbt trains on")
+    return spans, True
+
+
+def _read_one(path: Path, lang: str, breaks, rows: list, stats: dict) -> None:
     doc = load_json(path)
     seen = set()
     for a, p, par, where in iter_squad(doc, path):
         context = par["context"]
-        spans = split_sentences(context, lang)
-        texts = [context[s:e].strip().strip("\ufeff").strip() for s, e in spans]
+        spans, from_breaks = _paragraph_spans(context, lang, breaks, (a, p), path, where)
+        # XQuAD-R candidates are context[start:end] as they are; the fallback splitter's
+        # sentences own their trailing whitespace, so they are stripped.
+        texts = [context[s:e] if from_breaks else context[s:e].strip().strip("\ufeff").strip() for s, e in spans]
         for q, qa in enumerate(par["qas"]):
             qid, ans = unique_question(qa, q, seen, path, where)
             start = ans["answer_start"]
             if not 0 <= start < len(context) or start + len(ans["text"]) > len(context):
                 raise DataError(f"{path}: {where}.qas[{q}].answers[0]: broken span "
                                 f"[{start}, {start + len(ans['text'])}] for a context of {len(context)} chars")
-            hit = next(i for i, (s, e) in enumerate(spans) if s <= start < e)
+            hit = next((i for i, (s, e) in enumerate(spans) if s <= start < e), None)
+            if hit is None:
+                stats["skipped_no_sentence"] += 1
+                continue
             positive = texts[hit]
             if ans["text"].strip() not in positive:
                 stats["answer_not_in_positive"] += 1
-            negatives = [t for i, t in enumerate(texts) if i != hit and t and t != positive]
+            negatives = [t for i, t in enumerate(texts) if i != hit and t.strip() and t != positive]
             rows.append({
                 "parallel_id": qid, "lang": lang, "article": a, "question": qa["question"],
-                "positive": positive, "context": context, "hard_negatives": negatives,
+                "positive": positive, "context": context, "hard_negatives": negatives, "positive_id": None,
             })
             stats["questions"] += 1
 
 
-def read_squad_parallel(dir, languages, stats: dict | None = None) -> pa.Table:
-    """Read xquad.{lang}.json of each language in `dir` into TRAIN_PAIR_SCHEMA rows.
+def read_squad_parallel(dir, languages, stats: dict | None = None, breaks_dir=None) -> pa.Table:
+    """Read xquad.{lang}.json of each language in `dir` into RAW_PAIR_SCHEMA rows.
 
-    If `stats` is a dict it receives, per language, {questions, answer_not_in_positive}."""
+    `breaks_dir`: the XQuAD-R dir whose sentence breaks cut the paragraphs (see the module
+    doc); None: `split_sentences` for every language. If `stats` is a dict it receives, per
+    language, {questions, answer_not_in_positive, skipped_no_sentence, segmentation}."""
     root = Path(dir)
     if not root.is_dir():
         raise DataError(f"{root}: directory not found")
@@ -131,8 +160,11 @@ def read_squad_parallel(dir, languages, stats: dict | None = None) -> pa.Table:
         path = root / f"xquad.{lang}.json"
         if not path.is_file():
             raise DataError(f"{path}: file not found")
-        s = {"questions": 0, "answer_not_in_positive": 0}
-        _read_one(path, lang, rows, s)
+        breaks_file = Path(breaks_dir) / f"{lang}.json" if breaks_dir is not None else None
+        breaks = read_breaks(breaks_file) if breaks_file is not None and breaks_file.is_file() else None
+        s = {"questions": 0, "answer_not_in_positive": 0, "skipped_no_sentence": 0,
+             "segmentation": "xquad-r" if breaks is not None else "splitter"}
+        _read_one(path, lang, breaks, rows, s)
         if stats is not None:
             stats[lang] = s
-    return pa.Table.from_pylist(rows, schema=TRAIN_PAIR_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=RAW_PAIR_SCHEMA)

@@ -39,7 +39,8 @@ def raw_stats(data_dir: Path) -> list[tuple[str, str, int, int]]:
         rows += [("xquad-r", lang, queries.get(lang, 0), candidates.get(lang, 0)) for lang in sorted(candidates)]
     if (data_dir / "xquad").is_dir():
         langs = _langs_in(data_dir / "xquad", "xquad.*.json", lambda name: name.split(".")[1])
-        pairs = read_squad_parallel(data_dir / "xquad", langs)
+        breaks = data_dir / "xquad-r" if (data_dir / "xquad-r").is_dir() else None
+        pairs = read_squad_parallel(data_dir / "xquad", langs, breaks_dir=breaks)
         for lang, count in counts_by_lang(pairs).items():
             rows.append(("xquad", lang, count, _distinct_sentences(pairs, lang)))
     if (data_dir / "tatoeba-laser").is_dir():
@@ -53,9 +54,12 @@ def raw_stats(data_dir: Path) -> list[tuple[str, str, int, int]]:
 
 
 def prepared_stats(prepared_dir: Path) -> list[tuple[str, str, int, int]]:
+    """Rows of (split, lang, queries, candidates); a training pair counts as one of each."""
     counts = load_manifest(prepared_dir)["counts"]
     rows = [("train", lang, n, n) for lang, n in counts["train_pairs"].items()]
-    rows += [("eval", lang, n, counts["eval_candidates"].get(lang, 0)) for lang, n in counts["eval_queries"].items()]
+    for split in ("dev", "test"):
+        queries, candidates = counts.get(f"{split}_queries", {}), counts.get(f"{split}_candidates", {})
+        rows += [(split, lang, n, candidates.get(lang, 0)) for lang, n in queries.items()]
     return rows
 
 

@@ -4,7 +4,7 @@
   batches, in process or on Ray actors (:mod:`hbt.eval.encode`).
 * Per (X, Y) pair the score matrix ``Q_X @ C_Y.T`` is small (~1190 x 1300 on
   XQuAD-R), so it is computed exactly with NumPy; LAReQA AP uses the full row,
-  the ranx metrics (r@1, r@10, ndcg@10, mrr) use its top ``top_k``.
+  the ranx metrics (r@1, r@10, hit@1, hit@10, ndcg@10, mrr) use its top ``top_k``.
 * The multi setting pools the candidates of every language: one faiss shard per
   candidate language (held by :class:`ShardActor` when Ray is initialised,
   searched in process otherwise) gives the top-k run for ranx; the LAReQA mAP
@@ -39,7 +39,7 @@ from hbt.eval.metrics import (
 from hbt.io import atomic_directory, write_json_atomic
 from hbt.languages import cross_pairs
 
-PAIR_METRICS = ["map", "r@1", "r@10", "ndcg@10", "mrr"]
+PAIR_METRICS = ["map", "r@1", "r@10", "hit@1", "hit@10", "ndcg@10", "mrr"]
 PER_QUERY = "per_query.parquet"
 
 
@@ -95,14 +95,14 @@ def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, t
     return out, per_query
 
 
-def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory):
+def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_ray: bool):
     """Pooled top-k per query language via one faiss shard per candidate language."""
     import ray
 
     from hbt.index.shards import IndexShard, ShardActor, search_actor_shards, search_shards
 
     results = {}
-    if ray.is_initialized():
+    if shards_on_ray:
         actors = [
             ShardActor.remote(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y])), factory) for y in languages
         ]
@@ -119,7 +119,7 @@ def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory):
     return results
 
 
-def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str) -> dict:
+def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str, shards_on_ray: bool) -> dict:
     offsets, pooled_ids, n = {}, [], 0
     for y in languages:
         offsets[y] = n
@@ -127,7 +127,7 @@ def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str
         n += len(view.c_ids[y])
     pooled = np.concatenate([cand_emb[y] for y in languages], axis=0)  # (nc_all, d)
     k = min(top_k, n)
-    topk = _multi_topk(query_emb, cand_emb, languages, offsets, k, factory)
+    topk = _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_ray)
 
     aps, rds, qlangs, all_qids, run, qrels = [], [], [], [], {}, {}
     for x in languages:
@@ -192,8 +192,12 @@ def _per_query_table(pair_rows: list[tuple[str, str, dict]], multi_rows: dict):
     return pa.table(cols)
 
 
-def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: str = "Flat") -> dict:
+def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: str = "Flat",
+             shards_on_ray: Optional[bool] = None) -> dict:
     """Metrics of every (X, Y) pair plus the mono / cross / multi settings (see module doc).
+
+    The pooled setting's faiss shards live in Ray actors when `shards_on_ray` (default: when
+    Ray is up), in process otherwise.
 
     The returned dict also holds ``"per_query"``: a pyarrow table of every query's AP per
     pair and in the multi setting (see `_per_query_table`), which `run_eval` writes as
@@ -213,7 +217,11 @@ def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: 
     settings = {"mono": _macro_over(mono)}
     if cross:
         settings["cross"] = _macro_over(cross)
-    settings["multi"], multi_rows = _multi(view, query_emb, cand_emb, languages, top_k, index_factory)
+    if shards_on_ray is None:
+        import ray
+
+        shards_on_ray = ray.is_initialized()
+    settings["multi"], multi_rows = _multi(view, query_emb, cand_emb, languages, top_k, index_factory, shards_on_ray)
     return {"languages": languages, "settings": settings, "pairs": pairs,
             "per_query": _per_query_table(pair_rows, multi_rows)}
 
@@ -242,7 +250,7 @@ def write_summary(path: Path, result: dict) -> None:
     lines = ["# LAReQA all-pairs evaluation", "", f"- model: `{result['model']}`",
              f"- corpus: `{result['corpus']}`" + (f" ({result['corpus_note']})" if result.get("corpus_note") else ""),
              f"- languages: {', '.join(langs)}", "",
-             "| setting | mAP | r@1 | r@10 | ndcg@10 | mrr |", "|---|---|---|---|---|---|"]
+             "| setting | mAP | r@1 | r@10 | hit@1 | hit@10 | ndcg@10 | mrr |", "|---|---|---|---|---|---|---|---|"]
     for name, s in result["settings"].items():
         lines.append(f"| {name} | " + " | ".join(f"{s[m]:.4f}" for m in PAIR_METRICS) + " |")
     lines += ["", f"multi rank distance (macro): {result['settings']['multi']['rank_distance']:.2f}", "",
@@ -283,36 +291,39 @@ def write_heatmap(path: Path, result: dict) -> None:
 
 
 def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[HbtConfig] = None,
-             start_ray: bool = False) -> dict:
-    """Read the corpus (a LAReQA dir or a prepared dir; never articles the model was trained
-    on, see `hbt.eval.heldout`), encode with the model at `model_dir`, evaluate, and write
-    OUT/{results.json, per_query.parquet, pairs.csv, summary.md, heatmap.png} all-or-nothing.
+             start_ray: bool = False, split: Optional[str] = None) -> dict:
+    """Read the corpus (a LAReQA dir, or a prepared dir at `split`, default test; never articles
+    the model was trained on, see `hbt.eval.heldout`), encode with the model at `model_dir`,
+    evaluate, and write OUT/{results.json, per_query.parquet, pairs.csv, summary.md,
+    heatmap.png} all-or-nothing.
 
     Encoding and the index shards run on Ray actors when Ray is up, in process otherwise;
     `start_ray` starts (or joins, per `config.cluster`) Ray once the inputs have been checked.
     """
     import ray
 
-    from hbt.eval.heldout import guard, read_eval_corpus, training_manifest
+    from hbt.eval.heldout import guard, read_eval_corpus, resolve_candidate_context, training_manifest
     from hbt.model.encoder import Encoder, resolve_model_name
     from hbt.ray_session import ensure_ray
 
     config = config or HbtConfig()
-    eval_corpus = guard(read_eval_corpus(corpus_dir, languages), training_manifest(model_dir),
-                        config.eval.heldout_only)
+    manifest = training_manifest(model_dir)
+    eval_corpus = guard(read_eval_corpus(corpus_dir, languages, split), manifest, config.eval.heldout_only)
     corpus = eval_corpus.corpus
     langs = list(languages) if languages is not None else corpus_languages(corpus)
-    model_cfg = config.model.model_copy(update={"name_or_path": resolve_model_name(str(model_dir))})
+    model_cfg = resolve_candidate_context(config.model, manifest)
+    model_cfg = model_cfg.model_copy(update={"name_or_path": resolve_model_name(str(model_dir))})
     if start_ray:
         ensure_ray(config.cluster)
     if ray.is_initialized():
         query_emb, cand_emb = encode_corpus_on_actors(model_cfg, corpus, config.eval,
                                                       config.cluster.cpus_per_worker, config.cluster.use_gpu)
     else:
-        query_emb, cand_emb = encode_corpus(Encoder.from_config(model_cfg), corpus, config.eval)
+        query_emb, cand_emb = encode_corpus(Encoder.from_config(model_cfg), corpus, config.eval,
+                                            model_cfg.candidate_context)
     result = {"model": str(model_dir), "corpus": str(corpus_dir), "corpus_note": eval_corpus.note}
     result.update(evaluate(query_emb, cand_emb, corpus, langs, config.eval.top_k, config.eval.index_factory))
-    result["eval"] = config.eval.model_dump()
+    result["eval"] = {**config.eval.model_dump(), "candidate_context": model_cfg.candidate_context}
     per_query = result.pop("per_query")
     with atomic_directory(Path(out_dir)) as staging:
         write_json_atomic(staging / "results.json", result)

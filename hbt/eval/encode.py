@@ -6,9 +6,8 @@ an in-process encoder (`encode_corpus`) or, with Ray up, to a pool of `eval.enco
 `EncodeActor`s that each load the model once (`encode_corpus_on_actors`); results are put
 back in table order either way, so both give the same arrays.
 
-Candidate text: with `eval.candidate_context` a candidate is `sentence + " " + context`
-(LAReQA encodes the answer sentence together with its paragraph; the sentence comes first
-so truncation at `max_length` keeps it), otherwise the bare sentence.
+Candidate text (`hbt.data.candidates`): the sentence, followed by its paragraph when
+`model.candidate_context` is on, exactly as training writes its positives.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from hbt.config import EvalConfig, ModelConfig
+from hbt.data.candidates import candidate_texts
 
 CHUNK_BATCHES = 8  # batches per chunk: fine-grained progress and load balance, little call overhead
 
@@ -29,12 +29,6 @@ Embeddings = dict[str, np.ndarray]  # lang -> (n, d), rows in table order
 def corpus_languages(corpus) -> list[str]:
     """Languages in the order they appear in the candidates table."""
     return list(dict.fromkeys(corpus.candidates.column("lang").to_pylist()))
-
-
-def candidate_texts(sentences, contexts, with_context: bool) -> list[str]:
-    if with_context:
-        return [f"{s} {c}" for s, c in zip(sentences, contexts)]
-    return list(sentences)
 
 
 def _column_by_lang(table, lang: str, column: str) -> list[str]:
@@ -51,7 +45,7 @@ class Chunk:
     texts: list[str]         # (m,) length-sorted
 
 
-def corpus_chunks(corpus, eval_cfg: EvalConfig) -> list[Chunk]:
+def corpus_chunks(corpus, eval_cfg: EvalConfig, candidate_context: bool) -> list[Chunk]:
     """Every unique text of the corpus once, as length-sorted chunks."""
     chunks = []
     size = eval_cfg.batch_size * CHUNK_BATCHES
@@ -59,7 +53,7 @@ def corpus_chunks(corpus, eval_cfg: EvalConfig) -> list[Chunk]:
         queries = _column_by_lang(corpus.queries, lang, "text")
         candidates = candidate_texts(_column_by_lang(corpus.candidates, lang, "sentence"),
                                      _column_by_lang(corpus.candidates, lang, "context"),
-                                     eval_cfg.candidate_context)
+                                     candidate_context)
         for kind, texts in (("query", queries), ("passage", candidates)):
             order = np.argsort([len(t) for t in texts], kind="stable")  # (n,)
             for start in range(0, len(order), size):
@@ -91,23 +85,24 @@ def _counts(table) -> dict[str, int]:
     return {l: langs.count(l) for l in dict.fromkeys(langs)}
 
 
-def _progress(corpus):
+def _progress(corpus, enabled: bool = True):
     from tqdm import tqdm
 
     # On stderr, also when not a terminal (Ray job logs); at most one line per 5 s.
     return tqdm(total=corpus.queries.num_rows + corpus.candidates.num_rows, desc="encode", unit="text",
-                mininterval=5, disable=False)
+                mininterval=5, disable=not enabled)
 
 
-def encode_corpus(encoder, corpus, eval_cfg: EvalConfig) -> tuple[Embeddings, Embeddings]:
+def encode_corpus(encoder, corpus, eval_cfg: EvalConfig, candidate_context: bool = False,
+                  progress: bool = True) -> tuple[Embeddings, Embeddings]:
     """In process: -> (query_emb {lang: (nq, d)}, cand_emb {lang: (nc, d)}), rows in table order."""
-    chunks = corpus_chunks(corpus, eval_cfg)
+    chunks = corpus_chunks(corpus, eval_cfg, candidate_context)
 
     def results() -> Iterator[tuple[int, np.ndarray]]:
         for i, chunk in enumerate(chunks):
             yield i, np.asarray(encoder.encode(chunk.texts, chunk.kind, eval_cfg.batch_size), dtype=np.float32)
 
-    with _progress(corpus) as bar:
+    with _progress(corpus, progress) as bar:
         return _assemble(corpus, chunks, results(), lambda c: bar.update(len(c.texts)))
 
 
@@ -131,11 +126,12 @@ class EncodeActor:
 
 def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig, cpus_per_actor: float,
                             use_gpu: bool = False) -> tuple[Embeddings, Embeddings]:
-    """Like `encode_corpus`, on `eval_cfg.encode_actors` Ray actors (Ray must be up)."""
+    """Like `encode_corpus`, on `eval_cfg.encode_actors` Ray actors (Ray must be up); passages
+    as `model_cfg.candidate_context` says."""
     import ray
     from ray.util import ActorPool
 
-    chunks = corpus_chunks(corpus, eval_cfg)
+    chunks = corpus_chunks(corpus, eval_cfg, model_cfg.resolved_candidate_context())
     remote = ray.remote(EncodeActor).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0)
     # threads None: all of the actor's node's cores (counted inside the actor)
     actors = [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu) for _ in range(eval_cfg.encode_actors)]

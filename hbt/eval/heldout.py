@@ -1,16 +1,20 @@
-"""Which eval corpus a model may be scored on: never on articles it was trained on.
+"""Which eval corpus a model may be scored on, and how its passages must be written.
 
-`hbt train` copies the prepared manifest (article split + sha256 of every source file) into
-the exported model dir as `hbt_training.json`. XQuAD (training) and XQuAD-R (evaluation)
-hold the same articles in the same order, so a corpus language whose file is one of the
-manifest's sources shares the split's article indices: those languages are checked. A
-corpus the manifest does not know (MLQA-R, a user's own) has unrelated article indices and
-is not restricted.
+Never on what it trained on: `hbt train` copies the prepared manifest into the exported
+model dir as `hbt_training.json`, with `heldin_question_ids`, the XQuAD question ids of its
+training pool. XQuAD-R (and any LAReQA corpus built from XQuAD) shares those ids, so the
+guard is keyed on what the data is, not on file bytes: an article of the eval corpus that
+holds one of those questions was trained on. `hbt eval` refuses such a corpus (exit 2)
+unless asked for `heldout_only`, which drops those articles. A corpus with none of those
+ids (MLQA-R, your own, or any corpus for a model trained on other sources) is not
+restricted.
 
 An eval corpus is either a dir of LAReQA `{lang}.json` files or a prepared dir
-(`hbt data prepare`: `manifest.json` + `eval/{queries,candidates,qrels}.parquet`, the
-held-out articles only). On held-in articles `hbt eval` refuses (exit 2) unless asked for
-`heldout_only`, which drops them.
+(`hbt data prepare`: `manifest.json` + `dev/` and `test/` tables); a prepared dir is read
+at one split (`test` unless asked for `dev`).
+
+Passages are written as in training (`model.candidate_context`): unset, it is what the
+model trained with; set to the other value, the evaluation is refused.
 """
 
 from __future__ import annotations
@@ -24,30 +28,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hbt.config import DEFAULT_CANDIDATE_CONTEXT, ModelConfig
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
-from hbt.data.prepare import EVAL_DIR, MANIFEST, TRAINING_MANIFEST, load_manifest, rows_in_articles
-from hbt.data.splits import check_no_leakage
+from hbt.data.prepare import EVAL_TABLES, MANIFEST, TRAINING_MANIFEST, corpus_in_articles, load_manifest
+from hbt.data.splits import SPLITS
 from hbt.errors import DataError
-from hbt.io import sha256_file
 from hbt.languages import check_languages
 
 
 @dataclass
 class EvalCorpus:
     corpus: LareqaCorpus
-    sources: dict[str, str]  # lang -> sha256 of the LAReQA file its rows come from
-    note: str = ""           # how the corpus was restricted, for the report
+    note: str = ""  # where the corpus comes from and how it was restricted, for the report
 
 
 def is_prepared_dir(path: Path) -> bool:
-    return (Path(path) / MANIFEST).is_file() and (Path(path) / EVAL_DIR).is_dir()
+    return (Path(path) / MANIFEST).is_file()
 
 
-def _read_prepared(path: Path, languages: Optional[Sequence[str]]) -> EvalCorpus:
+def _read_prepared(path: Path, languages: Optional[Sequence[str]], split: str) -> EvalCorpus:
     manifest = load_manifest(path)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    if not (Path(path) / split).is_dir():
+        raise DataError(f"{path}: no {split} split (it was prepared with data.dev_fraction=0)")
     tables = {}
-    for name in ("queries", "candidates", "qrels"):
-        file = Path(path) / EVAL_DIR / f"{name}.parquet"
+    for name in EVAL_TABLES:
+        file = Path(path) / split / f"{name}.parquet"
         if not file.is_file():
             raise DataError(f"{file}: not found (re-run `hbt data prepare`)")
         tables[name] = pq.read_table(file)
@@ -55,24 +62,22 @@ def _read_prepared(path: Path, languages: Optional[Sequence[str]]) -> EvalCorpus
         langs = check_languages(languages)
         missing = sorted(set(langs) - set(tables["queries"].column("lang").to_pylist()))
         if missing:
-            raise DataError(f"{path}: prepared eval corpus has no language(s) {missing}")
+            raise DataError(f"{path}: prepared {split} split has no language(s) {missing}")
         keep = pa.array(langs)
         tables = {k: t.filter(pc.is_in(t.column("lang"), value_set=keep)) for k, t in tables.items()}
-    sources = {key.split("/")[1].removesuffix(".json"): sha
-               for key, sha in manifest.get("sources", {}).items() if key.startswith("xquad-r/")}
-    return EvalCorpus(LareqaCorpus(tables["queries"], tables["candidates"], tables["qrels"]), sources,
-                      note=f"prepared held-out split (seed {manifest.get('split', {}).get('seed')})")
+    protocol = manifest["split"].get("protocol", "held-out articles")
+    note = f"prepared {split} split, {protocol} (seed {manifest['split'].get('seed')})"
+    return EvalCorpus(LareqaCorpus(tables["queries"], tables["candidates"], tables["qrels"]), note)
 
 
-def read_eval_corpus(path: Path, languages: Optional[Sequence[str]] = None) -> EvalCorpus:
-    """A LAReQA dir/file or a prepared dir, with the sha256 of each language's source file."""
+def read_eval_corpus(path: Path, languages: Optional[Sequence[str]] = None, split: Optional[str] = None) -> EvalCorpus:
+    """A LAReQA dir/file, or a prepared dir at `split` (default: test)."""
     path = Path(path)
     if is_prepared_dir(path):
-        return _read_prepared(path, languages)
-    corpus = read_lareqa(path, languages)
-    langs = list(dict.fromkeys(corpus.queries.column("lang").to_pylist()))
-    files = {lang: (path / f"{lang}.json" if path.is_dir() else path) for lang in langs}
-    return EvalCorpus(corpus, {lang: sha256_file(f) for lang, f in files.items()})
+        return _read_prepared(path, languages, split or "test")
+    if split is not None:
+        raise DataError(f"--split needs a prepared dir (`hbt data prepare`); {path} is a LAReQA corpus")
+    return EvalCorpus(read_lareqa(path, languages))
 
 
 def training_manifest(model_dir: Path) -> Optional[dict]:
@@ -81,16 +86,16 @@ def training_manifest(model_dir: Path) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON (line {error.lineno})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("heldin_question_ids"), list):
+        raise DataError(f"{path}: malformed (no heldin_question_ids list); retrain with this hbt")
+    return manifest
 
 
 def restrict_to_articles(corpus: LareqaCorpus, articles) -> LareqaCorpus:
-    queries = rows_in_articles(corpus.queries, articles)
-    candidates = rows_in_articles(corpus.candidates, articles)
-    qrels = corpus.qrels.filter(pc.is_in(corpus.qrels.column("query_id"), value_set=queries.column("id").unique()))
-    return replace(corpus, queries=queries, candidates=candidates, qrels=qrels)
+    return corpus_in_articles(corpus, articles)
 
 
 def guard(eval_corpus: EvalCorpus, manifest: Optional[dict], heldout_only: bool) -> EvalCorpus:
@@ -99,25 +104,34 @@ def guard(eval_corpus: EvalCorpus, manifest: Optional[dict], heldout_only: bool)
         if heldout_only:
             raise DataError(f"--heldout-only: the model has no {TRAINING_MANIFEST}, so no split to hold out from")
         return eval_corpus
-    try:
-        trained = set(int(a) for a in manifest["split"]["train_articles"])
-        known = set(manifest.get("sources", {}).values())
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{TRAINING_MANIFEST}: malformed (no split.train_articles)") from None
-    aligned = sorted(lang for lang, sha in eval_corpus.sources.items() if sha in known)
-    if not aligned:
-        return eval_corpus  # a corpus the model never saw: its article indices are unrelated
     corpus = eval_corpus.corpus
-    used = set(corpus.queries.filter(pc.is_in(corpus.queries.column("lang"), value_set=pa.array(aligned)))
-               .column("article").to_pylist())
-    if not heldout_only:
-        try:
-            check_no_leakage(trained, used)
-        except DataError as error:
-            raise DataError(f"{error}; pass --heldout-only to drop them") from None
+    heldin = pa.array(sorted(set(manifest["heldin_question_ids"])), pa.string())
+    queries = corpus.queries
+    trained = queries.filter(pc.is_in(queries.column("id"), value_set=heldin))
+    held_in = sorted(set(trained.column("article").to_pylist()))
+    if not held_in:
         return eval_corpus
-    heldout = sorted(set(corpus.queries.column("article").to_pylist()) - trained)
+    if not heldout_only:
+        raise DataError(f"evaluation uses {len(held_in)} article(s) the model was trained on (e.g. {held_in[:5]}: "
+                        f"{trained.num_rows} of their questions are in its training pool); evaluate on the "
+                        f"held-out split only, or pass --heldout-only to drop them")
+    articles = sorted(set(queries.column("article").to_pylist()))
+    heldout = [a for a in articles if a not in set(held_in)]
     if not heldout:
         raise DataError("--heldout-only: every article of the corpus was trained on")
-    note = f"held-out articles only ({len(heldout)} of {len(set(corpus.queries.column('article').to_pylist()))})"
-    return replace(eval_corpus, corpus=restrict_to_articles(corpus, heldout), note=note)
+    note = f"held-out articles only ({len(heldout)} of {len(articles)})"
+    return replace(eval_corpus, corpus=restrict_to_articles(corpus, heldout),
+                   note="; ".join(n for n in (eval_corpus.note, note) if n))
+
+
+def resolve_candidate_context(model_cfg: ModelConfig, manifest: Optional[dict]) -> ModelConfig:
+    """`model_cfg` with `candidate_context` decided: as the model trained (see module doc)."""
+    trained = None
+    if manifest is not None:
+        trained = manifest.get("train_config", {}).get("model", {}).get("candidate_context")
+    asked = model_cfg.candidate_context
+    if asked is not None and trained is not None and asked != trained:
+        raise DataError(f"the model trained with model.candidate_context={str(trained).lower()}; evaluating it "
+                        f"with {str(asked).lower()} would score other passages than it learned: drop the setting")
+    value = asked if asked is not None else trained if trained is not None else DEFAULT_CANDIDATE_CONTEXT
+    return model_cfg.model_copy(update={"candidate_context": bool(value)})

@@ -45,6 +45,10 @@ __all__ = [
 RANX_METRICS: dict[str, str] = {
     "r@1": "recall@1",
     "r@10": "recall@10",
+    # hit@k: at least one relevant doc in the top k. With one relevant doc it equals r@k; in
+    # the pooled multilingual setting (one relevant per language) it is the paper's R@k.
+    "hit@1": "hit_rate@1",
+    "hit@10": "hit_rate@10",
     "ndcg@10": "ndcg@10",
     "mrr": "mrr",
     "map": "map",
@@ -188,7 +192,7 @@ def standard_metrics(
     run: Mapping[Any, Mapping[Any, float]],
     qrels: Mapping[Any, Mapping[Any, int]],
 ) -> dict[str, float]:
-    """Recall@1, recall@10, nDCG@10, MRR and MAP computed by ``ranx``.
+    """Recall@1, recall@10, hit rate@1, hit rate@10, nDCG@10, MRR and MAP computed by ``ranx``.
 
     Ids are converted to ``str`` (ranx requires it). Metrics are averaged over
     the queries of ``qrels`` (micro mean); a query of ``qrels`` missing from
@@ -204,7 +208,7 @@ def standard_metrics(
         qrels: ``{qid: {docid: relevance}}``, relevance an int.
 
     Returns:
-        ``{"r@1", "r@10", "ndcg@10", "mrr", "map"}`` -> float.
+        ``{"r@1", "r@10", "hit@1", "hit@10", "ndcg@10", "mrr", "map"}`` -> float.
     """
     import ranx
 

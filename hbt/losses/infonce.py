@@ -11,6 +11,13 @@ and averages the two terms. Embeddings are expected to be L2-normalised (cosine 
 A pair may have fewer hard negatives than the batch's N (a one-sentence paragraph has none):
 its padding rows are marked False in `negative_mask` (B, N) and scored -inf, so they drop out
 of the softmax while every rank keeps the same tensor shapes for the all-gather.
+
+False negatives: with `positive_keys` (B,) and `negative_keys` (B, N) (int64 ids of the
+candidates' positive keys, 0 for none; `hbt.data.positives`), every candidate other than the
+query's own positive whose key equals the query's positive key is scored -inf for that query:
+it is the query's answer (or its translation) and must not be pushed away. The composer
+already keeps such pairs out of a batch; this is the safety net, so a duplicated positive
+leaves the loss unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +39,15 @@ def _flatten_negatives(hard_negatives: Optional[torch.Tensor], dim: int) -> Opti
     raise ValueError(f"hard_negatives must be (B, N, D) or (M, D), got shape {tuple(hard_negatives.shape)}")
 
 
+def _same_positive(positive_keys: torch.Tensor, candidate_keys: torch.Tensor) -> torch.Tensor:
+    """(B, C) bool: candidate c holds query i's positive key; column i (its own positive) excluded."""
+    batch = positive_keys.shape[0]
+    same = (positive_keys[:, None] == candidate_keys[None, :]) & (positive_keys[:, None] != 0)  # (B, C)
+    own = torch.zeros_like(same)
+    own[:, :batch] = torch.eye(batch, dtype=torch.bool, device=same.device)
+    return same & ~own
+
+
 def info_nce(
     query: torch.Tensor,
     positive: torch.Tensor,
@@ -39,11 +55,14 @@ def info_nce(
     temperature: float = 0.05,
     symmetric: bool = False,
     negative_mask: Optional[torch.Tensor] = None,
+    positive_keys: Optional[torch.Tensor] = None,
+    negative_keys: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Scalar InfoNCE loss; row i of `query` must match row i of `positive`.
 
     query (B, D), positive (B, D), hard_negatives (B, N, D) | (M, D) | None,
-    negative_mask (B, N) | (M,) bool | None: False marks a padding negative.
+    negative_mask (B, N) | (M,) bool | None: False marks a padding negative;
+    positive_keys (B,) int64 | None and negative_keys (B, N) | (M,) int64 | None: see the module doc.
     """
     if query.dim() != 2 or positive.shape != query.shape:
         raise ValueError(f"query and positive must both be (B, D), got {tuple(query.shape)} and {tuple(positive.shape)}")
@@ -53,16 +72,29 @@ def info_nce(
     negatives = _flatten_negatives(hard_negatives, query.shape[1])  # (K, D) | None
     candidates = positive if negatives is None else torch.cat([positive, negatives], dim=0)  # (B + K, D)
     scores = query @ candidates.T / temperature  # (B, B + K)
+    drop = torch.zeros_like(scores, dtype=torch.bool)  # (B, B + K)
     if negatives is not None and negative_mask is not None:
         keep = torch.cat([torch.ones(batch, dtype=torch.bool, device=scores.device),
                           negative_mask.reshape(-1).to(scores.device)])  # (B + K,)
         if keep.shape[0] != scores.shape[1]:
             raise ValueError(f"negative_mask has {keep.shape[0] - batch} entries for {scores.shape[1] - batch} negatives")
-        scores = scores.masked_fill(~keep, float("-inf"))
+        drop |= ~keep[None, :]
+    if positive_keys is not None:
+        keys = positive_keys.reshape(-1).to(scores.device)  # (B,)
+        candidate_keys = keys if negatives is None else torch.cat([
+            keys, (negative_keys.reshape(-1).to(scores.device) if negative_keys is not None
+                   else torch.zeros(negatives.shape[0], dtype=keys.dtype, device=keys.device))])  # (B + K,)
+        if candidate_keys.shape[0] != scores.shape[1]:
+            raise ValueError(f"negative_keys has {candidate_keys.shape[0] - batch} entries for "
+                             f"{scores.shape[1] - batch} negatives")
+        drop |= _same_positive(keys, candidate_keys)
+    scores = scores.masked_fill(drop, float("-inf"))
     target = torch.arange(batch, device=query.device)  # (B,)
     loss = F.cross_entropy(scores, target)
     if symmetric:
         back = positive @ query.T / temperature  # (B, B): passage -> query
+        if positive_keys is not None:
+            back = back.masked_fill(drop[:, :batch].T, float("-inf"))  # the same pairs, seen from the passage
         loss = (loss + F.cross_entropy(back, target)) / 2
     return loss
 
@@ -80,6 +112,18 @@ def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(t), dim=0)
+
+
+def gather_ids(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """`gather_with_grad` for integer tensors (no gradient): keys and masks as int64, which gloo
+    all-gathers exactly (a float all-gather would round 64-bit ids)."""
+    import torch.distributed as dist
+
+    if t is None or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 class InfoNCELoss(nn.Module):
@@ -101,16 +145,19 @@ class InfoNCELoss(nn.Module):
 
     def forward(
         self, query: torch.Tensor, positive: torch.Tensor, hard_negatives: Optional[torch.Tensor] = None,
-        negative_mask: Optional[torch.Tensor] = None,
+        negative_mask: Optional[torch.Tensor] = None, positive_keys: Optional[torch.Tensor] = None,
+        negative_keys: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if self.gather:
             query, positive = gather_with_grad(query), gather_with_grad(positive)  # (world*B, D)
             if hard_negatives is not None:
                 hard_negatives = gather_with_grad(hard_negatives)
             if negative_mask is not None:
-                # gloo has no bool all-gather: ship the mask as floats
-                negative_mask = gather_with_grad(negative_mask.to(query.dtype)) > 0.5  # (world*B, N)
-        return info_nce(query, positive, hard_negatives, self.temperature, self.symmetric, negative_mask)
+                # gloo has no bool all-gather: ship the mask as int64
+                negative_mask = gather_ids(negative_mask.to(torch.int64)) > 0  # (world*B, N)
+            positive_keys, negative_keys = gather_ids(positive_keys), gather_ids(negative_keys)  # (world*B[, N])
+        return info_nce(query, positive, hard_negatives, self.temperature, self.symmetric, negative_mask,
+                        positive_keys, negative_keys)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, symmetric={self.symmetric}, gather={self.gather}"

@@ -5,7 +5,11 @@ Output layout of `train(config, prepared_dir, OUT)`:
     OUT/config.yaml     the run's resolved config (`hbt train --resume OUT` starts from it)
     OUT/metrics.jsonl   one JSON line per report of rank 0 (appended to on resume)
     OUT/model/          the final model: HF + sentence-transformers dir, with
-                        `hbt_training.json` (the prepared manifest: which articles it saw)
+                        `hbt_training.json` (the prepared manifest: which questions it saw;
+                        the run's config; which checkpoint was exported and why)
+
+The export is the last checkpoint, or with `train.eval_every` the checkpoint with the best
+dev `train.select_metric` (`hbt.train.dev`).
 
 While the run lasts, each new line of metrics.jsonl is also shown as one progress line
 (`hbt.train.progress`).
@@ -38,6 +42,7 @@ from hbt.errors import HbtError
 from hbt.io import atomic_directory, write_text_atomic
 from hbt.ray_session import ensure_ray
 from hbt.train.batch import TRAIN_PAIRS
+from hbt.train.dev import load_dev_corpus
 from hbt.train.loop import COMPOSER_STATE, train_func
 from hbt.train.progress import MetricsFile, following, progress_line
 
@@ -81,18 +86,35 @@ def _checkpoint_composer_state(run_path: str) -> dict:
 
 
 def _resolved_model(config: HbtConfig) -> HbtConfig:
-    """Workers run elsewhere (another cwd, another node): a local model dir goes as an absolute path."""
+    """Workers run elsewhere (another cwd, another node): a local model dir goes as an absolute
+    path. The passage format is fixed here, so the run's config records what it trained on."""
     from hbt.model.encoder import resolve_model_name
 
-    name = resolve_model_name(config.model.name_or_path)
-    return config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": name})})
+    update = {"name_or_path": resolve_model_name(config.model.name_or_path),
+              "candidate_context": config.model.resolved_candidate_context()}
+    return config.model_copy(update={"model": config.model.model_copy(update=update)})
 
 
-def _export(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig) -> None:
+def _selected_checkpoint(result, config: HbtConfig) -> tuple[object, dict]:
+    """(checkpoint to export, why): the best by the dev metric with `train.eval_every`, else the last."""
+    from hbt.train.dev import selection_mode
+
+    metric = config.train.select_metric
+    if config.train.eval_every is None or not result.best_checkpoints:
+        return result.checkpoint, {"selected_by": "last checkpoint"}
+    mode = selection_mode(metric)
+    scored = [(c, m) for c, m in result.best_checkpoints if m.get(metric) is not None]
+    pick = (max if mode == "max" else min)(scored, key=lambda cm: cm[1][metric])
+    return pick[0], {"selected_by": f"{mode} {metric}", "step": pick[1]["step"],
+                     **{k: v for k, v in pick[1].items() if k.startswith("dev/")}}
+
+
+def _export(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig, selection: dict) -> None:
     """Copy the checkpoint's model dir to `model_dir` (all or nothing), with the training manifest."""
     from hbt.data.prepare import TRAINING_MANIFEST, load_manifest
 
-    manifest = {**load_manifest(prepared_dir), "train_config": config.model_dump(mode="json")}
+    manifest = {**load_manifest(prepared_dir), "train_config": config.model_dump(mode="json"),
+                "exported_checkpoint": selection}
     with checkpoint.as_directory() as directory, atomic_directory(model_dir) as staging:
         shutil.copytree(Path(directory) / "model", staging, dirs_exist_ok=True)
         (staging / TRAINING_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -115,6 +137,20 @@ def _check_cpus(config: HbtConfig) -> None:
     log.warning("%s; waiting for the cluster to scale up", message)
 
 
+def _checkpoint_config(config: HbtConfig):
+    """Keep the 2 latest checkpoints; with dev evaluation the 2 best by `train.select_metric`
+    (Ray always keeps the latest as well, for resuming)."""
+    import ray.train
+
+    from hbt.train.dev import selection_mode
+
+    if config.train.eval_every is None:
+        return ray.train.CheckpointConfig(num_to_keep=2)
+    metric = config.train.select_metric
+    return ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
+                                      checkpoint_score_order=selection_mode(metric))
+
+
 def set_report_poll_interval(config: HbtConfig) -> None:
     """Ray Train's controller takes one report per worker per poll, and a worker's result queue
     holds one: with Ray's default poll of 2 s, reporting every 1-s step blocks the loop half
@@ -129,6 +165,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
 
     `progress` receives one line per report while training runs (None: silent).
     """
+    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -147,6 +184,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
         raise HbtError(f"nothing to resume: {run_path} holds no training run")
 
     config = _resolved_model(config)
+    dev = load_dev_corpus(prepared_dir) if config.train.eval_every is not None else None
     ensure_ray(config.cluster)
     _check_cpus(config)
     set_report_poll_interval(config)
@@ -162,7 +200,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     tc = config.train
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={"hbt": config.model_dump(mode="json")},
+        train_loop_config={"hbt": config.model_dump(mode="json"), "dev": None if dev is None else ray.put(dev)},
         datasets=datasets,
         dataset_config=train_data_config(),
         scaling_config=ray.train.ScalingConfig(
@@ -171,7 +209,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
         run_config=ray.train.RunConfig(
             name=out.name, storage_path=run_path.rsplit("/", 1)[0],
             failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=_checkpoint_config(config),
             callbacks=[MetricsFile(str(metrics_path))]),
     )
     watching = (following(metrics_path, lambda line: progress(progress_line(json.loads(line), tc.steps)))
@@ -183,6 +221,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
         raise HbtError(f"training failed: {first_line}") from result.error
     if result.checkpoint is None:
         raise HbtError("training finished without a checkpoint")
-    _export(result.checkpoint, out / "model", prepared_dir, config)
+    checkpoint, selection = _selected_checkpoint(result, config)
+    _export(checkpoint, out / "model", prepared_dir, config, selection)
     log.info("model exported to %s", out / "model")
     return out

@@ -2,8 +2,9 @@
 
 The loop reads only its config dict and its Ray Data shard:
 
-    config = {"hbt": HbtConfig.model_dump(mode="json")}
-    ray.train.get_dataset_shard(dataset_name(rank))   # hbt.train.stream
+    config = {"hbt": HbtConfig.model_dump(mode="json"),
+              "dev": object ref of the prepared dev split, or None}   # hbt.train.dev
+    ray.train.get_dataset_shard(dataset_name(rank))                     # hbt.train.stream
 
 Each row of the shard is one whole micro-batch of this rank, composed on the driver by the
 `HybridBatchComposer` (the single source of batch order) and tokenized by a Ray Data actor
@@ -18,6 +19,10 @@ micro-batch as negatives:
 `train.steps` counts optimizer steps. The strategy (DDP or DeepSpeed, `hbt.train.engine`)
 runs backward and the optimizer.
 
+With `train.eval_every`, rank 0 scores the dev split every `eval_every` steps and at every
+checkpoint, and every step so scored is checkpointed too (`hbt.train.dev`): each checkpoint
+carries the dev metrics the driver selects the export by.
+
 Checkpoint (every `train.checkpoint_every` steps and at the end): the strategy's files
 (`hbt.train.engine`: always `model/`, the HF export) plus `composer.json`, the composer's
 state after the last micro-batch done (carried by the stream's rows, written by rank 0).
@@ -29,8 +34,8 @@ step (0-based index of the last optimizer step done), loss (mean over all ranks'
 since the previous report), loss_xx / loss_xy (the same over micro-batches of that kind; None
 when there were none), kind (of the last micro-batch), lr (of the last step), pairs_per_s and
 tokens_per_s (global: all ranks' pairs and non-padding tokens over the wall time since the
-previous report), and batch_ids: one list of rank 0's parallel_ids per micro-batch since the
-previous report.
+previous report, dev evaluation excluded), batch_ids: one list of rank 0's parallel_ids per
+micro-batch since the previous report, and on evaluated steps the `hbt.train.dev` metrics.
 """
 
 from __future__ import annotations
@@ -52,14 +57,15 @@ COMPOSER_STATE = "composer.json"
 
 
 def contrastive_loss(model, loss_fn, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One forward pass over queries, positives and hard negatives, then InfoNCE."""
+    """One forward pass over queries, positives and hard negatives, then InfoNCE (candidates
+    sharing a query's positive key masked for it)."""
     b, n = inputs["negative_mask"].shape
     emb = model(inputs["input_ids"], inputs["attention_mask"])  # (B * (2 + N), D)
     query, positive = emb[:b], emb[b:2 * b]  # (B, D) each
     if n == 0:
-        return loss_fn(query, positive)
+        return loss_fn(query, positive, positive_keys=inputs["positive_key"])
     negatives = emb[2 * b:].reshape(b, n, -1)  # (B, N, D)
-    return loss_fn(query, positive, negatives, inputs["negative_mask"])
+    return loss_fn(query, positive, negatives, inputs["negative_mask"], inputs["positive_key"], inputs["negative_key"])
 
 
 class ReportWindow:
@@ -153,8 +159,8 @@ def set_torch_threads(cfg: HbtConfig, local_world_size: int) -> int:
 
 
 def _inputs(step, device: torch.device) -> dict[str, torch.Tensor]:
-    return {"input_ids": step.input_ids.to(device), "attention_mask": step.attention_mask.to(device),
-            "negative_mask": step.negative_mask.to(device)}
+    return {name: getattr(step, name).to(device)
+            for name in ("input_ids", "attention_mask", "negative_mask", "positive_key", "negative_key")}
 
 
 def train_func(config: dict) -> None:
@@ -163,6 +169,7 @@ def train_func(config: dict) -> None:
     import ray.train.torch
 
     from hbt.losses.infonce import InfoNCELoss
+    from hbt.train.dev import evaluate_on_rank0
     from hbt.train.engine import build_strategy
     from hbt.train.stream import dataset_name, iter_steps
 
@@ -174,6 +181,7 @@ def train_func(config: dict) -> None:
     torch.manual_seed(cfg.batching.seed + rank)
 
     strategy = build_strategy(build_encoder(cfg), cfg, world, ray.train.torch.get_device())
+    dev = ray.get(config["dev"]) if rank == 0 and config.get("dev") is not None else None
     done_micro = load_checkpoint(strategy)
     loss_fn = InfoNCELoss.from_config(tc, gather=world > 1)
     strategy.encoder.train()
@@ -190,8 +198,12 @@ def train_func(config: dict) -> None:
                                        boundary=micro == tc.grad_accum - 1)
             window.add(batch.kind, batch.parallel_ids, batch.attention_mask, loss)
         done = step + 1
-        want_checkpoint = done % tc.checkpoint_every == 0 or done >= tc.steps
+        want_eval = tc.eval_every is not None and (
+            done % tc.eval_every == 0 or done % tc.checkpoint_every == 0 or done >= tc.steps)
+        want_checkpoint = want_eval or done % tc.checkpoint_every == 0 or done >= tc.steps
         if done % tc.report_every == 0 or want_checkpoint:
             metrics = window.metrics(step, lr)
+            if want_eval:
+                metrics.update(evaluate_on_rank0(strategy.encoder, dev, cfg, rank))
             window = ReportWindow()  # before the report: its time (and a checkpoint's) counts in the next window
             report_and_checkpoint(metrics, strategy, batch.composer_state, rank, want_checkpoint)

@@ -34,8 +34,17 @@ def progress_line(metrics: Dict[str, Any], total_steps: int) -> str:
     """One line for a user watching `hbt train`: step, losses, lr and throughput."""
     by_kind = ", ".join(f"{kind} {metrics[f'loss_{kind}']:.4f}" for kind in ("xx", "xy")
                         if metrics.get(f"loss_{kind}") is not None)
-    return (f"step {metrics['step'] + 1}/{total_steps}  loss {metrics['loss']:.4f} ({by_kind})  "
+    line = (f"step {metrics['step'] + 1}/{total_steps}  loss {metrics['loss']:.4f} ({by_kind})  "
             f"lr {metrics['lr']:.2e}  {metrics['pairs_per_s']:.1f} pairs/s  {metrics['tokens_per_s']:.0f} tokens/s")
+    dev = [f"{label} {metrics[key]:{fmt}}" for key, label, fmt in DEV_COLUMNS if metrics.get(key) is not None]
+    if not dev:
+        return line
+    return f"{line}  dev {' '.join(dev)} ({metrics.get('dev/seconds', 0.0):.0f} s)"
+
+
+# On steps evaluated on the dev split (`train.eval_every`), the progress line adds these.
+DEV_COLUMNS = [("dev/mono_map", "Mo", ".4f"), ("dev/cross_map", "Cr", ".4f"), ("dev/multi_map", "Mul", ".4f"),
+               ("dev/rank_distance", "RD", ".1f")]
 
 
 class _Follower(threading.Thread):

@@ -17,6 +17,8 @@ global batch, tokenized in the layout of `hbt.train.batch`:
     input_ids       (B * (2 + N), T)    int64; T varies per step (a variable-shaped
     attention_mask  (B * (2 + N), T)    int64   tensor column)
     negative_mask   (B, N)              bool
+    positive_key    (B,)                int64 key ids: the loss masks false negatives
+    negative_key    (B, N)              int64   (`hbt.train.batch`, `hbt.losses.infonce`)
 
 Why plan on the driver and keep one dataset per rank: the composer is the single source of
 batch order (a resumed run must replay exactly the uninterrupted sequence), and it is cheap
@@ -73,6 +75,8 @@ class TokenizedStep:
     input_ids: "torch.Tensor"       # (B * (2 + N), T) int64
     attention_mask: "torch.Tensor"  # (B * (2 + N), T) int64
     negative_mask: "torch.Tensor"   # (B, N) bool
+    positive_key: "torch.Tensor"    # (B,) int64
+    negative_key: "torch.Tensor"    # (B, N) int64
 
 
 def dataset_name(rank: int) -> str:
@@ -106,27 +110,37 @@ def read_pairs(prepared_dir: str | Path, languages: list[str] | None = None) -> 
     return filter_languages(pa.concat_tables(ray.get(refs)), languages)
 
 
-def plan_micro_steps(records: dict[str, list[str]], config: HbtConfig, world_size: int, stop: int,
+def build_composer(pairs: PairTexts, config: HbtConfig, world_size: int, rank: int = 0) -> HybridBatchComposer:
+    """The run's composer: the pairs' records and positive keys, `config.batching`."""
+    return HybridBatchComposer(pairs.records(), composer_config(config), rank=rank, world_size=world_size,
+                               positive_keys=pairs.positive_keys())
+
+
+def plan_micro_steps(pairs: PairTexts, config: HbtConfig, world_size: int, stop: int,
                      composer_state: dict | None = None) -> list[list[dict]]:
     """Per rank, one plan row per micro-step from the composer's position up to `stop`.
 
     The composer starts fresh, or from `composer_state` (a checkpoint's `composer.json`; a
     state saved under another config, world size or record set is refused). Rank r's row of
     step s holds exactly the examples of the s-th
-    `HybridBatchComposer(records, cfg, rank=r, world_size=world_size).next_batch()`.
+    `build_composer(pairs, config, world_size, rank=r).next_batch()`, and every rank's row the
+    positive keys of the whole global step (`step_keys`: no hard negative may be one of them).
     """
-    composer = HybridBatchComposer(records, composer_config(config), rank=0, world_size=world_size)
+    composer = build_composer(pairs, config, world_size)
     if composer_state is not None:
         composer.load_state_dict(composer_state)
+    keys = pairs.positive_keys()
     b = config.batching.batch_size
     plans: list[list[dict]] = [[] for _ in range(world_size)]
     while composer.step < stop:
         batch = composer.next_global_batch()
         state = json.dumps(composer.state_dict())
+        step_keys = sorted({keys[pid] for pid, _, _ in batch.examples})
         for rank, plan in enumerate(plans):
             pids, q_langs, p_langs = zip(*batch.examples[rank * b:(rank + 1) * b])
             plan.append({"step": batch.step, "kind": batch.kind, "composer_state": state,
-                         "parallel_id": list(pids), "query_lang": list(q_langs), "passage_lang": list(p_langs)})
+                         "parallel_id": list(pids), "query_lang": list(q_langs), "passage_lang": list(p_langs),
+                         "step_keys": step_keys})
     return plans
 
 
@@ -143,14 +157,14 @@ class TokenizeSteps:
 
         self.model_cfg = ModelConfig.model_validate(model)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_cfg.name_or_path)
-        self.pairs = PairTexts(ray.get(pairs))
+        self.pairs = PairTexts(ray.get(pairs), self.model_cfg.resolved_candidate_context())
         self.num_negatives = num_negatives
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # batch_size=1: one step a call, so T is that step's own padded length.
         (step,) = batch["step"].tolist()
         examples = list(zip(batch["parallel_id"][0], batch["query_lang"][0], batch["passage_lang"][0]))
-        texts = self.pairs.texts(examples, self.num_negatives, step)
+        texts = self.pairs.texts(examples, self.num_negatives, step, frozenset(batch["step_keys"][0]))
         tokens = tokenize_step(self.tokenizer, self.model_cfg, texts)
         return {"step": batch["step"], "kind": batch["kind"], "composer_state": batch["composer_state"],
                 "parallel_id": batch["parallel_id"],
@@ -199,8 +213,7 @@ def build_train_datasets(config: HbtConfig, prepared_dir: str | Path, world_size
     import ray.data
 
     table = read_pairs(prepared_dir, config.data.train_languages)
-    plans = plan_micro_steps(PairTexts(table).records(), config, world_size, num_micro_steps(config),
-                             composer_state)
+    plans = plan_micro_steps(PairTexts(table), config, world_size, num_micro_steps(config), composer_state)
     pairs = ray.put(table)
     model = config.model.model_dump(mode="json")
     model["name_or_path"] = resolve_model_name(model["name_or_path"])  # actors run in other cwds
@@ -236,4 +249,6 @@ def iter_steps(shard) -> Iterator[TokenizedStep]:
             # torch.tensor copies: Ray hands out read-only views of its blocks.
             input_ids=torch.tensor(batch["input_ids"][0], dtype=torch.int64),
             attention_mask=torch.tensor(batch["attention_mask"][0], dtype=torch.int64),
-            negative_mask=torch.tensor(batch["negative_mask"][0], dtype=torch.bool))
+            negative_mask=torch.tensor(batch["negative_mask"][0], dtype=torch.bool),
+            positive_key=torch.tensor(batch["positive_key"][0], dtype=torch.int64),
+            negative_key=torch.tensor(batch["negative_key"][0], dtype=torch.int64))

@@ -5,13 +5,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from hbt.data.pairs import read_pairs
-from hbt.data.schema import TRAIN_PAIR_SCHEMA
+from hbt.data.schema import RAW_PAIR_SCHEMA
 from hbt.errors import DataError
 
 FULL = {"parallel_id": "p1", "lang": "en", "article": 3, "question": "Q?", "positive": "A.",
-        "context": "A. B.", "hard_negatives": ["B."]}
+        "context": "A. B.", "hard_negatives": ["B."], "positive_id": "passage-7"}
 MINIMAL = {"parallel_id": "p2", "lang": "de", "question": "F?", "positive": "X."}
-MINIMAL_FILLED = {**MINIMAL, "article": -1, "context": "", "hard_negatives": []}
+MINIMAL_FILLED = {**MINIMAL, "article": -1, "context": "", "hard_negatives": [], "positive_id": None}
 
 
 def _jsonl(tmp_path, rows, name="pairs.jsonl"):
@@ -22,7 +22,7 @@ def _jsonl(tmp_path, rows, name="pairs.jsonl"):
 
 def test_jsonl(tmp_path):
     table = read_pairs(_jsonl(tmp_path, [FULL, MINIMAL]))
-    assert table.schema == TRAIN_PAIR_SCHEMA
+    assert table.schema == RAW_PAIR_SCHEMA
     assert table.to_pylist() == [FULL, MINIMAL_FILLED]
 
 
@@ -35,7 +35,7 @@ def test_parquet_missing_optional_columns(tmp_path):
 
 
 def test_datasets_dir(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     ds = datasets.Dataset.from_list([FULL, {**FULL, "parallel_id": "p3"}])
     ds.save_to_disk(str(tmp_path / "ds"))
     assert read_pairs(tmp_path / "ds").column("parallel_id").to_pylist() == ["p1", "p3"]
@@ -67,6 +67,9 @@ def test_missing_required_field(tmp_path, field):
     (json.dumps({**FULL, "question": 7}), "question"),
     (json.dumps({**FULL, "hard_negatives": "B."}), "hard_negatives"),
     (json.dumps({**FULL, "context": ["x"]}), "context"),
+    (json.dumps({**FULL, "lang": "xx"}), "unknown language code 'xx'"),
+    (json.dumps({**FULL, "question": "  "}), "question: empty"),
+    (json.dumps({**FULL, "positive_id": 3}), "positive_id"),
 ])
 def test_bad_jsonl(tmp_path, line, field):
     with pytest.raises(DataError) as e:
@@ -94,3 +97,8 @@ def test_bad_paths(tmp_path):
     (tmp_path / "junkdir" / "x.txt").write_text("x")
     with pytest.raises(DataError, match="junkdir"):
         read_pairs(tmp_path / "junkdir")
+
+
+def test_repeated_record_language_is_refused(tmp_path):
+    with pytest.raises(DataError, match="'p1' has two rows in language 'en'"):
+        read_pairs(_jsonl(tmp_path, [FULL, {**FULL, "question": "Again?"}]))

@@ -36,7 +36,7 @@ class FakeEncoder:
 
 def _eval(corpus_dir, encoder, top_k=10):
     corpus = read_lareqa(corpus_dir, LANGS)
-    q, c = encode_corpus(encoder, corpus, EvalConfig(batch_size=2))
+    q, c = encode_corpus(encoder, corpus, EvalConfig(batch_size=2), candidate_context=True)
     return corpus, q, c, evaluate(q, c, corpus, LANGS, top_k)
 
 
@@ -55,6 +55,7 @@ def test_perfect_encoder(corpus_dir):
         assert s[name]["map"] == pytest.approx(1.0)
     assert s["mono"]["r@1"] == pytest.approx(1.0) and s["cross"]["mrr"] == pytest.approx(1.0)
     assert s["multi"]["r@1"] == pytest.approx(1 / 3)  # 3 relevant per query (ranx recall)
+    assert s["multi"]["hit@1"] == pytest.approx(1.0) and s["multi"]["hit@10"] == pytest.approx(1.0)
     # 3 relevant candidates tie at score 1 -> ranks 1,2,3 -> distance 2 for every query
     assert s["multi"]["rank_distance"] == pytest.approx(2.0)
     assert s["multi"]["n_queries"] == 12

@@ -37,7 +37,7 @@ class LengthEncoder:
 
 def test_chunks_cover_every_text_once_sorted_by_length(corpus):
     cfg = EvalConfig(batch_size=4)
-    chunks = corpus_chunks(corpus, cfg)
+    chunks = corpus_chunks(corpus, cfg, candidate_context=True)
     for lang in ("en", "de"):
         for kind, table in (("query", corpus.queries), ("passage", corpus.candidates)):
             mine = [c for c in chunks if c.lang == lang and c.kind == kind]
@@ -50,7 +50,7 @@ def test_chunks_cover_every_text_once_sorted_by_length(corpus):
 
 
 def test_rows_come_back_in_table_order(corpus):
-    q, c = encode_corpus(LengthEncoder(), corpus, EvalConfig(batch_size=4, candidate_context=False))
+    q, c = encode_corpus(LengthEncoder(), corpus, EvalConfig(batch_size=4), candidate_context=False)
     en_questions = [t for t, l in zip(corpus.queries.column("text").to_pylist(),
                                       corpus.queries.column("lang").to_pylist()) if l == "en"]
     assert q["en"][:, 0].tolist() == [len(t) for t in en_questions]
@@ -64,7 +64,8 @@ def test_rows_come_back_in_table_order(corpus):
 def test_actor_path_equals_in_process(ray_local, corpus_dir, tiny_cfg):
     corpus = read_lareqa(corpus_dir)
     cfg = EvalConfig(batch_size=2, encode_actors=2, encode_threads=1)
-    local_q, local_c = encode_corpus(Encoder.from_config(tiny_cfg), corpus, cfg)
+    local_q, local_c = encode_corpus(Encoder.from_config(tiny_cfg), corpus, cfg,
+                                     tiny_cfg.resolved_candidate_context())
     actor_q, actor_c = encode_corpus_on_actors(tiny_cfg, corpus, cfg, cpus_per_actor=0.5)
     assert sorted(actor_q) == sorted(local_q) == sorted(LANGS)
     for lang in LANGS:
@@ -87,7 +88,7 @@ def test_run_eval_on_ray_matches_in_process(ray_local, corpus_dir, tiny_cfg, tmp
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     local = allpairs.run_eval(tiny_cfg.name_or_path, corpus_dir, tmp_path / "local", config=config)
     for name in ("mono", "cross", "multi"):
-        for metric in ("map", "r@1", "r@10", "mrr"):
+        for metric in ("map", "r@1", "r@10", "hit@1", "hit@10", "mrr"):
             assert on_ray["settings"][name][metric] == pytest.approx(local["settings"][name][metric], abs=1e-5)
     saved = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert saved["settings"]["multi"]["n_queries"] == len(LANGS) * 4

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score  # the reference LAReQA's own script uses
 
 from hbt.eval.metrics import (
     language_bias,
@@ -19,14 +20,6 @@ from hbt.eval.metrics import (
     ranks_by_score,
     standard_metrics,
 )
-
-try:
-    from sklearn.metrics import average_precision_score
-except ImportError:  # pragma: no cover - sklearn is optional
-    average_precision_score = None
-
-needs_sklearn = pytest.mark.skipif(average_precision_score is None, reason="sklearn not installed")
-
 
 # ---------------------------------------------------------------- references
 
@@ -109,7 +102,6 @@ def test_ap_matches_brute_force_tie_free(pool):
     assert abs(lareqa_average_precision(scores, relevant) - brute_force_ap(scores, relevant)) <= 1e-12
 
 
-@needs_sklearn
 @settings(max_examples=100, deadline=None)
 @given(st.one_of(pools(ties=True), pools(ties=False)))
 def test_ap_matches_sklearn_incl_ties(pool):
@@ -118,7 +110,6 @@ def test_ap_matches_sklearn_incl_ties(pool):
     assert abs(lareqa_average_precision(scores, relevant) - expected) <= 1e-12
 
 
-@needs_sklearn
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=25).flatmap(
@@ -215,8 +206,10 @@ def test_standard_metrics_hand_made_run():
         "q2": {"d1": 1, "d3": 1, "d4": 1},  # d4 never retrieved
     }
     m = standard_metrics(run, qrels)
-    assert set(m) == {"r@1", "r@10", "ndcg@10", "mrr", "map"}
+    assert set(m) == {"r@1", "r@10", "hit@1", "hit@10", "ndcg@10", "mrr", "map"}
     assert m["r@1"] == pytest.approx((0 + 1 / 3) / 2)
+    assert m["hit@1"] == pytest.approx((0 + 1) / 2)  # q2's first hit is relevant, q1's is not
+    assert m["hit@10"] == pytest.approx(1.0)
     assert m["r@10"] == pytest.approx((1 + 2 / 3) / 2)
     assert m["mrr"] == pytest.approx((1 / 2 + 1) / 2)
     assert m["map"] == pytest.approx((1 / 2 + (1 + 2 / 3) / 3) / 2)
@@ -231,6 +224,21 @@ def test_standard_metrics_missing_query_scores_zero_and_int_ids():
     m = standard_metrics(run, qrels)
     assert m["r@1"] == pytest.approx(0.5)
     assert m["mrr"] == pytest.approx(0.5)
+
+
+def test_hit_at_k_matches_a_numpy_reference():
+    """hit@k: the share of queries with at least one relevant candidate among their top k."""
+    rng = np.random.default_rng(1)
+    S = rng.standard_normal((20, 30))  # (20, 30), tie-free almost surely
+    R = rng.random((20, 30)) < 0.1
+    R[:, 0] |= ~R.any(axis=1)
+    run = {f"q{i}": {f"c{j}": float(S[i, j]) for j in range(30)} for i in range(20)}
+    qrels = {f"q{i}": {f"c{j}": 1 for j in np.flatnonzero(R[i])} for i in range(20)}
+    order = np.argsort(-S, axis=1)  # (20, 30)
+    m = standard_metrics(run, qrels)
+    for k in (1, 10):
+        hits = np.take_along_axis(R, order[:, :k], axis=1).any(axis=1)  # (20,)
+        assert m[f"hit@{k}"] == pytest.approx(hits.mean(), abs=1e-12)
 
 
 def test_ranx_map_equals_lareqa_map_without_ties():
@@ -277,8 +285,9 @@ def test_fake_encoder_exact_values():
     run = {f"q{i}": {f"c{j}": float(S[i, j]) for j in range(S.shape[1])} for i in range(S.shape[0])}
     qrels = {f"q{i}": {f"c{j}": 1 for j in np.flatnonzero(R[i])} for i in range(S.shape[0])}
     m = standard_metrics(run, qrels)
-    # ranx recall@1 with 2 relevant per query is 1/2 even for a perfect ranking.
-    assert m == pytest.approx({"r@1": 0.5, "r@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0, "map": 1.0})
+    # ranx recall@1 with 2 relevant per query is 1/2 even for a perfect ranking; hit@1 is 1.
+    assert m == pytest.approx({"r@1": 0.5, "r@10": 1.0, "hit@1": 1.0, "hit@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0,
+                               "map": 1.0})
 
     # With one relevant candidate per query (drop the de answers), r@1 is 1.0.
     keep = np.arange(0, 6, 2)
@@ -288,5 +297,5 @@ def test_fake_encoder_exact_values():
     run1 = {f"q{i}": {f"c{j}": float(S1[i, j]) for j in range(3)} for i in range(6)}
     qrels1 = {f"q{i}": {f"c{j}": 1 for j in np.flatnonzero(R1[i])} for i in range(6)}
     assert standard_metrics(run1, qrels1) == pytest.approx(
-        {"r@1": 1.0, "r@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0, "map": 1.0}
+        {"r@1": 1.0, "r@10": 1.0, "hit@1": 1.0, "hit@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0, "map": 1.0}
     )

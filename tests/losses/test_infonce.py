@@ -127,3 +127,56 @@ def test_masked_negatives_equal_dropping_them():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
     with pytest.raises(ValueError, match="negative_mask"):
         info_nce(q, p, negs, 0.1, negative_mask=mask[:, :1])
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_duplicate_positive_as_hard_negative_leaves_the_loss_unchanged(symmetric):
+    """A copy of the query's positive added to the batch as a hard negative, carrying the
+    query's positive key: the loss is exactly the loss without it."""
+    torch.manual_seed(4)
+    q, p = unit(torch.randn(1, 8, dtype=torch.float64)), unit(torch.randn(1, 8, dtype=torch.float64))
+    keys = torch.tensor([11])
+    negs = unit(torch.randn(1, 2, 8, dtype=torch.float64))  # (B=1, N=2, D)
+    base = info_nce(q, p, negs, 0.1, symmetric, positive_keys=keys, negative_keys=torch.tensor([[0, 0]]))
+    assert base.item() == pytest.approx(info_nce(q, p, negs, 0.1, symmetric).item(), rel=1e-12)  # no key matches
+    dup = torch.cat([negs, p.reshape(1, 1, 8)], dim=1)  # (1, 3, D): the positive again
+    masked = info_nce(q, p, dup, 0.1, symmetric, positive_keys=keys, negative_keys=torch.tensor([[0, 0, 11]]))
+    assert masked.item() == pytest.approx(base.item(), rel=1e-12)
+    # Without its key the copy is a negative scored like the positive: the loss rises.
+    assert info_nce(q, p, dup, 0.1, symmetric).item() > base.item() + 1e-3
+
+
+def test_duplicate_is_masked_only_for_the_query_it_answers():
+    """In a batch of 3, query 0's positive copied among the hard negatives: masked for query 0,
+    an ordinary negative for queries 1 and 2."""
+    torch.manual_seed(7)
+    q, p = unit(torch.randn(3, 8, dtype=torch.float64)), unit(torch.randn(3, 8, dtype=torch.float64))
+    dup = p[0].reshape(1, 1, 8).expand(3, 1, 8)  # (B, 1, D): one candidate per pair, all p0
+    got = info_nce(q, p, dup, 0.1, positive_keys=torch.tensor([11, 22, 33]),
+                   negative_keys=torch.tensor([[11], [11], [11]]))
+    logits = q @ torch.cat([p, dup.reshape(3, 8)]).T / 0.1  # (3, 6)
+    rows = [logits[0, :3], logits[1], logits[2]]
+    want = sum(-torch.log_softmax(r, 0)[i] for i, r in enumerate(rows)) / 3
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+
+
+def test_in_batch_duplicate_positive_is_masked_for_the_other_query():
+    """Pairs 0 and 1 share a positive key: for query 0, column 1 is masked and vice versa."""
+    torch.manual_seed(5)
+    q, p = unit(torch.randn(3, 8, dtype=torch.float64)), unit(torch.randn(3, 8, dtype=torch.float64))
+    keys = torch.tensor([7, 7, 9])
+    got = info_nce(q, p, None, 0.1, positive_keys=keys)
+    logits = q @ p.T / 0.1
+    rows = [logits[0, [0, 2]], logits[1, [1, 2]], logits[2]]
+    targets = [0, 0, 2]
+    want = sum(-torch.log_softmax(r, 0)[t] for r, t in zip(rows, targets)) / 3
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+
+
+def test_key_zero_never_masks():
+    torch.manual_seed(6)
+    q, p = unit(torch.randn(2, 4, dtype=torch.float64)), unit(torch.randn(2, 4, dtype=torch.float64))
+    negs = unit(torch.randn(2, 1, 4, dtype=torch.float64))
+    zero = torch.zeros(2, dtype=torch.int64)
+    assert info_nce(q, p, negs, 0.1, positive_keys=zero, negative_keys=torch.zeros(2, 1, dtype=torch.int64)).item() \
+        == pytest.approx(info_nce(q, p, negs, 0.1).item(), rel=1e-12)

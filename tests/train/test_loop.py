@@ -9,13 +9,15 @@ def test_contrastive_loss_splits_queries_positives_and_negatives():
 
     seen = {}
 
-    def loss_fn(query, positive, negatives=None, mask=None):
-        seen.update(query=query, positive=positive, negatives=negatives, mask=mask)
+    def loss_fn(query, positive, negatives=None, mask=None, positive_keys=None, negative_keys=None):
+        seen.update(query=query, positive=positive, negatives=negatives, mask=mask, positive_keys=positive_keys,
+                    negative_keys=negative_keys)
         return query.sum()
 
     b, n, d = 2, 3, 4
     inputs = {"input_ids": torch.arange(b * (2 + n)), "attention_mask": torch.ones(b * (2 + n)),
-              "negative_mask": torch.tensor([[True, True, False], [True, False, False]])}
+              "negative_mask": torch.tensor([[True, True, False], [True, False, False]]),
+              "positive_key": torch.tensor([5, 6]), "negative_key": torch.tensor([[0, 6, 0], [0, 0, 0]])}
 
     def rows(ids, mask):  # a fake encoder: (rows, D), row i all i
         return ids.float().unsqueeze(1).expand(-1, d)
@@ -24,8 +26,10 @@ def test_contrastive_loss_splits_queries_positives_and_negatives():
     assert seen["query"][:, 0].tolist() == [0, 1] and seen["positive"][:, 0].tolist() == [2, 3]
     assert seen["negatives"].shape == (b, n, d) and seen["negatives"][1, :, 0].tolist() == [7, 8, 9]
     assert seen["mask"] is inputs["negative_mask"]
-    contrastive_loss(rows, loss_fn, {**inputs, "input_ids": torch.arange(2 * b), "negative_mask": torch.zeros(b, 0)})
-    assert seen["negatives"] is None
+    assert seen["positive_keys"] is inputs["positive_key"] and seen["negative_keys"] is inputs["negative_key"]
+    contrastive_loss(rows, loss_fn, {**inputs, "input_ids": torch.arange(2 * b), "negative_mask": torch.zeros(b, 0),
+                                     "negative_key": torch.zeros(b, 0, dtype=torch.int64)})
+    assert seen["negatives"] is None and seen["positive_keys"] is inputs["positive_key"]
 
 
 def test_report_window_means_per_kind_and_throughput():
@@ -46,4 +50,8 @@ def test_progress_line():
 
     line = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
                           "pairs_per_s": 10.0, "tokens_per_s": 300.0}, total_steps=7)
-    assert line.startswith("step 3/7  loss 1.5000 (xy 1.5000)") and "300 tokens/s" in line
+    assert line.startswith("step 3/7  loss 1.5000 (xy 1.5000)") and "300 tokens/s" in line and "dev" not in line
+    evaluated = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
+                               "pairs_per_s": 10.0, "tokens_per_s": 300.0, "dev/mono_map": 0.5, "dev/cross_map": 0.25,
+                               "dev/multi_map": 0.125, "dev/rank_distance": 42.0, "dev/seconds": 9.0}, total_steps=7)
+    assert evaluated.endswith("dev Mo 0.5000 Cr 0.2500 Mul 0.1250 RD 42.0 (9 s)")

@@ -45,32 +45,49 @@ def make_config(model_dir: Path, **train):
 
 
 def reference(prepared: Path, cfg, rank: int, start: int, stop: int) -> list[dict]:
-    """Micro-steps [start, stop) of `rank` the plain way: its own composer + tokenize_step."""
+    """Micro-steps [start, stop) of `rank` the plain way: the composer's global batch, the
+    rank's slice of it, tokenize_step."""
     from transformers import AutoTokenizer
 
-    from hbt.data.composer import HybridBatchComposer
     from hbt.train.batch import PairTexts, tokenize_step
-    from hbt.train.stream import composer_config
+    from hbt.train.stream import build_composer
 
     pairs = PairTexts.read(prepared, cfg.data.train_languages)
+    keys = pairs.positive_keys()
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
-    composer = HybridBatchComposer(pairs.records(), composer_config(cfg), rank=rank, world_size=WORLD)
+    composer = build_composer(pairs, cfg, WORLD)
+    b = cfg.batching.batch_size
     out = []
     for _ in range(stop):
-        batch = composer.next_batch()
+        batch = composer.next_global_batch()
         if batch.step < start:
             continue
-        tokens = tokenize_step(tokenizer, cfg.model, pairs.texts(batch.examples, cfg.train.hard_negatives, batch.step))
-        out.append({"step": batch.step, "kind": batch.kind, "parallel_ids": [pid for pid, _, _ in batch.examples],
+        step_keys = frozenset(keys[pid] for pid, _, _ in batch.examples)
+        examples = batch.examples[rank * b:(rank + 1) * b]
+        tokens = tokenize_step(tokenizer, cfg.model, pairs.texts(examples, cfg.train.hard_negatives, batch.step,
+                                                                  step_keys))
+        out.append({"step": batch.step, "kind": batch.kind, "parallel_ids": [pid for pid, _, _ in examples],
                     **tokens})
     return out
 
 
-def composer_state_after(records, cfg, steps: int) -> dict:
-    from hbt.data.composer import HybridBatchComposer
-    from hbt.train.stream import composer_config
+def pairs_of(records: dict[str, list[str]]):
+    """PairTexts of made-up records, every record its own positive."""
+    import pyarrow as pa
 
-    composer = HybridBatchComposer(records, composer_config(cfg), rank=0, world_size=WORLD)
+    from hbt.data.schema import TRAIN_PAIR_SCHEMA
+    from hbt.train.batch import PairTexts
+
+    rows = [{"parallel_id": pid, "lang": lang, "source": "s", "article": -1, "question": f"{pid}?",
+             "positive": f"{pid}.", "context": "", "hard_negatives": [], "positive_key": pid, "negative_keys": []}
+            for pid, langs in records.items() for lang in langs]
+    return PairTexts(pa.Table.from_pylist(rows, schema=TRAIN_PAIR_SCHEMA))
+
+
+def composer_state_after(pairs, cfg, steps: int) -> dict:
+    from hbt.train.stream import build_composer
+
+    composer = build_composer(pairs, cfg, WORLD)
     for _ in range(steps):
         composer.next_global_batch()
     return composer.state_dict()
@@ -82,11 +99,13 @@ def test_plan_is_each_ranks_composer_slice_from_a_saved_state():
     from hbt.train.stream import composer_config, plan_micro_steps
 
     records = {f"p{i}": ["de", "en", "es"] for i in range(40)}
+    pairs = pairs_of(records)
     cfg = load_config(None, ["batching.batch_size=3", "batching.seed=7"])
-    state = composer_state_after(records, cfg, 5)
-    plans = plan_micro_steps(records, cfg, world_size=WORLD, stop=12, composer_state=state)
+    state = composer_state_after(pairs, cfg, 5)
+    plans = plan_micro_steps(pairs, cfg, world_size=WORLD, stop=12, composer_state=state)
     for rank, plan in enumerate(plans):
-        composer = HybridBatchComposer(records, composer_config(cfg), rank=rank, world_size=WORLD)
+        composer = HybridBatchComposer(records, composer_config(cfg), rank=rank, world_size=WORLD,
+                                       positive_keys={pid: pid for pid in records})
         batches = [composer.next_batch() for _ in range(12)][5:]
         assert [row["step"] for row in plan] == list(range(5, 12))
         assert [row["kind"] for row in plan] == [b.kind for b in batches]
@@ -94,7 +113,7 @@ def test_plan_is_each_ranks_composer_slice_from_a_saved_state():
             == [b.examples for b in batches]
         # Each row carries the state a checkpoint taken right after it must hold.
         assert [json.loads(row["composer_state"])["step"] for row in plan] == list(range(6, 13))
-    assert json.loads(plans[0][-1]["composer_state"]) == composer_state_after(records, cfg, 12)
+    assert json.loads(plans[0][-1]["composer_state"]) == composer_state_after(pairs, cfg, 12)
 
 
 def test_plan_refuses_a_state_from_another_setup():
@@ -102,10 +121,10 @@ def test_plan_refuses_a_state_from_another_setup():
     from hbt.data.composer import ComposerConfigError
     from hbt.train.stream import plan_micro_steps
 
-    records = {f"p{i}": ["de", "en", "es"] for i in range(40)}
-    state = composer_state_after(records, load_config(None, ["batching.batch_size=3"]), 2)
+    pairs = pairs_of({f"p{i}": ["de", "en", "es"] for i in range(40)})
+    state = composer_state_after(pairs, load_config(None, ["batching.batch_size=3"]), 2)
     with pytest.raises(ComposerConfigError, match="different config"):
-        plan_micro_steps(records, load_config(None, ["batching.batch_size=4"]), WORLD, stop=4, composer_state=state)
+        plan_micro_steps(pairs, load_config(None, ["batching.batch_size=4"]), WORLD, stop=4, composer_state=state)
 
 
 def test_iter_steps_refuses_out_of_order_rows():
@@ -117,7 +136,8 @@ def test_iter_steps_refuses_out_of_order_rows():
                 yield {"step": np.array([step]), "kind": np.array(["xx"]), "composer_state": np.array(["{}"]),
                        "parallel_id": np.array([["a"]]),
                        "input_ids": np.zeros((1, 2, 3)), "attention_mask": np.ones((1, 2, 3)),
-                       "negative_mask": np.zeros((1, 1, 0), dtype=bool)}
+                       "negative_mask": np.zeros((1, 1, 0), dtype=bool),
+                       "positive_key": np.ones((1, 1), dtype=np.int64), "negative_key": np.zeros((1, 1, 0))}
 
     steps = iter_steps(Shard())
     assert next(steps).step == 4
@@ -131,7 +151,7 @@ def test_driver_reads_each_ranks_exact_steps_on_resume_with_negatives(ray_local,
 
     # 4 optimizer steps of 2 micro-steps; resumed after optimizer step 1: micro-steps [2, 8).
     cfg = make_config(tiny_model, steps=4, grad_accum=2, hard_negatives=2)
-    state = composer_state_after(PairTexts.read(prepared, cfg.data.train_languages).records(), cfg, 2)
+    state = composer_state_after(PairTexts.read(prepared, cfg.data.train_languages), cfg, 2)
     datasets = build_train_datasets(cfg, prepared, WORLD, composer_state=state)
     assert sorted(datasets) == [dataset_name(r) for r in range(WORLD)]
     with ThreadPoolExecutor(WORLD) as pool:  # both ranks at once, as in training
@@ -144,6 +164,8 @@ def test_driver_reads_each_ranks_exact_steps_on_resume_with_negatives(ray_local,
             assert np.array_equal(step.input_ids.numpy(), ref["input_ids"])
             assert np.array_equal(step.attention_mask.numpy(), ref["attention_mask"])
             assert np.array_equal(step.negative_mask.numpy(), ref["negative_mask"])
+            assert np.array_equal(step.positive_key.numpy(), ref["positive_key"])
+            assert np.array_equal(step.negative_key.numpy(), ref["negative_key"])
     # Some hard negatives are real text and some padding: both paths are exercised.
     assert 0 < sum(int(ref["negative_mask"].sum()) for ref in want) < 4 * 2 * len(want)
 

@@ -162,7 +162,8 @@ def deepspeed_run(ray_local, prepared, tiny_model, tmp_path_factory) -> tuple[Pa
     from hbt.train.driver import train
 
     out = tmp_path_factory.mktemp("deepspeed") / "run"
-    ds = {"strategy": "deepspeed", "zero_stage": 2, "grad_accum": 2, "checkpoint_every": 4}
+    # Half as many optimizer updates as the DDP run per composer batch: a higher lr to memorise as fast.
+    ds = {"strategy": "deepspeed", "zero_stage": 2, "grad_accum": 2, "checkpoint_every": 4, "lr": 1e-2}
     train(make_config(tiny_model, prepared, steps=8, **ds), prepared, out)
     first = read_metrics(out)
     return train(make_config(tiny_model, prepared, steps=12, **ds), prepared, out, resume=True), first
@@ -197,3 +198,68 @@ def test_ddp_grad_accum_with_hard_negatives(ray_local, prepared, tiny_model, ful
                                  prepared, tmp_path / "accum"))
     check_metrics(metrics, steps=2, grad_accum=2)
     assert step_ids(metrics) == step_ids(read_metrics(full_run))[:4]
+
+
+def test_dev_evaluation_picks_the_exported_checkpoint(ray_local, data_dir, tiny_model, tmp_path):
+    """With train.eval_every, rank 0 scores the dev split at steps 2 and 4 (both checkpointed)
+    and the export is the checkpoint with the best dev multi mAP: its weights are that
+    checkpoint's, byte for byte, and re-scoring them on the dev split gives the reported figure.
+
+    The dev split is kept to the languages the tiny model's vocabulary covers: in the others
+    every word is [UNK], so many texts embed identically and the tied scores make mAP flip
+    with the last bit of the arithmetic (batch size, threads)."""
+    from hbt.config import load_config
+    from hbt.data.prepare import prepare
+    from hbt.model.encoder import Encoder
+    from hbt.train.dev import dev_metrics, load_dev_corpus
+    from hbt.train.driver import train
+
+    prepared = prepare(load_config(None, [f"data.data_dir={data_dir}", "data.languages=[en,de,es]",
+                                          "data.max_train_records=16", "data.eval_languages=[en,de,es]"]).data,
+                       tmp_path / "prep")
+    out = train(make_config(tiny_model, prepared, steps=4, checkpoint_every=4, eval_every=2), prepared,
+                tmp_path / "dev")
+    metrics = read_metrics(out)
+    evaluated = [m for m in metrics if "dev/multi_map" in m]
+    assert [m["step"] for m in evaluated] == [1, 3]
+    assert all(0 < m["dev/multi_map"] <= 1 and m["dev/rank_distance"] >= 0 and m["dev/seconds"] > 0 for m in evaluated)
+    manifest = json.loads((out / "model" / "hbt_training.json").read_text())
+    best = max(evaluated, key=lambda m: m["dev/multi_map"])
+    exported = manifest["exported_checkpoint"]
+    assert exported["step"] == best["step"] and exported["selected_by"] == "max dev/multi_map"
+    assert exported["dev/multi_map"] == best["dev/multi_map"]
+    assert manifest["train_config"]["model"]["candidate_context"] is False
+
+    # Each checkpoint's composer.json says how many batches it holds: step s -> s + 1.
+    weights = {json.loads((c / "composer.json").read_text())["step"] - 1: (c / "model" / "model.safetensors").read_bytes()
+               for c in out.glob("checkpoint_*") if c.is_dir()}
+    assert sorted(weights) == [1, 3]
+    exported_weights = (out / "model" / "model.safetensors").read_bytes()
+    other = 4 - best["step"]  # the checkpoint not chosen: 3 or 1
+    assert exported_weights == weights[best["step"]] != weights[other]
+
+    # Re-scored in this process with the worker's one torch thread: the same numbers.
+    cfg = load_config(None, ["model.max_length=48"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rescored = dev_metrics(Encoder.from_config(cfg.model.model_copy(update={"name_or_path": str(out / "model")})),
+                               load_dev_corpus(prepared), cfg)
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("dev/mono_map", "dev/cross_map", "dev/multi_map", "dev/rank_distance"):
+        assert rescored[key] == pytest.approx(best[key], rel=1e-4), key
+
+
+def test_dev_evaluation_needs_a_dev_split(prepared, tiny_model, tmp_path):
+    import shutil
+
+    from hbt.errors import HbtError
+    from hbt.train.driver import train
+
+    no_dev = tmp_path / "no-dev"
+    shutil.copytree(prepared, no_dev)
+    shutil.rmtree(no_dev / "dev")
+    with pytest.raises(HbtError, match="no dev split"):
+        train(make_config(tiny_model, no_dev, eval_every=2), no_dev, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
