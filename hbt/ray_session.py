@@ -1,14 +1,29 @@
 """Join or start the Ray that every verb runs on.
 
 `cluster.address` None: a local in-process Ray sized by the config (the laptop / CI case:
-explicit CPUs, a small object store). Otherwise join that cluster ("auto" inside `ray job
-submit`, or ray://host:10001). The dashboard stays on: Ray Train V2's cleanup (and Tune
-over Train) needs the state API it serves.
+explicit CPUs, a small object store), every port bound to the loopback interface. Otherwise
+join that cluster ("auto" inside `ray job submit`, or ray://host:10001). The dashboard stays
+on: Ray Train V2's cleanup (and Tune over Train) needs the state API it serves.
 """
 
 from __future__ import annotations
 
+import os
+
 from hbt.config import ClusterConfig
+
+# Ray binds its GCS, raylet, workers and agents to the node's IP on all interfaces unless it
+# believes it runs on a laptop OS (where clusters are off by default): then every server uses
+# 127.0.0.1. Ray reads the switch once, at import, and its child processes from the
+# environment, so both are set (`ray start` honours the same variable).
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _bind_to_loopback() -> None:
+    import ray._private.ray_constants as ray_constants
+
+    os.environ[LOCAL_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def ensure_ray(cluster: ClusterConfig) -> None:
@@ -18,6 +33,7 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     if ray.is_initialized():
         return
     if cluster.address is None:
+        _bind_to_loopback()
         ray.init(num_cpus=cluster.num_cpus, object_store_memory=cluster.object_store_memory,
                  include_dashboard=True, log_to_driver=False)
     else:

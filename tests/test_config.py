@@ -47,6 +47,11 @@ def test_shipped_local_config_is_valid():
         ("data.imbalance={de: 0}", "data.imbalance"),
         ("data.imbalance={qq: 0.5}", "unknown language code"),
         ("train.steps=abc", "train.steps"),
+        ("eval.top_k=5", "eval.top_k"),
+        ("eval.candidate_context=true", "eval.candidate_context: moved to model.candidate_context"),
+        ("train.select_metric=dev/loss", "train.select_metric"),
+        ("train.eval_every=0", "train.eval_every"),
+        ("data.dev_fraction=1.0", "data.dev_fraction"),
         ("train.nosuchkey=1", "unknown key"),
         ("nosection.key=1", "unknown key"),
         ("batching=3", "batching"),
@@ -82,3 +87,8 @@ def test_override_below_a_value_is_refused(tmp_path):
     path.write_text("batching:\n  alpha: 0.5\n")
     with pytest.raises(ConfigError, match="'alpha' is not a section"):
         load_config(path, ["batching.alpha.deeper=1"])
+
+
+def test_dev_evaluation_with_zero3_is_refused():
+    with pytest.raises(ConfigError, match="train.eval_every needs ZeRO stage <= 2"):
+        load_config(None, ["train.eval_every=5", "train.strategy=deepspeed", "train.zero_stage=3"])

@@ -173,7 +173,7 @@ class HybridBatchComposer:
         self._fingerprint = self._compute_fingerprint()
         self._step = 0
         self._cursors: dict[str, list[int]] = {pool: [0, 0] for pool in self._pools}  # [epoch, pos]
-        self._perm_cache: dict[str, tuple[int, list[str]]] = {}
+        self._arrangements: dict[str, tuple[int, list[str]]] = {}
 
     # -- construction checks -------------------------------------------------
 
@@ -239,7 +239,7 @@ class HybridBatchComposer:
 
     def _arrangement(self, pool: str, epoch: int) -> list[str]:
         """The epoch's permutation of ``pool`` packed into whole global batches of distinct keys."""
-        cached = self._perm_cache.get(pool)
+        cached = self._arrangements.get(pool)
         if cached is not None and cached[0] == epoch:
             return cached[1]
         # Seeded by the pool's name (not its index) so adding an unrelated
@@ -248,7 +248,7 @@ class HybridBatchComposer:
         rng = np.random.default_rng([self.config.seed, _STREAM_PERMUTATION, pool_key, epoch])
         members = self._pools[pool]
         arranged = pack_distinct([members[i] for i in rng.permutation(len(members))], self._keys, self._global_size)
-        self._perm_cache[pool] = (epoch, arranged)
+        self._arrangements[pool] = (epoch, arranged)
         return arranged
 
     def _take(self, pool: str) -> list[str]:
@@ -322,7 +322,7 @@ class HybridBatchComposer:
             raise ComposerConfigError("composer state has cursors for different pools")
         self._step = int(state["step"])
         self._cursors = {pool: [int(c[0]), int(c[1])] for pool, c in cursors.items()}
-        self._perm_cache.clear()
+        self._arrangements.clear()
 
 
 def pack_distinct(order: Sequence[str], keys: Mapping[str, str], size: int) -> list[str]:

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from hbt.data.schema import CANDIDATE_SCHEMA, QREL_SCHEMA, QUERY_SCHEMA
 from hbt.errors import DataError
-from hbt.languages import check_languages
+from hbt.languages import KNOWN_LANGUAGES, check_languages
 
 
 @dataclass
@@ -89,12 +89,15 @@ def iter_squad(doc, path):
         paragraphs = need(article, "paragraphs", list, path, f"data[{a}]")
         for p, par in enumerate(paragraphs):
             where = f"data[{a}].paragraphs[{p}]"
-            need(par, "context", str, path, where)
+            if not need(par, "context", str, path, where).strip():
+                raise DataError(f"{path}: {where}.context: empty")
             qas = need(par, "qas", list, path, where)
             for q, qa in enumerate(qas):
                 qw = f"{where}.qas[{q}]"
-                need(qa, "id", str, path, qw)
-                need(qa, "question", str, path, qw)
+                if not need(qa, "id", str, path, qw).strip():
+                    raise DataError(f"{path}: {qw}.id: empty")
+                if not need(qa, "question", str, path, qw).strip():
+                    raise DataError(f"{path}: {qw}.question: empty")
                 answers = need(qa, "answers", list, path, qw)
                 if not answers:
                     raise DataError(f"{path}: {qw}.answers: empty list")
@@ -110,10 +113,21 @@ def check_span(start, end, length, path, where):
 
 
 def paragraph_breaks(par: dict, path, where: str) -> list[tuple[int, int]]:
-    """The checked [start, end) spans of a paragraph's `sentence_breaks`."""
+    """The checked [start, end) spans of a paragraph's `sentence_breaks`, which must pair up
+    with its `sentences` (a list of strings: the reference reads the text from the breaks, and
+    a length mismatch means the two were not made together)."""
     context = par["context"]
+    breaks = need(par, "sentence_breaks", list, path, where)
+    sentences = need(par, "sentences", list, path, where)
+    if len(sentences) != len(breaks):
+        raise DataError(f"{path}: {where}: {len(sentences)} sentences but {len(breaks)} sentence_breaks")
+    if not breaks:
+        raise DataError(f"{path}: {where}.sentence_breaks: empty list")
+    bad = next((i for i, text in enumerate(sentences) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise DataError(f"{path}: {where}.sentences[{bad}]: expected str, got {type(sentences[bad]).__name__}")
     spans = []
-    for s, br in enumerate(need(par, "sentence_breaks", list, path, where)):
+    for s, br in enumerate(breaks):
         bw = f"{where}.sentence_breaks[{s}]"
         if (not isinstance(br, list) or len(br) != 2
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in br)):
@@ -162,6 +176,13 @@ def _read_one(path: Path, lang: str, seen_ids: set, queries, candidates, qrels) 
     return stats
 
 
+def _file_language(path: Path) -> str:
+    """The language a `{lang}.json` file holds, from its name."""
+    if path.stem not in KNOWN_LANGUAGES:
+        raise DataError(f"{path}: file name is not a language code ({{lang}}.json, lang an ISO 639-1 code)")
+    return path.stem
+
+
 def read_lareqa(path_or_dir, languages=None) -> LareqaCorpus:
     """Read one LAReQA file ({lang}.json) or a directory of them.
 
@@ -173,7 +194,7 @@ def read_lareqa(path_or_dir, languages=None) -> LareqaCorpus:
             files = sorted(root.glob("*.json"))
             if not files:
                 raise DataError(f"{root}: no {{lang}}.json files in this directory")
-            pairs = [(f.stem, f) for f in files]
+            pairs = [(_file_language(f), f) for f in files]
         else:
             langs = check_languages(languages)
             if not langs:
@@ -183,7 +204,7 @@ def read_lareqa(path_or_dir, languages=None) -> LareqaCorpus:
                 if not f.is_file():
                     raise DataError(f"{f}: file not found")
     elif root.is_file():
-        pairs = [(root.stem, root)]
+        pairs = [(_file_language(root), root)]
         if languages is not None and list(languages) != [root.stem]:
             raise DataError(f"{root}: file holds language {root.stem!r}, asked for {list(languages)}")
     else:
@@ -192,6 +213,9 @@ def read_lareqa(path_or_dir, languages=None) -> LareqaCorpus:
     queries, candidates, qrels, stats = [], [], [], {}
     for lang, f in pairs:
         stats[lang] = _read_one(f, lang, set(), queries, candidates, qrels)
+        if stats[lang]["questions"] == 0:
+            raise DataError(f"{f}: no question has its answer_start inside a sentence_breaks span "
+                            f"({stats[lang]['skipped_no_sentence']} skipped): nothing to evaluate")
     return LareqaCorpus(
         queries=pa.Table.from_pylist(queries, schema=QUERY_SCHEMA),
         candidates=pa.Table.from_pylist(candidates, schema=CANDIDATE_SCHEMA),

@@ -303,7 +303,8 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     import ray
 
     from hbt.eval.heldout import guard, read_eval_corpus, resolve_candidate_context, training_manifest
-    from hbt.model.encoder import Encoder, resolve_model_name
+    from hbt.index.shards import check_index_factory
+    from hbt.model.encoder import Encoder, check_model, embedding_dim
     from hbt.ray_session import ensure_ray
 
     config = config or HbtConfig()
@@ -312,7 +313,8 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     corpus = eval_corpus.corpus
     langs = list(languages) if languages is not None else corpus_languages(corpus)
     model_cfg = resolve_candidate_context(config.model, manifest)
-    model_cfg = model_cfg.model_copy(update={"name_or_path": resolve_model_name(str(model_dir))})
+    model_cfg = model_cfg.model_copy(update={"name_or_path": check_model(str(model_dir))})  # before any actor
+    check_index_factory(config.eval.index_factory, embedding_dim(model_cfg.name_or_path))
     if start_ray:
         ensure_ray(config.cluster)
     if ray.is_initialized():

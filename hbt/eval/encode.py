@@ -124,15 +124,21 @@ class EncodeActor:
         return index, np.asarray(self.encoder.encode(texts, kind, batch_size), dtype=np.float32)
 
 
+# An encode actor whose process dies (killed, out of memory) is restarted and its chunk retried.
+ACTOR_RETRIES = 2
+
+
 def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig, cpus_per_actor: float,
-                            use_gpu: bool = False) -> tuple[Embeddings, Embeddings]:
+                            use_gpu: bool = False, actor_class: type = EncodeActor) -> tuple[Embeddings, Embeddings]:
     """Like `encode_corpus`, on `eval_cfg.encode_actors` Ray actors (Ray must be up); passages
-    as `model_cfg.candidate_context` says."""
+    as `model_cfg.candidate_context` says. An actor that dies is restarted, and its chunk
+    encoded again, up to ACTOR_RETRIES times (`actor_class`: an `EncodeActor`, or a subclass in tests)."""
     import ray
     from ray.util import ActorPool
 
     chunks = corpus_chunks(corpus, eval_cfg, model_cfg.resolved_candidate_context())
-    remote = ray.remote(EncodeActor).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0)
+    remote = ray.remote(actor_class).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
+                                             max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
     # threads None: all of the actor's node's cores (counted inside the actor)
     actors = [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu) for _ in range(eval_cfg.encode_actors)]
     try:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from hbt.errors import HbtError
 from hbt.eval.allpairs import PER_QUERY
-from hbt.io import write_json_atomic
+from hbt.io import write_json_atomic, write_text_atomic
 
 RESULTS = "results.json"
 #: metric key -> (column label, key path in results.json settings)
@@ -263,11 +263,11 @@ def format_markdown(comparison: dict) -> str:
 
 def report(paths: Sequence[Path], resamples: int = 1000, seed: int = 0,
            out_json: Optional[Path] = None, out_md: Optional[Path] = None) -> dict:
-    """Load, compare and (optionally) write the comparison as JSON (atomically) and Markdown."""
+    """Load, compare and (optionally) write the comparison as JSON and Markdown, each atomically."""
     _require_two(len(paths))  # before loading: one run is a usage error, whatever its state
     comparison = compare([load_run(p) for p in paths], resamples, seed)
     if out_json is not None:
         write_json_atomic(Path(out_json), comparison)
     if out_md is not None:
-        Path(out_md).write_text(format_markdown(comparison), encoding="utf-8")
+        write_text_atomic(Path(out_md), format_markdown(comparison))
     return comparison

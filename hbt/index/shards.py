@@ -20,11 +20,14 @@ Conventions (as in faiss):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import faiss
 import numpy as np
 import ray
+
+from hbt.errors import HbtError
 
 #: Score faiss (and this module) uses for padded slots, with ``I == -1``.
 PAD_SCORE = float(-np.finfo(np.float32).max)
@@ -48,22 +51,44 @@ def _check_k(k) -> int:
     return int(k)
 
 
+def _faiss_message(error: Exception) -> str:
+    """faiss's own reason, without the C++ function, file and assertion it prepends."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    reason = re.split(r" at \S+:\d+: ", text)[-1]
+    return re.sub(r"^Error: '.*?' failed: ", "", reason)
+
+
+def check_index_factory(factory: str, d: int, metric: int = faiss.METRIC_INNER_PRODUCT) -> None:
+    """Refuse (HbtError, one line) a factory string faiss cannot build for `d`-dim vectors."""
+    try:
+        faiss.index_factory(d, factory, metric)
+    except RuntimeError as error:
+        raise HbtError(f"eval.index_factory {factory!r}: faiss cannot build it for {d}-dim vectors "
+                       f"({_faiss_message(error)})") from None
+
+
 def build_index(xb, factory: str = "Flat", metric: int = faiss.METRIC_INNER_PRODUCT) -> faiss.Index:
     """Build ``faiss.index_factory(d, factory, metric)``, train it if needed, add ``xb``.
 
-    The index is moved to all GPUs only if ``faiss.get_num_gpus() > 0`` at call time.
+    The index is moved to all GPUs only if ``faiss.get_num_gpus() > 0`` at call time. An index
+    that cannot train on ``xb`` (e.g. more IVF lists than vectors) is a one-line ``HbtError``.
     """
     xb = _as_matrix(xb, "xb")
     n, d = xb.shape
     if d < 1:
         raise ValueError(f"xb must have at least one column, got shape {xb.shape}")
+    check_index_factory(factory, d, metric)
     index = faiss.index_factory(d, factory, metric)
     if faiss.get_num_gpus() > 0:
         index = faiss.index_cpu_to_all_gpus(index)
     if not index.is_trained:
         if n == 0:
             raise ValueError(f"index {factory!r} needs training but xb is empty")
-        index.train(xb)
+        try:
+            index.train(xb)
+        except RuntimeError as error:
+            raise HbtError(f"eval.index_factory {factory!r} cannot train on a shard of {n} vectors "
+                           f"({_faiss_message(error)})") from None
     if n:
         index.add(xb)
     return index
@@ -132,9 +157,12 @@ def search_shards(shards: Sequence[IndexShard], xq, k: int) -> tuple[np.ndarray,
     return merge_topk([s.search(xq, k) for s in shards], k)
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
 class ShardActor:
     """A Ray actor owning one :class:`IndexShard`, built inside the actor process.
+
+    A shard whose process dies is restarted (Ray rebuilds it from the same vectors) and the
+    search it was running is retried, up to twice.
 
     It reserves no CPU by default: evaluation holds one shard per language (11 on XQuAD-R)
     and they must all be alive at once, since every search fans out to all of them. With a

@@ -70,6 +70,52 @@ def resolve_model_name(name_or_path: str) -> str:
     return name_or_path
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# A tokenizer's own files: without one, transformers builds an empty vocabulary silently.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model",
+                   "vocab.json")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_model(name_or_path: str) -> str:
+    """Refuse, before any Ray worker or actor would load it, a model that cannot load: a dir
+    without config, weights or tokenizer, or a hub name this machine cannot fetch (no hub).
+    Reads the config and the tokenizer only (not the weights). Returns the resolved name."""
+    import logging
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = resolve_model_name(name_or_path)
+    path = Path(name)
+    if path.is_dir() and not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise HbtError(f"{name} is not a model directory (no {' / '.join(WEIGHT_FILES[::2])})")
+    if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise HbtError(f"{name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
+    # Without a hub, huggingface_hub logs each of its retries: the error below says it once.
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        AutoConfig.from_pretrained(name)
+        AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise HbtError(f"cannot load model {name}: {_first_line(error)}") from None
+    finally:
+        hub_log.setLevel(level)
+    return name
+
+
+def embedding_dim(name_or_path: str) -> int:
+    """The width of a model's embeddings (its hidden size), from its config alone."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(name_or_path).hidden_size)
+
+
 class Encoder(nn.Module):
     """Shared-weight text encoder producing unit-norm embeddings."""
 
@@ -89,8 +135,7 @@ class Encoder(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(name)
             model = _load_without_pooler(AutoModel, name)
         except (OSError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise HbtError(f"cannot load model {name}: {first}") from None
+            raise HbtError(f"cannot load model {name}: {_first_line(error)}") from None
         return cls(model, tokenizer, model_cfg)
 
     @property

@@ -7,6 +7,8 @@ the pooled setting, exactly as `hbt eval` scores them) and broadcasts the metric
 rank reports the same numbers and the checkpoint carries them:
 
     dev/mono_map  dev/cross_map  dev/multi_map  dev/rank_distance  dev/multi_hit@1  dev/multi_hit@10
+    dev/multi_map_trained  dev/rank_distance_trained   (pooled setting, mean over the query
+    dev/multi_map_unseen   dev/rank_distance_unseen     languages trained on / never trained on)
     dev/seconds   (time the evaluation took; excluded from the step's pairs/s)
 
 The other ranks wait at the broadcast. ZeRO-3 is refused with `train.eval_every` (config):
@@ -18,7 +20,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hbt.config import HbtConfig
+import numpy as np
+
+from hbt.config import GROUP_METRICS, HbtConfig
 from hbt.data.lareqa import LareqaCorpus
 from hbt.errors import HbtError
 
@@ -51,7 +55,21 @@ def dev_metrics(encoder, corpus: LareqaCorpus, cfg: HbtConfig) -> dict[str, floa
                       cfg.eval.index_factory, shards_on_ray=False)
     settings = result["settings"]
     out = {name: float(settings[s][m]) for name, (s, m) in DEV_METRICS.items() if s in settings}
+    out.update(group_metrics(settings["multi"], cfg.data.train_languages))
     out["dev/seconds"] = time.perf_counter() - started
+    return out
+
+
+def group_metrics(multi: dict, train_languages: list[str]) -> dict[str, float]:
+    """Pooled mAP and rank distance over the query languages trained on and over the others
+    (each a mean of per-language values; a group without a language is left out)."""
+    out = {}
+    for group, member in (("trained", True), ("unseen", False)):
+        languages = [lang for lang in multi["map_by_lang"] if (lang in train_languages) == member]
+        if languages:
+            out[f"dev/multi_map_{group}"] = float(np.mean([multi["map_by_lang"][lang] for lang in languages]))
+            out[f"dev/rank_distance_{group}"] = float(np.mean([multi["rank_distance_by_lang"][lang]
+                                                               for lang in languages]))
     return out
 
 
@@ -62,7 +80,7 @@ def evaluate_on_rank0(encoder, corpus: LareqaCorpus | None, cfg: HbtConfig, rank
     import torch
     import torch.distributed as dist
 
-    names = [*DEV_METRICS, "dev/seconds"]
+    names = [*DEV_METRICS, *GROUP_METRICS, "dev/seconds"]
     values = torch.full((len(names),), float("nan"), dtype=torch.float64)  # (M,), NaN: not measured
     if rank == 0:
         if corpus is None:
@@ -76,4 +94,4 @@ def evaluate_on_rank0(encoder, corpus: LareqaCorpus | None, cfg: HbtConfig, rank
 
 def selection_mode(metric: str) -> str:
     """"min" for rank distance (lower is better), "max" for the mAPs."""
-    return "min" if metric.endswith("rank_distance") else "max"
+    return "min" if "rank_distance" in metric else "max"

@@ -30,8 +30,6 @@ import json
 import logging
 import os
 import shutil
-import sys
-from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -44,7 +42,7 @@ from hbt.ray_session import ensure_ray
 from hbt.train.batch import TRAIN_PAIRS
 from hbt.train.dev import load_dev_corpus
 from hbt.train.loop import COMPOSER_STATE, train_func
-from hbt.train.progress import MetricsFile, following, progress_line
+from hbt.train.progress import MetricsFile, following, progress_line, to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ def _check_strategy(config: HbtConfig) -> None:
         raise HbtError("train.strategy=deepspeed needs the deepspeed package: pip install deepspeed")
 
 
-def _run_location(config: HbtConfig, out: Path) -> str:
+def run_location(config: HbtConfig, out: Path) -> str:
     """`STORAGE/NAME` of the Ray run (see the module docstring), as a path or URI."""
     storage = config.cluster.storage_path or str(out.parent)
     if "://" not in storage or storage.startswith("file://"):
@@ -67,30 +65,20 @@ def _run_location(config: HbtConfig, out: Path) -> str:
     return f"{storage.rstrip('/')}/{out.name}"
 
 
-def _holds_run(run_path: str) -> bool:
+def holds_run(run_path: str) -> bool:
     import pyarrow.fs
 
     fs, path = pyarrow.fs.FileSystem.from_uri(run_path)
     return fs.get_file_info(f"{path}/{SNAPSHOT}").type != pyarrow.fs.FileType.NotFound
 
 
-def _checkpoint_composer_state(run_path: str) -> dict:
-    """The composer state in the run's latest checkpoint (read alone, not the whole checkpoint)."""
-    import ray.train
-
-    checkpoint = ray.train.Result.from_path(run_path).checkpoint
-    if checkpoint is None:
-        raise HbtError(f"{run_path} holds no checkpoint to resume from")
-    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{COMPOSER_STATE}") as stream:
-        return json.loads(stream.read())
-
-
 def _resolved_model(config: HbtConfig) -> HbtConfig:
     """Workers run elsewhere (another cwd, another node): a local model dir goes as an absolute
-    path. The passage format is fixed here, so the run's config records what it trained on."""
-    from hbt.model.encoder import resolve_model_name
+    path, checked to load here rather than in every worker. The passage format is fixed here,
+    so the run's config records what it trained on."""
+    from hbt.model.encoder import check_model
 
-    update = {"name_or_path": resolve_model_name(config.model.name_or_path),
+    update = {"name_or_path": check_model(config.model.name_or_path),
               "candidate_context": config.model.resolved_candidate_context()}
     return config.model_copy(update={"model": config.model.model_copy(update=update)})
 
@@ -120,17 +108,48 @@ def _export(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig, 
         (staging / TRAINING_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def _check_cpus(config: HbtConfig) -> None:
-    """Every rank holds a train worker and a tokenize actor at once: on a Ray that cannot fit
-    them all, training would wait forever. A local Ray is refused; a cluster may scale up."""
+# What a resumed run must keep: it shapes the batches already drawn (the composer checks its
+# records, batch size and world size itself), the meaning of a step, or the weights' form.
+RESUME_FIXED = ("data.languages", "data.num_languages", "data.language_seed", "model", "batching", "train.grad_accum",
+                "train.strategy", "train.zero_stage", "train.hard_negatives", "train.temperature",
+                "train.symmetric_loss", "train.freeze_embeddings", "train.num_workers")
+
+
+def _check_resume_config(saved_yaml: Path, config: HbtConfig) -> None:
+    """Refuse a `--resume` whose config changes a RESUME_FIXED key of the run's own config."""
+    from hbt.config import load_config
+
+    if not saved_yaml.is_file():
+        return
+    saved = load_config(saved_yaml).model_dump(mode="json")
+    new = config.model_dump(mode="json")
+    for key in RESUME_FIXED:
+        before, after = saved, new
+        for part in key.split("."):
+            before, after = before[part], after[part]
+        if before != after:
+            raise HbtError(f"--resume: {key} was {json.dumps(before)} in {saved_yaml}, now {json.dumps(after)}; "
+                           "a resumed run keeps it (start a new run to change it)")
+
+
+def cpus_per_run(config: HbtConfig) -> float:
+    """CPUs one training run holds: every rank has a train worker and a tokenize actor at once."""
+    cl = config.cluster
+    return config.train.num_workers * (cl.cpus_per_worker + cl.cpus_per_data_task)
+
+
+def check_cpus(config: HbtConfig, trials: int = 1) -> None:
+    """On a Ray that cannot fit `trials` training runs at once, they would wait forever: a
+    local Ray is refused; a cluster may scale up."""
     import ray
 
     cl, workers = config.cluster, config.train.num_workers
-    need = workers * (cl.cpus_per_worker + cl.cpus_per_data_task)
+    need = trials * cpus_per_run(config)
     have = ray.cluster_resources().get("CPU", 0.0)
     if need <= have + 1e-9:
         return
-    message = (f"train.num_workers={workers} needs {workers} * (cluster.cpus_per_worker {cl.cpus_per_worker} + "
+    runs = f"{trials} trials * " if trials > 1 else ""
+    message = (f"{runs}train.num_workers={workers} needs {workers} * (cluster.cpus_per_worker {cl.cpus_per_worker} + "
                f"cluster.cpus_per_data_task {cl.cpus_per_data_task}) = {need:g} CPUs, but Ray has {have:g}")
     if cl.address is None:
         raise HbtError(f"{message}: lower them or raise cluster.num_cpus")
@@ -159,37 +178,94 @@ def set_report_poll_interval(config: HbtConfig) -> None:
     os.environ[POLL_INTERVAL_ENV] = str(config.train.report_poll_s)
 
 
-def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = False,
-          progress: Optional[Callable[[str], None]] = partial(print, file=sys.stderr, flush=True)) -> Path:
-    """Train with `config` on `prepared_dir/train_pairs.parquet`; returns OUT (see module docstring).
+def composer_state_to_resume(run_path: str) -> Optional[dict]:
+    """The composer state of the run at `run_path`'s latest checkpoint; None when it holds no
+    run or no checkpoint yet (Ray Train then starts it from step 0)."""
+    import ray.train
 
-    `progress` receives one line per report while training runs (None: silent).
-    """
+    if not holds_run(run_path):
+        return None
+    checkpoint = ray.train.Result.from_path(run_path).checkpoint
+    if checkpoint is None:
+        return None
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{COMPOSER_STATE}") as stream:
+        return json.loads(stream.read())
+
+
+def fit(config: HbtConfig, prepared_dir: Path, run_path: str, callbacks: list, dev=None,
+        composer_state: Optional[dict] = None):
+    """Stream the prepared pairs into a `TorchTrainer` that runs `train_func` as the Ray run at
+    `run_path` (`STORAGE/NAME`); -> Ray Train's Result. `dev`: the dev corpus (with
+    `train.eval_every`); `composer_state`: where a resumed run's stream starts."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from hbt.train.stream import build_train_datasets, train_data_config
 
+    tc = config.train
+    storage, name = run_path.rsplit("/", 1)
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={"hbt": config.model_dump(mode="json"), "dev": None if dev is None else ray.put(dev)},
+        datasets=build_train_datasets(config, prepared_dir, tc.num_workers, composer_state),
+        dataset_config=train_data_config(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=tc.num_workers, use_gpu=config.cluster.use_gpu,
+            resources_per_worker={"CPU": config.cluster.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+            checkpoint_config=_checkpoint_config(config),
+            callbacks=callbacks),
+    )
+    # A failure raises here (Ray Train's TrainingFailedError, the workers' errors inside:
+    # the CLI shows a user error among them as one line, `hbt.errors.user_error`).
+    return trainer.fit()
+
+
+def check_trainable(config: HbtConfig, prepared_dir: Path) -> HbtConfig:
+    """What can be checked of a run before Ray starts: the strategy's package, the prepared
+    pool and the model; -> the config with the model resolved (`_resolved_model`)."""
     _check_strategy(config)
-    prepared_dir = Path(prepared_dir).resolve()
-    if not (prepared_dir / TRAIN_PAIRS).is_file():
-        raise HbtError(f"{prepared_dir / TRAIN_PAIRS} not found: run `hbt data prepare` first")
+    if not (Path(prepared_dir) / TRAIN_PAIRS).is_file():
+        raise HbtError(f"{Path(prepared_dir) / TRAIN_PAIRS} not found: run `hbt data prepare` first")
+    return _resolved_model(config)
+
+
+def check_pool(config: HbtConfig, prepared_dir: Path) -> None:
+    """The pool must fill a global batch of distinct positives: say so before Ray starts."""
+    from hbt.train.batch import PairTexts
+    from hbt.train.stream import build_composer
+
+    build_composer(PairTexts.read(prepared_dir, config.data.train_languages), config, config.train.num_workers)
+
+
+def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = False,
+          progress: Optional[Callable[[str], None]] = to_stderr) -> Path:
+    """Train with `config` on `prepared_dir/train_pairs.parquet`; returns OUT (see module docstring).
+
+    `progress` receives one line per report while training runs (None: silent).
+    """
     out = Path(out_dir).resolve()
-    run_path = _run_location(config, out)
-    if _holds_run(run_path) and not resume:
+    run_path = run_location(config, out)
+    if holds_run(run_path) and not resume:
         raise HbtError(f"{run_path} already holds a training run: pass resume=True (--resume) "
                        "or choose another output directory")
-    if resume and not _holds_run(run_path):
+    if resume and not holds_run(run_path):
         raise HbtError(f"nothing to resume: {run_path} holds no training run")
-
-    config = _resolved_model(config)
+    prepared_dir = Path(prepared_dir).resolve()
+    config = check_trainable(config, prepared_dir)
+    if resume:
+        _check_resume_config(out / RUN_CONFIG, config)
     dev = load_dev_corpus(prepared_dir) if config.train.eval_every is not None else None
+    check_pool(config, prepared_dir)
     ensure_ray(config.cluster)
-    _check_cpus(config)
+    check_cpus(config, trials=1)
     set_report_poll_interval(config)
-    composer_state = _checkpoint_composer_state(run_path) if resume else None
-    datasets = build_train_datasets(config, prepared_dir, config.train.num_workers, composer_state)
+    composer_state = composer_state_to_resume(run_path) if resume else None
+    if resume and composer_state is None:
+        raise HbtError(f"{run_path} holds no checkpoint to resume from")
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / RUN_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
@@ -197,28 +273,10 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     if not resume:
         metrics_path.write_text("")
     metrics_path.touch()
-    tc = config.train
-    trainer = TorchTrainer(
-        train_func,
-        train_loop_config={"hbt": config.model_dump(mode="json"), "dev": None if dev is None else ray.put(dev)},
-        datasets=datasets,
-        dataset_config=train_data_config(),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=tc.num_workers, use_gpu=config.cluster.use_gpu,
-            resources_per_worker={"CPU": config.cluster.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=out.name, storage_path=run_path.rsplit("/", 1)[0],
-            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
-            checkpoint_config=_checkpoint_config(config),
-            callbacks=[MetricsFile(str(metrics_path))]),
-    )
-    watching = (following(metrics_path, lambda line: progress(progress_line(json.loads(line), tc.steps)))
-                 if progress is not None else contextlib.nullcontext())
+    watching = (following(metrics_path, lambda line: progress(progress_line(json.loads(line), config.train.steps)))
+                if progress is not None else contextlib.nullcontext())
     with watching:
-        result = trainer.fit()
-    if result.error is not None:
-        first_line = str(result.error).strip().splitlines()[0] if str(result.error).strip() else type(result.error).__name__
-        raise HbtError(f"training failed: {first_line}") from result.error
+        result = fit(config, prepared_dir, run_path, [MetricsFile(str(metrics_path))], dev, composer_state)
     if result.checkpoint is None:
         raise HbtError("training finished without a checkpoint")
     checkpoint, selection = _selected_checkpoint(result, config)

@@ -135,7 +135,8 @@ class DDPStrategy:
         # Loaded the way the encoder loads any model dir (e.g. without a pooler head), so the keys match.
         saved = Encoder.from_config(self.cfg.model.model_copy(update={"name_or_path": str(directory / "model")}))
         self.encoder.model.load_state_dict(saved.model.state_dict())
-        state = torch.load(directory / TRAIN_STATE, map_location=self.device, weights_only=False)
+        # Tensors and plain values only: a checkpoint is never a way to run code.
+        state = torch.load(directory / TRAIN_STATE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 

@@ -141,6 +141,14 @@ def load_checkpoint(strategy) -> int:
         return int(json.loads((Path(directory) / COMPOSER_STATE).read_text())["step"])
 
 
+def step_seed(seed: int, rank: int, micro_step: int) -> int:
+    """torch's seed for one rank's micro-batch: dropout draws depend on (seed, rank, step) only,
+    so a run restarted from a checkpoint draws exactly what the uninterrupted run drew."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, rank, micro_step]).generate_state(1)[0])
+
+
 def build_encoder(cfg: HbtConfig):
     from hbt.model.encoder import Encoder
 
@@ -178,7 +186,6 @@ def train_func(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     set_torch_threads(cfg, ctx.get_local_world_size())
-    torch.manual_seed(cfg.batching.seed + rank)
 
     strategy = build_strategy(build_encoder(cfg), cfg, world, ray.train.torch.get_device())
     dev = ray.get(config["dev"]) if rank == 0 and config.get("dev") is not None else None
@@ -193,6 +200,7 @@ def train_func(config: dict) -> None:
         lr = strategy.lr
         for micro in range(tc.grad_accum):
             batch = next(stream)
+            torch.manual_seed(step_seed(cfg.batching.seed, rank, batch.step))
             inputs = _inputs(batch, strategy.device)
             loss = strategy.micro_step(partial(contrastive_loss, loss_fn=loss_fn, inputs=inputs),
                                        boundary=micro == tc.grad_accum - 1)

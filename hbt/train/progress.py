@@ -10,24 +10,58 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from ray.train import UserCallback
 
+from hbt.io import write_text_atomic
+
 
 class MetricsFile(UserCallback):
-    """Append rank 0's reported metrics to a JSON-lines file (runs in Ray's train controller)."""
+    """Append rank 0's reported metrics to a JSON-lines file (runs in Ray's train controller).
+
+    One line per step: a run that goes back to a checkpoint (Ray restarting its workers, or
+    `--resume` after the driver died) redoes the steps after it, and their new lines replace
+    the old ones instead of following them."""
 
     def __init__(self, path: str):
         self.path = path
+        self.last_step: int | None = None  # read from the file at the first report
 
     def after_report(self, run_context, metrics: List[Dict[str, Any]], checkpoint) -> None:
         if not metrics:
             return
+        step = int(metrics[0]["step"])
+        if self.last_step is None:
+            self.last_step = max((row["step"] for row in read_metrics(Path(self.path))), default=-1)
+        if step <= self.last_step:
+            kept = [row for row in read_metrics(Path(self.path)) if row["step"] < step]
+            write_text_atomic(Path(self.path), "".join(json.dumps(row, default=str) + "\n" for row in kept))
         with open(self.path, "a", encoding="utf-8") as out:
             out.write(json.dumps(metrics[0], default=str) + "\n")
+        self.last_step = step
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl (a last line cut short by a crash is left out)."""
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def to_stderr(line: str) -> None:
+    """Print a progress line to the stderr of the moment (not the one at import: a test's
+    captured stream may be closed by the time a run prints)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def progress_line(metrics: Dict[str, Any], total_steps: int) -> str:
@@ -48,13 +82,19 @@ DEV_COLUMNS = [("dev/mono_map", "Mo", ".4f"), ("dev/cross_map", "Cr", ".4f"), ("
 
 
 class _Follower(threading.Thread):
-    """Calls `emit(line)` for each complete line appended to `path` after it started."""
+    """Calls `emit(line)` for each complete line of `path` not there when it started, and not
+    emitted before: a redone step's line (the file rewritten by `MetricsFile`) shows again."""
 
     def __init__(self, path: Path, emit: Callable[[str], None], interval: float = 1.0):
         super().__init__(daemon=True)
         self.path, self.emit, self.interval = path, emit, interval
-        self.offset = path.stat().st_size  # a resumed run's earlier lines are not shown again
+        self.seen = set(self._lines())  # a resumed run's earlier lines are not shown again
         self.done = threading.Event()
+
+    def _lines(self) -> list[str]:
+        data = self.path.read_bytes() if self.path.is_file() else b""
+        complete = data[: data.rfind(b"\n") + 1]
+        return [line for line in complete.decode("utf-8").splitlines() if line.strip()]
 
     def run(self) -> None:
         while not self.done.wait(self.interval):
@@ -62,13 +102,9 @@ class _Follower(threading.Thread):
         self._drain()
 
     def _drain(self) -> None:
-        with open(self.path, "rb") as stream:
-            stream.seek(self.offset)
-            data = stream.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        for line in complete.decode("utf-8").splitlines():
-            if line.strip():
+        for line in self._lines():
+            if line not in self.seen:
+                self.seen.add(line)
                 self.emit(line)
 
 

@@ -99,11 +99,20 @@ def _bad_docs():
         "no context": no_ctx,
         "no breaks": no_breaks,
         "context int": _doc(context=5),
-        "break start>end": _doc(sentence_breaks=[[5, 2]]),
-        "break past context": _doc(sentence_breaks=[[0, 999]]),
-        "break negative": _doc(sentence_breaks=[[-1, 3]]),
-        "break not pair": _doc(sentence_breaks=[[0]]),
-        "break str": _doc(sentence_breaks=[["0", "3"]]),
+        "break start>end": _doc(sentence_breaks=[[5, 2]], sentences=["x"]),
+        "break past context": _doc(sentence_breaks=[[0, 999]], sentences=["x"]),
+        "break negative": _doc(sentence_breaks=[[-1, 3]], sentences=["x"]),
+        "break not pair": _doc(sentence_breaks=[[0]], sentences=["x"]),
+        "break str": _doc(sentence_breaks=[["0", "3"]], sentences=["x"]),
+        "no breaks at all": _doc(sentence_breaks=[], sentences=[]),
+        "no sentences": {"data": [{"paragraphs": [{k: v for k, v in base["data"][0]["paragraphs"][0].items()
+                                                   if k != "sentences"}]}]},
+        "sentences not list": _doc(sentences="Alpha beta. Gamma delta. Eps"),
+        "sentences and breaks disagree": _doc(sentences=["Alpha beta.", "Gamma delta. Eps"]),
+        "sentence not str": _doc(sentences=["Alpha beta.", 7, "Eps"]),
+        "whitespace question": _doc(qas=[{"id": "q", "question": "  \t", "answers": [{"answer_start": 0, "text": "a"}]}]),
+        "empty id": _doc(qas=[{"id": "", "question": "?", "answers": [{"answer_start": 0, "text": "a"}]}]),
+        "blank context": _doc(context="   ", sentence_breaks=[[0, 3]], sentences=["   "]),
         "answer start str": _doc(qas=[{"id": "q", "question": "?", "answers": [{"answer_start": "1", "text": "a"}]}]),
         "answer past context": _doc(qas=[{"id": "q", "question": "?", "answers": [{"answer_start": 99, "text": "a"}]}]),
         "no answers": _doc(qas=[{"id": "q", "question": "?", "answers": []}]),
@@ -119,6 +128,14 @@ def test_bad_input_raises_one_line(tmp_path, case):
         read_lareqa(path)
     msg = str(e.value)
     assert "en.json" in msg and "\n" not in msg, msg
+
+
+def test_a_file_name_that_is_no_language_is_refused(tmp_path):
+    (tmp_path / "xx.json").write_text(json.dumps(_doc()))
+    with pytest.raises(DataError, match=r"xx.json: file name is not a language code"):
+        read_lareqa(tmp_path)
+    with pytest.raises(DataError, match=r"xx.json: file name is not a language code"):
+        read_lareqa(tmp_path / "xx.json")
 
 
 def test_missing_file_and_empty_dir(tmp_path):

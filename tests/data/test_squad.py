@@ -81,7 +81,7 @@ def test_context_differing_from_xquad_r_is_refused(tmp_path):
     (tmp_path / "xquad-r").mkdir()
     (tmp_path / "xquad" / "xquad.en.json").write_text(json.dumps(_doc()))
     lareqa = _doc(context="One two. Three five.")
-    lareqa["data"][0]["paragraphs"][0]["sentence_breaks"] = [[0, 8], [9, 20]]
+    lareqa["data"][0]["paragraphs"][0].update(sentence_breaks=[[0, 8], [9, 20]], sentences=["One two.", "Three five."])
     (tmp_path / "xquad-r" / "en.json").write_text(json.dumps(lareqa))
     with pytest.raises(DataError, match=r"xquad.en.json: data\[0\].paragraphs\[0\].context: differs from XQuAD-R"):
         read_squad_parallel(tmp_path / "xquad", ["en"], breaks_dir=tmp_path / "xquad-r")
@@ -92,7 +92,8 @@ def test_breaks_give_the_sentences(tmp_path):
     (tmp_path / "xquad-r").mkdir()
     (tmp_path / "xquad" / "xquad.en.json").write_text(json.dumps(_doc()))
     lareqa = _doc()
-    lareqa["data"][0]["paragraphs"][0]["sentence_breaks"] = [[0, 4], [4, 20]]  # not where a splitter would cut
+    # not where a splitter would cut
+    lareqa["data"][0]["paragraphs"][0].update(sentence_breaks=[[0, 4], [4, 20]], sentences=["One ", "two. Three four."])
     (tmp_path / "xquad-r" / "en.json").write_text(json.dumps(lareqa))
     rows = read_squad_parallel(tmp_path / "xquad", ["en"], breaks_dir=tmp_path / "xquad-r").to_pylist()
     assert rows[0]["positive"] == "two. Three four." and rows[0]["hard_negatives"] == ["One "]

@@ -110,7 +110,7 @@ def test_run_eval_end_to_end_and_atomic(corpus_dir, tmp_path, monkeypatch):
     model = tiny_bert(tmp_path / "tiny")
     out = tmp_path / "out"
     cfg = HbtConfig()
-    cfg.eval.top_k = 5
+    cfg.eval.top_k = 10
     res = run_eval(model, corpus_dir, out, languages=["en", "de"], config=cfg)
     assert sorted(p.name for p in out.iterdir()) == [
         "heatmap.png", "pairs.csv", "per_query.parquet", "results.json", "summary.md"]

@@ -81,7 +81,7 @@ def test_run_eval_on_ray_matches_in_process(ray_local, corpus_dir, tiny_cfg, tmp
     from hbt.eval import allpairs
 
     config = HbtConfig()
-    config.eval.top_k = 3
+    config.eval.top_k = 10
     config.eval.encode_threads = 1
     on_ray = allpairs.run_eval(tiny_cfg.name_or_path, corpus_dir, tmp_path / "ray", config=config)
     assert ray.is_initialized()
@@ -92,3 +92,31 @@ def test_run_eval_on_ray_matches_in_process(ray_local, corpus_dir, tiny_cfg, tmp
             assert on_ray["settings"][name][metric] == pytest.approx(local["settings"][name][metric], abs=1e-5)
     saved = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert saved["settings"]["multi"]["n_queries"] == len(LANGS) * 4
+
+
+@pytest.mark.timeout(300)
+def test_an_encode_actor_that_dies_is_restarted_and_its_chunk_retried(ray_local, corpus_dir, tiny_cfg, tmp_path):
+    """The actor's process exits (as if killed) on its first chunk, once: Ray restarts it, the
+    chunk is encoded again, and the embeddings equal the in-process ones."""
+    from hbt.eval.encode import EncodeActor
+
+    marker = tmp_path / "die-once"
+    marker.write_text("")
+
+    class DiesOnce(EncodeActor):
+        def encode(self, index, texts, kind, batch_size):
+            import os
+
+            if os.path.exists(str(marker)):
+                os.unlink(str(marker))
+                os._exit(1)  # the process dies mid-task, as under SIGKILL or the OOM killer
+            return super().encode(index, texts, kind, batch_size)
+
+    corpus = read_lareqa(corpus_dir)
+    cfg = EvalConfig(batch_size=2, encode_actors=1, encode_threads=1)
+    actor_q, actor_c = encode_corpus_on_actors(tiny_cfg, corpus, cfg, cpus_per_actor=0.5, actor_class=DiesOnce)
+    assert not marker.exists()  # it did die once
+    local_q, local_c = encode_corpus(Encoder.from_config(tiny_cfg), corpus, cfg, tiny_cfg.resolved_candidate_context())
+    for lang in LANGS:
+        np.testing.assert_allclose(actor_q[lang], local_q[lang], atol=1e-5)
+        np.testing.assert_allclose(actor_c[lang], local_c[lang], atol=1e-5)

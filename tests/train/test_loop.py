@@ -55,3 +55,34 @@ def test_progress_line():
                                "pairs_per_s": 10.0, "tokens_per_s": 300.0, "dev/mono_map": 0.5, "dev/cross_map": 0.25,
                                "dev/multi_map": 0.125, "dev/rank_distance": 42.0, "dev/seconds": 9.0}, total_steps=7)
     assert evaluated.endswith("dev Mo 0.5000 Cr 0.2500 Mul 0.1250 RD 42.0 (9 s)")
+
+
+def test_metrics_file_replaces_redone_steps(tmp_path):
+    """After a restart from a checkpoint the redone steps' lines replace the old ones."""
+    import json
+
+    from hbt.train.progress import MetricsFile, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"step": 0, "loss": 9.0}) + "\n")  # a resumed run's earlier line
+    callback = MetricsFile(str(path))
+    for step, loss in [(1, 1.0), (2, 2.0), (3, 3.0), (2, 2.5), (3, 3.5), (4, 4.0)]:
+        callback.after_report(None, [{"step": step, "loss": loss}], None)
+    assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(0, 9.0), (1, 1.0), (2, 2.5), (3, 3.5), (4, 4.0)]
+    path.write_text(path.read_text() + '{"step": 5, "lo')  # a line cut short by a crash
+    assert [r["step"] for r in read_metrics(path)] == [0, 1, 2, 3, 4]
+
+
+def test_following_shows_new_and_redone_lines_once(tmp_path):
+    from hbt.train.progress import _Follower
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("old\n")
+    shown = []
+    follower = _Follower(path, shown.append)
+    path.write_text("old\nstep 1\nstep 2\npart")
+    follower._drain()
+    path.write_text("old\nstep 1\nstep 2 again\n")
+    follower._drain()
+    follower._drain()
+    assert shown == ["step 1", "step 2", "step 2 again"]

@@ -1,13 +1,7 @@
-"""End-to-end Ray Train tests: 2 workers (DDP or DeepSpeed) on real XQuAD pairs with a tiny random BERT.
-
-The training set is 16 real records (`data.max_train_records`) in 3 languages: a global batch
-of 8 pairs sees each record every other step, so within ~20 steps a working loop memorises
-them and the loss falls far below chance (ln 8 = 2.08 with 8 in-batch candidates).
-"""
+"""End-to-end Ray Train tests: 2 workers (DDP or DeepSpeed) on real XQuAD pairs with a tiny
+random BERT (the records and the model: tests/train/conftest.py)."""
 
 import json
-import math
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,66 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from runs import assert_loss_falls, check_metrics, make_config, read_metrics, step_ids
+
 pytestmark = pytest.mark.timeout(300)
-
-CHANCE = math.log(8)  # InfoNCE over 8 candidates: 2 workers * 4 pairs, no hard negatives
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, data_dir) -> Path:
-    from hbt.config import load_config
-    from hbt.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("train") / "prep"
-    cfg = load_config(None, [f"data.data_dir={data_dir}", "data.languages=[en,de,es]", "data.max_train_records=16"])
-    return Path(prepare(cfg.data, out))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, prepared) -> Path:
-    """A tiny random BERT whose word-level vocabulary covers the training text (so few [UNK])."""
-    import pyarrow.parquet as pq
-
-    from hbt.model.tiny import tiny_bert
-
-    table = pq.read_table(prepared / "train_pairs.parquet", columns=["question", "positive", "hard_negatives"])
-    texts = table.column("question").to_pylist() + table.column("positive").to_pylist()
-    texts += [text for negatives in table.column("hard_negatives").to_pylist() for text in negatives or ()]
-    words = {word for text in texts for word in re.findall(r"\w+", text.lower())}
-    return tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", sorted(words) + ["query", "passage", ":"])
-
-
-def make_config(model_dir: Path, prepared: Path, **train):
-    from hbt.config import load_config
-
-    overrides = {"steps": 6, "lr": 5e-3, "num_workers": 2, "strategy": "ddp", "checkpoint_every": 100,
-                 "freeze_embeddings": False, "temperature": 0.1, **train}
-    sets = [f"model.name_or_path={model_dir}", "model.max_length=48", "data.languages=[en,de,es]",
-            f"data.prepared_dir={prepared}", "batching.batch_size=4", "batching.mode=hybrid", "batching.seed=3"]
-    return load_config(None, sets + [f"train.{key}={value}" for key, value in overrides.items()])
-
-
-def read_metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-def step_ids(metrics: list[dict]) -> list[list[str]]:
-    return [ids for row in metrics for ids in row["batch_ids"]]
-
-
-def check_metrics(metrics: list[dict], steps: int, grad_accum: int) -> None:
-    assert [m["step"] for m in metrics] == list(range(steps))
-    for m in metrics:
-        assert math.isfinite(m["loss"]) and m["pairs_per_s"] > 0 and m["tokens_per_s"] > m["pairs_per_s"]
-        assert [len(ids) for ids in m["batch_ids"]] == [4] * grad_accum  # grad_accum composer batches a step
-        kinds = [k for k in ("xx", "xy") if m[f"loss_{k}"] is not None]
-        assert m["kind"] in kinds and all(math.isfinite(m[f"loss_{k}"]) for k in kinds)
-
-
-def assert_loss_falls(metrics: list[dict], window: int) -> None:
-    losses = [m["loss"] for m in metrics]
-    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
-    assert first > 0.85 * CHANCE and last < 0.6 * CHANCE, losses
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +72,19 @@ def test_resume_from_the_cli_reproduces_batch_sequence(full_run, prepared, tiny_
     resumed = read_metrics(part_dir)
     assert [m["step"] for m in resumed] == list(range(24))
     assert step_ids(resumed) == step_ids(full)
+
+
+@pytest.mark.parametrize("change, key", [({"grad_accum": 2}, "train.grad_accum"),
+                                         ({"hard_negatives": 1}, "train.hard_negatives")])
+def test_resume_refuses_what_would_misplace_steps(full_run, prepared, tiny_model, change, key):
+    from hbt.errors import HbtError
+    from hbt.train.driver import train
+
+    before = (full_run / "metrics.jsonl").read_text()
+    with pytest.raises(HbtError, match=rf"--resume: {key} was .*a resumed run keeps it"):
+        train(make_config(tiny_model, prepared, steps=30, checkpoint_every=4, **change), prepared, full_run,
+              resume=True)
+    assert (full_run / "metrics.jsonl").read_text() == before
 
 
 def test_resume_needs_a_run(ray_local, prepared, tiny_model, tmp_path):

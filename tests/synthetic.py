@@ -23,7 +23,8 @@ def _doc(lang):
             alt = f" ALT{a * N_SENT + 1}" if lang == "de" and s == 2 else ""
             qas.append({"id": f"q{a}{n}", "question": f"what {lang} ID{tag}{alt}?",
                         "answers": [{"answer_start": breaks[s][0], "text": lang}]})
-        data.append({"title": f"t{a}", "paragraphs": [{"context": context, "sentence_breaks": breaks, "qas": qas}]})
+        data.append({"title": f"t{a}", "paragraphs": [{"context": context, "sentences": sents,
+                                                       "sentence_breaks": breaks, "qas": qas}]})
     return {"data": data}
 
 

@@ -1,0 +1,40 @@
+"""A local Ray listens on the loopback interface only: a laptop's Ray is not open to its network."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import ipaddress, json, os
+import psutil, ray
+from hbt.config import ClusterConfig
+from hbt.ray_session import ensure_ray
+
+ensure_ray(ClusterConfig())
+ray.get(ray.remote(lambda: 1).remote())  # a worker process too
+family = [psutil.Process()] + psutil.Process().children(recursive=True)
+listening = []
+for process in family:
+    try:
+        connections = process.net_connections(kind="inet")
+    except psutil.NoSuchProcess:
+        continue
+    for c in connections:
+        if c.status == psutil.CONN_LISTEN:
+            host = c.laddr.ip.removeprefix("::ffff:")
+            listening.append([process.name(), host, c.laddr.port, ipaddress.ip_address(host).is_loopback])
+ray.shutdown()
+print(json.dumps(listening))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_local_ray_binds_every_port_to_loopback():
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=170)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listening = json.loads(result.stdout.strip().splitlines()[-1])
+    names = {name for name, *_ in listening}
+    assert {"gcs_server", "raylet"} <= names and len(listening) >= 8, listening
+    assert [entry for entry in listening if not entry[3]] == []
