@@ -20,7 +20,6 @@ its last checkpoint) and never reruns an ended one.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -74,19 +73,21 @@ class ProgressLines(tune.Callback):
         self.metric, self.keys = metric, keys
 
     def _params(self, trial) -> str:
-        return "  ".join(f"{key}={trial.config.get(key)}" for key in self.keys)
+        def shown(value) -> str:
+            return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+        return "  ".join(f"{key}={shown(trial.config.get(key))}" for key in self.keys)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, float) else "-"
-        print(f"trial {trial.trial_id}  step {result.get('steps')}  {self.metric} {shown}  ({self._params(trial)})",
-              file=sys.stderr, flush=True)
+        to_stderr(f"trial {trial.trial_id}  step {result.get('steps')}  {self.metric} {shown}  ({self._params(trial)})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        print(f"trial {trial.trial_id}  ended", file=sys.stderr, flush=True)
+        to_stderr(f"trial {trial.trial_id}  ended")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"trial {trial.trial_id}  failed (see trials.csv)", file=sys.stderr, flush=True)
+        to_stderr(f"trial {trial.trial_id}  failed (see trials.csv)")
 
 
 def _max_steps(space: SearchSpace, base: dict, settings: TuneConfig) -> int:
