@@ -68,6 +68,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting it to read it
+    would briefly loosen files other threads create)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename in `directory` durable (a no-op where directories cannot be opened)."""
     try:
@@ -96,6 +110,7 @@ def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise _unwritable(path, error) from None
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private to their writer
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)
@@ -161,6 +176,7 @@ def atomic_directory(final: Path):
         _restore_parked(final)
         _remove_stale(final)
         staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=_scratch_prefix(final)))
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700, as for files
     except OSError as error:
         raise _unwritable(final, error) from None
     if final.exists() and not final.is_dir():

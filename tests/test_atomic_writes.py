@@ -161,3 +161,21 @@ def test_write_text_atomic_leaves_no_temp_file_on_error(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_text_atomic(path, "new")
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_atomic_outputs_get_the_modes_of_ordinary_files_and_dirs(tmp_path):
+    """Staged through mkstemp / mkdtemp (0600 / 0700), outputs still end with the umask's modes."""
+    import os
+    import stat
+
+    from hbt.io import atomic_directory, write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "report.md", "x\n")
+        with atomic_directory(tmp_path / "eval") as staging:
+            (staging / "results.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "eval").stat().st_mode) == 0o755
