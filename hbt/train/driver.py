@@ -138,18 +138,17 @@ def cpus_per_run(config: HbtConfig) -> float:
     return config.train.num_workers * (cl.cpus_per_worker + cl.cpus_per_data_task)
 
 
-def check_cpus(config: HbtConfig, trials: int = 1) -> None:
-    """On a Ray that cannot fit `trials` training runs at once, they would wait forever: a
-    local Ray is refused; a cluster may scale up."""
+def check_cpus(config: HbtConfig) -> None:
+    """On a Ray that cannot fit one training run, it would wait forever: a local Ray is
+    refused; a cluster may scale up."""
     import ray
 
     cl, workers = config.cluster, config.train.num_workers
-    need = trials * cpus_per_run(config)
+    need = cpus_per_run(config)
     have = ray.cluster_resources().get("CPU", 0.0)
     if need <= have + 1e-9:
         return
-    runs = f"{trials} trials * " if trials > 1 else ""
-    message = (f"{runs}train.num_workers={workers} needs {workers} * (cluster.cpus_per_worker {cl.cpus_per_worker} + "
+    message = (f"train.num_workers={workers} needs {workers} * (cluster.cpus_per_worker {cl.cpus_per_worker} + "
                f"cluster.cpus_per_data_task {cl.cpus_per_data_task}) = {need:g} CPUs, but Ray has {have:g}")
     if cl.address is None:
         raise HbtError(f"{message}: lower them or raise cluster.num_cpus")
@@ -261,7 +260,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     dev = load_dev_corpus(prepared_dir) if config.train.eval_every is not None else None
     check_pool(config, prepared_dir)
     ensure_ray(config.cluster)
-    check_cpus(config, trials=1)
+    check_cpus(config)
     set_report_poll_interval(config)
     composer_state = composer_state_to_resume(run_path) if resume else None
     if resume and composer_state is None:

@@ -17,16 +17,16 @@ from typing import Optional
 
 import yaml
 
-from hbt.config import TuneConfig
+from hbt.config import GROUP_METRICS, TuneConfig
 from hbt.errors import user_error
 from hbt.io import write_file_atomic, write_text_atomic
-from hbt.train.dev import selection_mode
+from hbt.train.dev import DEV_METRICS, selection_mode
+from hbt.train.progress import DEV_COLUMNS
 from hbt.tune.space import SearchSpace
 
-DEV_COLUMNS = ("dev/mono_map", "dev/cross_map", "dev/multi_map", "dev/rank_distance", "dev/multi_hit@1",
-               "dev/multi_map_trained", "dev/multi_map_unseen", "dev/rank_distance_trained",
-               "dev/rank_distance_unseen")
-SHORT_NAMES = {"dev/mono_map": "Mo", "dev/cross_map": "Cr", "dev/multi_map": "Mul", "dev/rank_distance": "RD"}
+# Every dev metric a trial reports (hbt.train.dev), and the short names its progress lines use.
+TRIAL_METRIC_COLUMNS = (*DEV_METRICS, *GROUP_METRICS)
+SHORT_NAMES = {key: label for key, label, _ in DEV_COLUMNS}
 
 
 def _error_line(error: BaseException) -> str:
@@ -58,7 +58,7 @@ def trial_rows(grid, space: SearchSpace, base: dict, settings: TuneConfig) -> li
                **params, "train_languages": ",".join(config.data.train_languages),
                "n_train_languages": len(config.data.train_languages), "steps": config.train.steps,
                "steps_done": steps_done}
-        row.update({name: last.get(name, math.nan) for name in DEV_COLUMNS})
+        row.update({name: last.get(name, math.nan) for name in TRIAL_METRIC_COLUMNS})
         best_value, best_step = math.nan, None
         if history is not None and metric in history:
             scored = history.dropna(subset=[metric])

@@ -43,6 +43,7 @@ from hbt.train.driver import (
 )
 from hbt.train.progress import to_stderr
 from hbt.tune.space import SWEEPABLE_DATA_KEYS, SearchSpace, grid_size, load_space, parse_space
+from hbt.tune.trial import TRIAL_CPUS, run_trial
 
 SWEEP_STATE = "sweep.yaml"
 RUNS = "runs"
@@ -52,15 +53,9 @@ class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C ended the sweep before every trial did; its state is saved for `--resume`."""
 
 
-def _tune_state_exists(sweep_path: str) -> bool:
-    return tune.Tuner.can_restore(sweep_path)
-
-
 def default_concurrency(config: HbtConfig, settings: TuneConfig) -> Optional[int]:
     """`tune.max_concurrent`, else on a local Ray as many trials as its CPUs hold at once (a
     cluster: as many as it fits, Tune's default)."""
-    from hbt.tune.trial import TRIAL_CPUS
-
     if settings.max_concurrent is not None or config.cluster.address is not None:
         return settings.max_concurrent
     return max(1, math.floor((config.cluster.num_cpus or 1) / (cpus_per_run(config) + TRIAL_CPUS) + 1e-9))
@@ -124,8 +119,6 @@ def _check_pool_languages(space: SearchSpace, base: dict, settings: TuneConfig, 
 
 
 def _trainable(space: SearchSpace, base: dict, settings: TuneConfig, prepared_dir: Path, sweep_path: str, dev):
-    from hbt.tune.trial import TRIAL_CPUS, run_trial
-
     bound = tune.with_parameters(run_trial, base=base, space=space, settings=settings, prepared_dir=str(prepared_dir),
                                  runs_path=f"{sweep_path}/{RUNS}", dev=dev)
     return tune.with_resources(bound, {"cpu": TRIAL_CPUS})
@@ -170,6 +163,7 @@ def tune_sweep(config: Optional[HbtConfig], space_path: Optional[Path], out_dir:
     started (the other arguments unused); -> DIR."""
     from ray.tune.search import BasicVariantGenerator
 
+    from hbt.data.prepare import load_manifest
     from hbt.tune.outputs import best_row, summary_markdown, trial_rows, write_best, write_tables
     from hbt.tune.plots import write_plots
 
@@ -183,9 +177,9 @@ def tune_sweep(config: Optional[HbtConfig], space_path: Optional[Path], out_dir:
         settings = space.tune_settings(config.tune, num_samples, max_concurrent)
         space.check(config.model_dump(mode="json"))  # the space first: it needs nothing on disk
     sweep_path = run_location(config, out)
-    if resume and not _tune_state_exists(sweep_path):
+    if resume and not tune.Tuner.can_restore(sweep_path):
         raise HbtError(f"nothing to resume: {sweep_path} holds no sweep")
-    if not resume and (_tune_state_exists(sweep_path) or holds_run(sweep_path)):
+    if not resume and (tune.Tuner.can_restore(sweep_path) or holds_run(sweep_path)):
         raise HbtError(f"{sweep_path} already holds a sweep: continue it with --resume {out_dir} "
                        "or choose another output directory")
     prepared_dir = Path(config.data.prepared_dir).resolve()
@@ -193,8 +187,6 @@ def tune_sweep(config: Optional[HbtConfig], space_path: Optional[Path], out_dir:
         config = check_trainable(config, prepared_dir)
         check_pool(config, prepared_dir)
         base = config.model_dump(mode="json")
-    from hbt.data.prepare import load_manifest
-
     _check_pool_languages(space, base, settings, load_manifest(prepared_dir)["train_languages"])
     dev = load_dev_corpus(prepared_dir)
     set_report_poll_interval(config)
