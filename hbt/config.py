@@ -311,8 +311,36 @@ def _one_line(error: ValidationError, source: str) -> str:
     return f"{source}: {where}: {message}{more}"
 
 
-def load_config(path: Optional[Path] = None, overrides: list[str] = (), base: Optional[dict] = None) -> HbtConfig:
-    """Load YAML at `path` (or `base`, or defaults), apply `--set` overrides, validate once.
+def merge_layer(tree: dict, layer: dict) -> dict:
+    """`layer` over `tree`: sections merge key by key, any other value (lists too) replaces."""
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            merge_layer(tree[key], value)
+        else:
+            tree[key] = copy.deepcopy(value)
+    return tree
+
+
+def _read_layer(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return loaded or {}
+
+
+ConfigPaths = Union[None, str, Path, list]
+
+
+def load_config(paths: ConfigPaths = None, overrides: list[str] = (), base: Optional[dict] = None) -> HbtConfig:
+    """Load YAML at `paths` (one file, or several layered: later files override earlier ones
+    key by key), or `base`, or defaults; apply `--set` overrides; validate once.
 
     Example:
         >>> cfg = load_config(None, ["batching.alpha=0.3", "data.languages=[en,de]"])
@@ -320,21 +348,10 @@ def load_config(path: Optional[Path] = None, overrides: list[str] = (), base: Op
         (0.3, ['en', 'de'])
     """
     tree: dict = copy.deepcopy(base or {})  # overrides write into nested sections: never into `base`
-    source = "config"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}: not valid YAML{at}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
-        tree = loaded or {}
+    paths = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
+    for path in map(Path, paths):
+        merge_layer(tree, _read_layer(path))
+    source = " + ".join(map(str, paths)) or "config"
     for assignment in overrides:
         apply_override(tree, *parse_override(assignment))
     try:

@@ -1,14 +1,16 @@
 """Join or start the Ray that every verb runs on.
 
-`cluster.address` None: a local in-process Ray sized by the config (the laptop / CI case:
-explicit CPUs, a small object store), every port bound to the loopback interface. Otherwise
-join that cluster ("auto" inside `ray job submit`, or ray://host:10001). The dashboard stays
-on: Ray Train V2's cleanup (and Tune over Train) needs the state API it serves.
+`cluster.address`, else `$RAY_ADDRESS` (which Ray sets for the entrypoint of a Ray job, on a
+cluster or under KubeRay): join that cluster, so one config runs on a laptop and in a job.
+Neither: a local in-process Ray sized by the config (the laptop / CI case: explicit CPUs, a
+small object store), every port bound to the loopback interface. The dashboard stays on:
+Ray Train V2's cleanup (and Tune over Train) needs the state API it serves.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from hbt.config import ClusterConfig
 
@@ -26,15 +28,21 @@ def _bind_to_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def cluster_address(cluster: ClusterConfig) -> Optional[str]:
+    """The Ray cluster to join, or None for a local Ray of this process's own."""
+    return cluster.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def ensure_ray(cluster: ClusterConfig) -> None:
     """Initialise Ray once per process; a Ray already up (a job, a test fixture) is kept."""
     import ray
 
     if ray.is_initialized():
         return
-    if cluster.address is None:
+    address = cluster_address(cluster)
+    if address is None:
         _bind_to_loopback()
-        ray.init(num_cpus=cluster.num_cpus, object_store_memory=cluster.object_store_memory,
+        ray.init(address="local", num_cpus=cluster.num_cpus, object_store_memory=cluster.object_store_memory,
                  include_dashboard=True, log_to_driver=False)
-    else:
-        ray.init(address=cluster.address)
+    else:  # Ray's own logs stay in its log files and dashboard, as on a local Ray
+        ray.init(address=address, log_to_driver=False)

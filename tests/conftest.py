@@ -27,7 +27,7 @@ def ray_local():
     import ray
 
     ray.shutdown()
-    ray.init(num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=True, log_to_driver=False)
     yield
     ray.shutdown()
 

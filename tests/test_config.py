@@ -2,7 +2,7 @@
 
 import pytest
 
-from hbt.config import load_config
+from hbt.config import REPO_ROOT, load_config
 from hbt.errors import ConfigError
 
 
@@ -92,3 +92,34 @@ def test_override_below_a_value_is_refused(tmp_path):
 def test_dev_evaluation_with_zero3_is_refused():
     with pytest.raises(ConfigError, match="train.eval_every needs ZeRO stage <= 2"):
         load_config(None, ["train.eval_every=5", "train.strategy=deepspeed", "train.zero_stage=3"])
+
+
+def test_config_files_layer_key_by_key(tmp_path):
+    base, top = tmp_path / "base.yaml", tmp_path / "top.yaml"
+    base.write_text("train: {steps: 5, lr: 0.001}\ndata: {languages: [en, de, zh]}\n")
+    top.write_text("train: {steps: 7}\ndata: {languages: [en]}\n")
+    cfg = load_config([base, top], ["train.lr=0.002"])
+    # A section merges (lr kept from the base), a list is replaced whole, --set goes last.
+    assert (cfg.train.steps, cfg.train.lr, cfg.data.languages) == (7, 0.002, ["en"])
+    assert load_config([top, base]).train.steps == 5
+
+
+def test_a_bad_layer_is_named(tmp_path):
+    base, top = tmp_path / "base.yaml", tmp_path / "top.yaml"
+    base.write_text("train: {steps: 5}\n")
+    top.write_text("train: {stpes: 7}\n")
+    with pytest.raises(ConfigError, match=r"base.yaml \+ .*top.yaml: train.stpes: unknown key"):
+        load_config([base, top])
+
+
+@pytest.mark.parametrize("layers, stage", [
+    (["configs/cluster.yaml"], 2),
+    (["configs/cluster.yaml", "configs/gpu.yaml"], 2),
+    *[(["configs/cluster.yaml", "configs/gpu.yaml", f"cluster/deepspeed/zero{n}.yaml"], n) for n in (1, 2, 3)],
+])
+def test_shipped_cluster_layers_load(layers, stage):
+    cfg = load_config([REPO_ROOT / layer for layer in layers])
+    assert cfg.train.zero_stage == stage
+    if "configs/gpu.yaml" in layers:
+        assert cfg.cluster.use_gpu and cfg.train.bf16 and cfg.train.strategy == "deepspeed"
+        assert cfg.batching.batch_size * cfg.train.num_workers == 100  # the paper's batch

@@ -38,3 +38,14 @@ def test_local_ray_binds_every_port_to_loopback():
     names = {name for name, *_ in listening}
     assert {"gcs_server", "raylet"} <= names and len(listening) >= 8, listening
     assert [entry for entry in listening if not entry[3]] == []
+
+
+def test_a_ray_job_joins_its_cluster_through_ray_address(monkeypatch):
+    from hbt.config import ClusterConfig
+    from hbt.ray_session import cluster_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cluster_address(ClusterConfig()) is None  # a laptop: a local Ray of its own
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # what Ray sets for a job's entrypoint
+    assert cluster_address(ClusterConfig()) == "10.0.0.1:6379"
+    assert cluster_address(ClusterConfig(address="ray://head:10001")) == "ray://head:10001"

@@ -306,6 +306,7 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     from hbt.index.shards import check_index_factory
     from hbt.model.encoder import Encoder, check_model, embedding_dim
     from hbt.ray_session import ensure_ray
+    from hbt.shared_paths import check_shared, local_model_dir
 
     config = config or HbtConfig()
     manifest = training_manifest(model_dir)
@@ -318,6 +319,7 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     if start_ray:
         ensure_ray(config.cluster)
     if ray.is_initialized():
+        check_shared(reads={"--model": local_model_dir(model_cfg.name_or_path)}, writes={})
         query_emb, cand_emb = encode_corpus_on_actors(model_cfg, corpus, config.eval,
                                                       config.cluster.cpus_per_worker, config.cluster.use_gpu)
     else:

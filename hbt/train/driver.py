@@ -38,7 +38,8 @@ import yaml
 from hbt.config import HbtConfig
 from hbt.errors import HbtError
 from hbt.io import atomic_directory, write_text_atomic
-from hbt.ray_session import ensure_ray
+from hbt.ray_session import cluster_address, ensure_ray
+from hbt.shared_paths import check_shared, local_model_dir
 from hbt.train.batch import TRAIN_PAIRS
 from hbt.train.dev import load_dev_corpus
 from hbt.train.loop import COMPOSER_STATE, train_func
@@ -150,7 +151,7 @@ def check_cpus(config: HbtConfig) -> None:
         return
     message = (f"train.num_workers={workers} needs {workers} * (cluster.cpus_per_worker {cl.cpus_per_worker} + "
                f"cluster.cpus_per_data_task {cl.cpus_per_data_task}) = {need:g} CPUs, but Ray has {have:g}")
-    if cl.address is None:
+    if cluster_address(cl) is None:
         raise HbtError(f"{message}: lower them or raise cluster.num_cpus")
     log.warning("%s; waiting for the cluster to scale up", message)
 
@@ -261,6 +262,8 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     check_pool(config, prepared_dir)
     ensure_ray(config.cluster)
     check_cpus(config)
+    check_shared(reads={"data.prepared_dir": str(prepared_dir), "model.name_or_path": local_model_dir(config.model.name_or_path)},
+                 writes={"the run's storage (cluster.storage_path or --out's parent)": run_path})
     set_report_poll_interval(config)
     composer_state = composer_state_to_resume(run_path) if resume else None
     if resume and composer_state is None:

@@ -30,7 +30,8 @@ from ray import tune
 from hbt.config import HbtConfig, TuneConfig, load_config
 from hbt.errors import HbtError
 from hbt.io import write_text_atomic
-from hbt.ray_session import ensure_ray
+from hbt.ray_session import cluster_address, ensure_ray
+from hbt.shared_paths import check_shared, local_model_dir
 from hbt.train.dev import load_dev_corpus, selection_mode
 from hbt.train.driver import (
     check_cpus,
@@ -56,7 +57,7 @@ class SweepInterrupted(KeyboardInterrupt):
 def default_concurrency(config: HbtConfig, settings: TuneConfig) -> Optional[int]:
     """`tune.max_concurrent`, else on a local Ray as many trials as its CPUs hold at once (a
     cluster: as many as it fits, Tune's default)."""
-    if settings.max_concurrent is not None or config.cluster.address is not None:
+    if settings.max_concurrent is not None or cluster_address(config.cluster) is not None:
         return settings.max_concurrent
     return max(1, math.floor((config.cluster.num_cpus or 1) / (cpus_per_run(config) + TRIAL_CPUS) + 1e-9))
 
@@ -192,6 +193,8 @@ def tune_sweep(config: Optional[HbtConfig], space_path: Optional[Path], out_dir:
     set_report_poll_interval(config)
     ensure_ray(config.cluster)
     check_cpus(config)
+    check_shared(reads={"data.prepared_dir": str(prepared_dir), "model.name_or_path": local_model_dir(config.model.name_or_path)},
+                 writes={"the sweep dir (--out)": str(out), "the sweep's storage (cluster.storage_path)": sweep_path})
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         _write_state(out, base, space, settings)

@@ -59,22 +59,24 @@ def assert_same_run(run: Path, reference: Path) -> None:
         torch.testing.assert_close(weights[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def train_workers() -> list[psutil.Process]:
-    """This test session's Ray Train worker processes (Ray names them by their actor class)."""
+def ray_processes(title: str) -> list[psutil.Process]:
+    """This test session's Ray processes whose title names `title` (Ray titles a worker process
+    `ray::CLASS.method` after its actor)."""
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            if "RayTrainWorker" in " ".join(process.cmdline()):
+            if title in " ".join(process.cmdline()):
                 found.append(process)
         except psutil.NoSuchProcess:
             continue
     return found
 
 
-def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, prepared, tiny_model, uninterrupted, tmp_path):
+def train_killing(title: str, prepared, tiny_model, run: Path) -> list[str]:
+    """Train with `train.max_failures=1`, SIGKILL one of the two `title` processes once a
+    checkpoint is behind the run, and return the progress lines of the whole run."""
     from hbt.train.driver import train
 
-    run = tmp_path / "killed-worker"
     lines: list[str] = []
     outcome: dict = {}
 
@@ -87,14 +89,27 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, prepared, 
     trainer = threading.Thread(target=fit)
     trainer.start()
     wait_for_step(run, EVERY + 1)  # a checkpoint (after step EVERY - 1) is behind us
-    workers = train_workers()
-    assert len(workers) == 2, workers
-    workers[-1].send_signal(signal.SIGKILL)
+    victims = ray_processes(title)
+    assert len(victims) == 2, victims  # one per rank
+    victims[-1].send_signal(signal.SIGKILL)
     trainer.join(timeout=500)
     assert "error" not in outcome, outcome.get("error")
-    assert_same_run(run, uninterrupted)
+    return lines
+
+
+def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, prepared, tiny_model, uninterrupted, tmp_path):
+    lines = train_killing("RayTrainWorker", prepared, tiny_model, tmp_path / "killed-worker")
+    assert_same_run(tmp_path / "killed-worker", uninterrupted)
     redone = len(lines) - STEPS
     assert 1 <= redone <= EVERY, lines
+
+
+def test_a_killed_tokenize_actor_leaves_the_run_unchanged(ray_local, prepared, tiny_model, uninterrupted, tmp_path):
+    """A rank's tokenize actor (Ray Data's actor pool) dies: Ray Data restarts it and retries its
+    batch, or Ray Train restarts from the last checkpoint; either way the same run comes out."""
+    lines = train_killing("TokenizeSteps", prepared, tiny_model, tmp_path / "killed-tokenizer")
+    assert_same_run(tmp_path / "killed-tokenizer", uninterrupted)
+    assert len(lines) - STEPS <= EVERY, lines
 
 
 def test_a_killed_driver_resumes_where_its_checkpoint_left(prepared, tiny_model, uninterrupted, tmp_path):

