@@ -141,6 +141,31 @@ class DDPStrategy:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+# DeepSpeed's own checkpoint engine unpickles with `weights_only=False`, so a crafted checkpoint
+# could run code. Its checkpoints hold tensors, containers and these DeepSpeed types only.
+DEEPSPEED_CHECKPOINT_TYPES = ("deepspeed.runtime.fp16.loss_scaler.LossScaler",
+                              "deepspeed.runtime.zero.config.ZeroStageEnum",
+                              "deepspeed.utils.tensor_fragment.fragment_address")
+
+
+def _weights_only_checkpoint_engine(config_params):
+    """DeepSpeed's torch checkpoint engine, loading with `torch.load(weights_only=True)` and
+    DEEPSPEED_CHECKPOINT_TYPES allowed, nothing else."""
+    import importlib
+
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    allowed = [getattr(importlib.import_module(module), name)
+               for module, name in (path.rsplit(".", 1) for path in DEEPSPEED_CHECKPOINT_TYPES)]
+
+    class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location=map_location, weights_only=True)
+
+    return WeightsOnlyCheckpointEngine(config_params)
+
+
 class DeepSpeedStrategy:
     """A DeepSpeed engine on Ray's process group; on CPU it runs over gloo, compiling nothing."""
 
@@ -156,6 +181,7 @@ class DeepSpeedStrategy:
         self.engine, _, _, _ = deepspeed.initialize(
             model=encoder, optimizer=optimizer, config=deepspeed_config(cfg),
             lr_scheduler=lambda wrapped: torch.optim.lr_scheduler.LambdaLR(wrapped, factor))
+        self.engine.checkpoint_engine = _weights_only_checkpoint_engine(self.engine._config)
         self.device = self.engine.device
 
     def micro_step(self, loss_of: LossOf, boundary: bool) -> torch.Tensor:

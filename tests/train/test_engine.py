@@ -139,3 +139,33 @@ def test_deepspeed_zero3_exports_full_parameters(tiny, tmp_path, one_rank_group)
     exported, original = (load_file(path / "model.safetensors") for path in (tmp_path / "model", tiny))
     for name, tensor in exported.items():
         torch.testing.assert_close(tensor, original[name], msg=name)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_deepspeed_checkpoints_load_weights_only(tiny, tmp_path, one_rank_group, stage):
+    """Every file of a DeepSpeed checkpoint loads through torch.load(weights_only=True) (DeepSpeed's
+    own loader would unpickle anything), and a file carrying any other global is refused."""
+    import pickle
+
+    sets = ["train.strategy=deepspeed", f"train.zero_stage={stage}", "train.warmup_steps=0"]
+    cfg = config(tiny, *sets, *(["train.eval_every=null"] if stage == 3 else []))
+    strategy = DeepSpeedStrategy(Encoder.from_config(cfg.model), cfg)
+    strategy.micro_step(loss_of(strategy.encoder, 1), boundary=True)
+    strategy.save(tmp_path, rank=0)
+    files = sorted((tmp_path / "deepspeed").glob("*/*.pt"))
+    assert any("optim_states" in f.name for f in files)
+    for path in files:
+        strategy.engine.checkpoint_engine.load(str(path))
+
+    resumed = DeepSpeedStrategy(Encoder.from_config(cfg.model), cfg)
+    resumed.load(tmp_path)
+    assert resumed.engine.global_steps == 1
+
+    class Payload:  # what a crafted checkpoint would smuggle in: any importable callable
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    optim = next(f for f in files if "optim_states" in f.name)
+    torch.save({"optimizer_state_dict": Payload()}, optim)
+    with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
+        DeepSpeedStrategy(Encoder.from_config(cfg.model), cfg).load(tmp_path)
