@@ -4,7 +4,7 @@
 #
 #   cluster/local.sh up
 #   eval "$(cluster/local.sh env)"          # RAY_API_SERVER_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH
-#   hbt submit jobs/smoke.yaml --storage runs/cluster --data-dir ../shared/data --follow
+#   hbt submit jobs/smoke.yaml --storage runs/cluster --data-dir ../shared/data --set model.name_or_path=$PWD/runs/models/e5-small --follow
 #   cluster/local.sh down
 #
 # Settings (environment): HBT_CLUSTER_DIR (state, logs, token; default /tmp/hbt-cluster-$UID,

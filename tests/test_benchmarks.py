@@ -89,3 +89,49 @@ def test_counts_below_one_are_usage_errors(name, args, capsys):
         load_benchmark(name).main(args)
     assert exit_.value.code == 2
     assert "must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_eval_memory_benchmark_measures_the_same_texts_at_each_scale(tmp_path, data_dir):
+    model = tiny_bert(tmp_path / "tiny")
+    write_sentence_transformers_files(model, hidden_size=32, max_seq_length=128, has_pooler=True)
+    out = tmp_path / "memory.json"
+    rows = load_benchmark("eval_memory").main([
+        "--model", str(model), "--corpus", str(data_dir / "xquad-r"), "--languages", "en",
+        "--scales", "1,2", "--index-factory", "IVF8,Flat", "--interval", "0.1", "--json", str(out)])
+    assert json.loads(out.read_text())["rows"] == rows
+    one, two = rows
+    # The 2x corpus is the 1x corpus twice over: exactly twice the questions and candidates.
+    assert (two["questions"], two["candidates"]) == (2 * one["questions"], 2 * one["candidates"])
+    for row in rows:  # the sampler saw the driver's tree and the encode actors in it (the shard
+        # actors of one small language may live for less than a sample: see the test below)
+        assert row["peak_pss_mb"] > row["peak_encode_mb"] > 0 and row["seconds"] > 0
+        assert 0.0 <= row["multi_map"] <= 1.0
+
+
+@pytest.mark.timeout(120)
+def test_tree_memory_sums_every_descendant_and_tells_roles_apart():
+    """A child process titled like a shard actor, holding 200 MB it has written to, is counted
+    in the tree's total and as the largest shard actor."""
+    import os
+    import subprocess
+    import time
+
+    import psutil
+
+    tree_memory = load_benchmark("eval_memory").TreeMemory
+    hold = ("import sys, time; x = bytearray(200 * 2**20); x[::4096] = b'x' * len(x[::4096]); "
+            "print('ready', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", hold, "ray::ShardActor"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with tree_memory(os.getpid(), interval=0.05) as memory:
+            time.sleep(0.5)
+        own = psutil.Process().memory_full_info().pss
+    finally:
+        child.kill()
+        child.wait()
+    shard = memory.peak_by_role["shard"]
+    assert shard > 190 * 2**20 and memory.peak_by_role["encode"] == 0
+    assert memory.peak_total >= shard + own * 0.5
