@@ -58,8 +58,9 @@ class Jobs:
         # --address wins here, as a flag should.
         os.environ["RAY_API_SERVER_ADDRESS"] = self.address
         _use_token_if_any()
-        logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)  # "WebSocket closed"
         self._client = self._call(self._connect)
+        # After the import, which sets the SDK logger's level: its "WebSocket closed" is noise.
+        logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
 
     def _connect(self):
         from ray.job_submission import JobSubmissionClient
