@@ -76,17 +76,30 @@ def _topk_run(scores: np.ndarray, qkeys, cids, k: int) -> dict:
     return {qk: {cids[j]: float(scores[i, j]) for j in top[i]} for i, qk in enumerate(qkeys)}
 
 
+# Queries scored at once. Every per-query metric reads only its own row of scores, so scoring
+# in blocks is exact, and the driver holds QUERY_BLOCK x candidates scores (plus their ranks and
+# relevance) at a time instead of all queries x candidates: memory linear in the corpus.
+QUERY_BLOCK = 512
+
+
+def _query_blocks(n: int) -> list[slice]:
+    return [slice(start, min(start + QUERY_BLOCK, n)) for start in range(0, n, QUERY_BLOCK)]
+
+
 def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, top_k: int) -> dict:
-    keep = [i for i, qid in enumerate(view.q_ids[x]) if (qid, y) in view.rel]
-    if not keep:
+    keep = np.array([i for i, qid in enumerate(view.q_ids[x]) if (qid, y) in view.rel], dtype=np.int64)
+    if not keep.size:
         raise HbtError(f"pair {x}->{y}: no query of {x} has an answer in {y}")
     qids = [view.q_ids[x][i] for i in keep]
-    scores = qe[keep] @ ce.T  # (nq, nc)
-    relevance = np.zeros(scores.shape, dtype=bool)
-    for i, qid in enumerate(qids):
-        relevance[i, view.c_pos[y][view.rel[(qid, y)]]] = True
-    ap = lareqa_average_precisions(scores, relevance)  # (nq,)
-    run = _topk_run(scores, qids, view.c_ids[y], top_k)
+    relevant = np.array([view.c_pos[y][view.rel[(qid, y)]] for qid in qids], dtype=np.int64)  # (nq,)
+    aps, run = [], {}
+    for block in _query_blocks(len(qids)):
+        scores = qe[keep[block]] @ ce.T  # (b, nc)
+        relevance = np.zeros(scores.shape, dtype=bool)
+        relevance[np.arange(scores.shape[0]), relevant[block]] = True
+        aps.append(lareqa_average_precisions(scores, relevance))  # (b,)
+        run.update(_topk_run(scores, qids[block], view.c_ids[y], top_k))
+    ap = np.concatenate(aps)  # (nq,)
     qrels = {qid: {view.rel[(qid, y)]: 1} for qid in qids}
     std = standard_metrics(run, qrels)
     out = {"query_lang": x, "cand_lang": y, "n_queries": len(qids), "map": float(ap.mean())}
@@ -136,12 +149,16 @@ def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str
             [offsets[y] + view.c_pos[y][view.rel[(qid, y)]] for y in languages if (qid, y) in view.rel]
             for qid in qids
         ]
-        scores = query_emb[x] @ pooled.T  # (nq, nc_all), exact
-        relevance = np.zeros(scores.shape, dtype=bool)
-        for i, rows in enumerate(rel_rows):
-            relevance[i, rows] = True
-        aps.append(lareqa_average_precisions(scores, relevance))
-        rds.append(rank_distance(scores, relevance))
+        aps_x, rds_x = [], []
+        for block in _query_blocks(len(qids)):
+            scores = query_emb[x][block] @ pooled.T  # (b, nc_all), exact
+            relevance = np.zeros(scores.shape, dtype=bool)
+            for i, rows in enumerate(rel_rows[block]):
+                relevance[i, rows] = True
+            aps_x.append(lareqa_average_precisions(scores, relevance))
+            rds_x.append(rank_distance(scores, relevance))
+        aps.append(np.concatenate(aps_x) if aps_x else np.zeros(0))
+        rds.append(np.concatenate(rds_x) if rds_x else np.zeros(0, dtype=np.int64))
         qlangs += [x] * len(qids)
         all_qids += qids
         D, I = topk[x]

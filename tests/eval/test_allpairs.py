@@ -154,3 +154,18 @@ def test_bad_inputs_one_line(corpus_dir, tmp_path, case):
     msg = str(info.value)
     assert "\n" not in msg and ("no-such-model" in msg if case == "model" else "'xx'" in msg)
     assert not (tmp_path / "out").exists()
+
+
+def test_scoring_in_query_blocks_is_exact(corpus_dir, monkeypatch):
+    """The driver scores queries in blocks (memory linear in the corpus): any block size gives
+    the metrics and per-query rows of scoring every query at once."""
+    rng = np.random.default_rng(0)
+    corpus = read_lareqa(corpus_dir, LANGS)
+    q, c = encode_corpus(FakeEncoder(use_alt=True), corpus, EvalConfig(batch_size=2), candidate_context=True)
+    q = {lang: (e + 0.3 * rng.standard_normal(e.shape)).astype(np.float32) for lang, e in q.items()}
+    whole = evaluate(q, c, corpus, LANGS, 10, shards_on_ray=False)
+    monkeypatch.setattr(allpairs, "QUERY_BLOCK", 3)  # 4 queries a language: blocks of 3 and 1
+    blocked = evaluate(q, c, corpus, LANGS, 10, shards_on_ray=False)
+    assert blocked["settings"] == whole["settings"] and blocked["pairs"] == whole["pairs"]
+    assert blocked["per_query"].to_pandas().equals(whole["per_query"].to_pandas())  # NaNs in place
+    assert 0.0 < whole["settings"]["multi"]["map"] < 1.0  # noisy enough that ranks differ
