@@ -9,7 +9,10 @@ from hbt.jobs import client
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        monkeypatch.delenv(name, raising=False)
+        # set, then deleted: monkeypatch records only a variable that existed, and the code under
+        # test sets some of these (RAY_AUTH_MODE): undone after the test, they cannot leak on.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
 
 
