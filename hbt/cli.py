@@ -198,14 +198,19 @@ def _cmd_submit(args) -> None:
     _follow(jobs, args)
 
 
+def _first_line(message: str | None) -> str:
+    """The first line of a job's status message ('' for none)."""
+    return message.splitlines()[0] if message else ""
+
+
 def _follow(jobs, args) -> None:
     try:
         status = jobs.follow(args.job_id, _write_now)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"job {args.job_id} keeps running: `hbt jobs stop {args.job_id}` stops it") from None
     if status != "SUCCEEDED":
-        message = jobs.info(args.job_id).message or ""
-        raise JobNotSucceeded(f"job {args.job_id} {status}{': ' + message.splitlines()[0] if message else ''}")
+        message = _first_line(jobs.info(args.job_id).message)
+        raise JobNotSucceeded(f"job {args.job_id} {status}{': ' + message if message else ''}")
     print(f"job {args.job_id} SUCCEEDED", file=sys.stderr)
 
 
@@ -222,7 +227,7 @@ def _cmd_jobs(args) -> None:
             print(f"{job.submission_id or job.job_id}\t{job.status.value}\t{(job.metadata or {}).get('hbt_job', '')}")
     elif args.action == "status":
         info = jobs.info(args.job_id)
-        print(f"{args.job_id}\t{info.status.value}\t{(info.message or '').splitlines()[0] if info.message else ''}")
+        print(f"{args.job_id}\t{info.status.value}\t{_first_line(info.message)}")
     elif args.action == "logs" and args.follow:
         _follow(jobs, args)
     elif args.action == "logs":

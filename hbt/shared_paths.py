@@ -3,10 +3,10 @@
 Training workers write checkpoints to the run's storage and read the prepared Parquet and the
 model dir; a Tune trial (on any node) writes its run dir; eval's encode actors load the model.
 The driver then reads what they wrote. A path on one node's local disk breaks that silently:
-a checkpoint lands where the driver never looks, or a worker fails far from the cause. So before the first worker
-starts, `check_shared` asks one zero-CPU task pinned to every alive node whether it sees each
-input, and a marker file the driver dropped beside each output; a node that does not is
-refused in one line. URIs (s3://, gs://, ...) are left to their filesystem.
+a checkpoint lands where the driver never looks, or a worker fails far from the cause. So
+before the first worker starts, `check_shared` asks one zero-CPU task pinned to every alive
+node whether it sees each input, and a marker file the driver dropped beside each output; a
+node that does not is refused in one line. URIs (s3://, gs://, ...) are left to their filesystem.
 """
 
 from __future__ import annotations

@@ -262,7 +262,8 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     check_pool(config, prepared_dir)
     ensure_ray(config.cluster)
     check_cpus(config)
-    check_shared(reads={"data.prepared_dir": str(prepared_dir), "model.name_or_path": local_model_dir(config.model.name_or_path)},
+    check_shared(reads={"data.prepared_dir": str(prepared_dir),
+                        "model.name_or_path": local_model_dir(config.model.name_or_path)},
                  writes={"the run's storage (cluster.storage_path or --out's parent)": run_path})
     set_report_poll_interval(config)
     composer_state = composer_state_to_resume(run_path) if resume else None

@@ -193,7 +193,8 @@ def tune_sweep(config: Optional[HbtConfig], space_path: Optional[Path], out_dir:
     set_report_poll_interval(config)
     ensure_ray(config.cluster)
     check_cpus(config)
-    check_shared(reads={"data.prepared_dir": str(prepared_dir), "model.name_or_path": local_model_dir(config.model.name_or_path)},
+    check_shared(reads={"data.prepared_dir": str(prepared_dir),
+                        "model.name_or_path": local_model_dir(config.model.name_or_path)},
                  writes={"the sweep dir (--out)": str(out), "the sweep's storage (cluster.storage_path)": sweep_path})
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
