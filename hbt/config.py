@@ -321,9 +321,10 @@ def merge_layer(tree: dict, layer: dict) -> dict:
     return tree
 
 
-def _read_layer(path: Path) -> dict:
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping (or empty); anything else is one line."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -331,7 +332,7 @@ def _read_layer(path: Path) -> dict:
         at = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{at}") from None
     if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raise ConfigError(f"{path}: top level must be a mapping")
     return loaded or {}
 
 
@@ -350,7 +351,7 @@ def load_config(paths: ConfigPaths = None, overrides: list[str] = (), base: Opti
     tree: dict = copy.deepcopy(base or {})  # overrides write into nested sections: never into `base`
     paths = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
     for path in map(Path, paths):
-        merge_layer(tree, _read_layer(path))
+        merge_layer(tree, read_yaml_mapping(path))
     source = " + ".join(map(str, paths)) or "config"
     for assignment in overrides:
         apply_override(tree, *parse_override(assignment))

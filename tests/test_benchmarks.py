@@ -61,6 +61,10 @@ def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
         rounds = result["step_seconds"][contender]
         assert len(rounds) == 2 and all(len(steps) == 3 and min(steps) > 0 for steps in rounds)
     assert len(result["round_ratios"]) == 2
+    # the ratio is of total times over every timed step, not of medians that hide slow steps
+    totals = {name: sum(map(sum, rounds)) for name, rounds in result["step_seconds"].items()}
+    assert result["ratio"] == pytest.approx(totals["bare"] / totals["hbt"])
+    assert result["steps_per_s"]["hbt"] == pytest.approx(6 / totals["hbt"])
     for key in ("ratio", "ratio_vs_bare_in_train", "ratio_bare_in_train_vs_bare"):
         assert math.isfinite(result[key]) and result[key] > 0
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from hbt.config import HbtConfig
 from hbt.errors import HbtError
-from hbt.eval.encode import corpus_languages, encode_corpus, encode_corpus_on_actors
+from hbt.eval.encode import checked_model, corpus_languages, encode_for_eval
 from hbt.eval.metrics import (
     language_bias,
     lareqa_average_precisions,
@@ -279,7 +279,7 @@ def write_summary(path: Path, result: dict) -> None:
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_heatmap(path: Path, result: dict) -> None:
+def write_heatmap(path: Path, result: dict, title: str = "LAReQA mAP, X -> Y") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,14 +295,14 @@ def write_heatmap(path: Path, result: dict) -> None:
         ax.set_yticks(range(len(langs)), langs)
         ax.set_xlabel("candidate language (Y)")
         ax.set_ylabel("query language (X)")
-        ax.set_title("LAReQA mAP, X -> Y")
+        ax.set_title(title)
         for i in range(len(langs)):
             for j in range(len(langs)):
                 ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if m[i, j] < 0.5 else "black")
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, format="png")
     finally:
         plt.close(fig)
 
@@ -312,36 +312,23 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     """Read the corpus (a LAReQA dir, or a prepared dir at `split`, default test; never articles
     the model was trained on, see `hbt.eval.heldout`), encode with the model at `model_dir`,
     evaluate, and write OUT/{results.json, per_query.parquet, pairs.csv, summary.md,
-    heatmap.png} all-or-nothing.
+    heatmap.png} all-or-nothing. A BEIR dir or a Tatoeba dir is evaluated by `hbt.eval.scored`.
 
     Encoding and the index shards run on Ray actors when Ray is up, in process otherwise;
     `start_ray` starts (or joins, per `config.cluster`) Ray once the inputs have been checked.
     """
-    import ray
-
     from hbt.eval.heldout import guard, read_eval_corpus, resolve_candidate_context, training_manifest
-    from hbt.index.shards import check_index_factory
-    from hbt.model.encoder import Encoder, check_model, embedding_dim
-    from hbt.ray_session import ensure_ray
-    from hbt.shared_paths import check_shared, local_model_dir
+    from hbt.eval.scored import is_scored_corpus, run_scored_eval
 
     config = config or HbtConfig()
+    if is_scored_corpus(corpus_dir):
+        return run_scored_eval(model_dir, corpus_dir, out_dir, languages, config, start_ray, split)
     manifest = training_manifest(model_dir)
     eval_corpus = guard(read_eval_corpus(corpus_dir, languages, split), manifest, config.eval.heldout_only)
     corpus = eval_corpus.corpus
     langs = list(languages) if languages is not None else corpus_languages(corpus)
-    model_cfg = resolve_candidate_context(config.model, manifest)
-    model_cfg = model_cfg.model_copy(update={"name_or_path": check_model(str(model_dir))})  # before any actor
-    check_index_factory(config.eval.index_factory, embedding_dim(model_cfg.name_or_path))
-    if start_ray:
-        ensure_ray(config.cluster)
-    if ray.is_initialized():
-        check_shared(reads={"--model": local_model_dir(model_cfg.name_or_path)}, writes={})
-        query_emb, cand_emb = encode_corpus_on_actors(model_cfg, corpus, config.eval,
-                                                      config.cluster.cpus_per_worker, config.cluster.use_gpu)
-    else:
-        query_emb, cand_emb = encode_corpus(Encoder.from_config(model_cfg), corpus, config.eval,
-                                            model_cfg.candidate_context)
+    model_cfg = checked_model(model_dir, resolve_candidate_context(config.model, manifest), config, start_ray)
+    query_emb, cand_emb = encode_for_eval(model_cfg, corpus, config)
     result = {"model": str(model_dir), "corpus": str(corpus_dir), "corpus_note": eval_corpus.note}
     result.update(evaluate(query_emb, cand_emb, corpus, langs, config.eval.top_k, config.eval.index_factory))
     result["eval"] = {**config.eval.model_dump(), "candidate_context": model_cfg.candidate_context}

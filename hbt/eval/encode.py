@@ -151,3 +151,31 @@ def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig
     finally:
         for actor in actors:
             ray.kill(actor)
+
+
+def checked_model(model_dir, model_cfg: ModelConfig, config, start_ray: bool) -> ModelConfig:
+    """`model_cfg` at `model_dir`, checked to load, and the index factory to build, before any
+    actor starts; then (`start_ray`) Ray started or joined per `config.cluster`."""
+    from hbt.index.shards import check_index_factory
+    from hbt.model.encoder import check_model, embedding_dim
+    from hbt.ray_session import ensure_ray
+
+    model_cfg = model_cfg.model_copy(update={"name_or_path": check_model(str(model_dir))})
+    check_index_factory(config.eval.index_factory, embedding_dim(model_cfg.name_or_path))
+    if start_ray:
+        ensure_ray(config.cluster)
+    return model_cfg
+
+
+def encode_for_eval(model_cfg: ModelConfig, corpus, config) -> tuple[Embeddings, Embeddings]:
+    """The corpus encoded once: on Ray actors when Ray is up, in process otherwise."""
+    import ray
+
+    from hbt.model.encoder import Encoder
+    from hbt.shared_paths import check_shared, local_model_dir
+
+    if not ray.is_initialized():
+        return encode_corpus(Encoder.from_config(model_cfg), corpus, config.eval, model_cfg.resolved_candidate_context())
+    check_shared(reads={"--model": local_model_dir(model_cfg.name_or_path)}, writes={})
+    return encode_corpus_on_actors(model_cfg, corpus, config.eval, config.cluster.cpus_per_worker,
+                                   config.cluster.use_gpu)

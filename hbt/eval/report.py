@@ -102,7 +102,7 @@ class Aggregate:
         return means.sum(axis=1) / present.sum(axis=1)
 
 
-def _aggregate(qidx: np.ndarray, nq: int, mask: np.ndarray, groups: np.ndarray, values: np.ndarray) -> Optional[Aggregate]:
+def group_aggregate(qidx: np.ndarray, nq: int, mask: np.ndarray, groups: np.ndarray, values: np.ndarray) -> Optional[Aggregate]:
     if not mask.any():
         return None
     labels, gidx = np.unique(groups[mask], return_inverse=True)
@@ -122,10 +122,10 @@ def aggregates(run: Run) -> tuple[np.ndarray, dict[str, Optional[Aggregate]]]:
     pair = np.char.add(np.char.add(r["query_lang"], "->"), r["cand_lang"])
     multi = r["setting"] == "multi"
     return qids, {
-        "mono_map": _aggregate(qidx, nq, r["setting"] == "mono", pair, r["ap"]),
-        "cross_map": _aggregate(qidx, nq, r["setting"] == "cross", pair, r["ap"]),
-        "multi_map": _aggregate(qidx, nq, multi, r["cand_lang"], r["ap"]),
-        "rank_distance": _aggregate(qidx, nq, multi, r["query_lang"], r["rank_distance"]),
+        "mono_map": group_aggregate(qidx, nq, r["setting"] == "mono", pair, r["ap"]),
+        "cross_map": group_aggregate(qidx, nq, r["setting"] == "cross", pair, r["ap"]),
+        "multi_map": group_aggregate(qidx, nq, multi, r["cand_lang"], r["ap"]),
+        "rank_distance": group_aggregate(qidx, nq, multi, r["query_lang"], r["rank_distance"]),
     }
 
 
@@ -188,7 +188,7 @@ def resample_weights(indices: np.ndarray, nq: int) -> np.ndarray:
     return np.bincount(flat, minlength=resamples * nq).astype(np.float64).reshape(resamples, nq)
 
 
-def _interval(base: Aggregate, other: Aggregate, weights: np.ndarray) -> dict:
+def paired_interval(base: Aggregate, other: Aggregate, weights: np.ndarray) -> dict:
     ones = np.ones((1, weights.shape[1]))
     diff = float(other.values(ones)[0] - base.values(ones)[0])
     tail = 100 * (1 - CONFIDENCE) / 2
@@ -218,7 +218,7 @@ def compare(runs: Sequence[Run], resamples: int = 1000, seed: int = 0) -> dict:
     base = per_run[0][0]
     differences = []
     for run, (aggs, _) in zip(runs[1:], per_run[1:]):
-        cis = {m: None if aggs[m] is None else _interval(base[m], aggs[m], weights) for m in METRICS}
+        cis = {m: None if aggs[m] is None else paired_interval(base[m], aggs[m], weights) for m in METRICS}
         differences.append({"run": run.name, "baseline": runs[0].name, "metrics": cis})
     return {
         "resamples": resamples, "seed": seed, "confidence": CONFIDENCE, "unit": "query_id",
@@ -231,15 +231,15 @@ def compare(runs: Sequence[Run], resamples: int = 1000, seed: int = 0) -> dict:
 
 # ---------------------------------------------------------------- output
 
-def _fmt(metric: str, value: float, signed: bool = False) -> str:
+def format_metric(metric: str, value: float, signed: bool = False) -> str:
     digits = 2 if metric == "rank_distance" else 4
     return f"{value:{'+' if signed else ''}.{digits}f}"
 
 
-def _diff_cell(metric: str, ci: Optional[dict]) -> str:
+def ci_cell(metric: str, ci: Optional[dict]) -> str:
     if ci is None:
         return "-"
-    cell = f"{_fmt(metric, ci['diff'], True)} [{_fmt(metric, ci['lo'], True)}, {_fmt(metric, ci['hi'], True)}]"
+    cell = f"{format_metric(metric, ci['diff'], True)} [{format_metric(metric, ci['lo'], True)}, {format_metric(metric, ci['hi'], True)}]"
     return cell + ("*" if ci["significant"] else "")
 
 
@@ -249,11 +249,11 @@ def format_markdown(comparison: dict) -> str:
     header = ["run"] + labels + [f"Δ{label} [95% CI]" for label in labels]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for i, run in enumerate(comparison["runs"]):
-        cells = [run["name"]] + ["-" if v is None else _fmt(m, v) for m, v in run["metrics"].items()]
+        cells = [run["name"]] + ["-" if v is None else format_metric(m, v) for m, v in run["metrics"].items()]
         if i == 0:
             cells += ["baseline"] + ["-"] * (len(METRICS) - 1)
         else:
-            cells += [_diff_cell(m, ci) for m, ci in comparison["differences"][i - 1]["metrics"].items()]
+            cells += [ci_cell(m, ci) for m, ci in comparison["differences"][i - 1]["metrics"].items()]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Δ = run - {comparison['runs'][0]['name']}; paired bootstrap over "
               f"{comparison['n_questions']} questions, {comparison['resamples']} resamples, seed {comparison['seed']}; "

@@ -84,7 +84,7 @@ def _resolved_model(config: HbtConfig) -> HbtConfig:
     return config.model_copy(update={"model": config.model.model_copy(update=update)})
 
 
-def _selected_checkpoint(result, config: HbtConfig) -> tuple[object, dict]:
+def selected_checkpoint(result, config: HbtConfig) -> tuple[object, dict]:
     """(checkpoint to export, why): the best by the dev metric with `train.eval_every`, else the last."""
     from hbt.train.dev import selection_mode
 
@@ -98,7 +98,7 @@ def _selected_checkpoint(result, config: HbtConfig) -> tuple[object, dict]:
                      **{k: v for k, v in pick[1].items() if k.startswith("dev/")}}
 
 
-def _export(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig, selection: dict) -> None:
+def export_model(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig, selection: dict) -> None:
     """Copy the checkpoint's model dir to `model_dir` (all or nothing), with the training manifest."""
     from hbt.data.prepare import TRAINING_MANIFEST, load_manifest
 
@@ -178,14 +178,26 @@ def set_report_poll_interval(config: HbtConfig) -> None:
     os.environ[POLL_INTERVAL_ENV] = str(config.train.report_poll_s)
 
 
+def read_result(run_path: str):
+    """Ray Train's Result of the run at `run_path`, without the INFO paragraph Ray logs on
+    finding the run's checkpoint list (which tells a user to start a new run)."""
+    import ray.train
+
+    quieted = logging.getLogger("ray.train.v2._internal.execution.checkpoint.checkpoint_manager")
+    level = quieted.level
+    quieted.setLevel(logging.WARNING)
+    try:
+        return ray.train.Result.from_path(run_path)
+    finally:
+        quieted.setLevel(level)
+
+
 def composer_state_to_resume(run_path: str) -> Optional[dict]:
     """The composer state of the run at `run_path`'s latest checkpoint; None when it holds no
     run or no checkpoint yet (Ray Train then starts it from step 0)."""
-    import ray.train
-
     if not holds_run(run_path):
         return None
-    checkpoint = ray.train.Result.from_path(run_path).checkpoint
+    checkpoint = read_result(run_path).checkpoint
     if checkpoint is None:
         return None
     with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{COMPOSER_STATE}") as stream:
@@ -282,7 +294,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
         result = fit(config, prepared_dir, run_path, [MetricsFile(str(metrics_path))], dev, composer_state)
     if result.checkpoint is None:
         raise HbtError("training finished without a checkpoint")
-    checkpoint, selection = _selected_checkpoint(result, config)
-    _export(checkpoint, out / "model", prepared_dir, config, selection)
+    checkpoint, selection = selected_checkpoint(result, config)
+    export_model(checkpoint, out / "model", prepared_dir, config, selection)
     log.info("model exported to %s", out / "model")
     return out

@@ -17,7 +17,7 @@ from hbt.io import write_file_atomic
 ALPHA = "batching.alpha"
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,8 +26,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    plt = _plt()
+def save_figure(fig, path: Path) -> None:
+    plt = pyplot()
     try:
         fig.tight_layout()
         write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
@@ -40,7 +40,7 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> bool:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -68,7 +68,7 @@ def metric_vs_alpha(rows: list[dict], metric: str, path: Path) -> bool:
     rows = _scored(rows, metric)
     if len({r[ALPHA] for r in rows}) < 2:
         return False
-    fig, ax = _plt().subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
     _points(ax, rows, ALPHA, metric, "C0", metric)
     return _finish(fig, ax, path, "alpha (share of X-X batches)", metric, f"{metric} against alpha")
 
@@ -78,7 +78,7 @@ def tradeoff_vs_alpha(rows: list[dict], path: Path) -> bool:
     rows = _scored(rows, *settings)
     if len({r[ALPHA] for r in rows}) < 2:
         return False
-    fig, ax = _plt().subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
     for i, (column, label) in enumerate(settings.items()):
         _points(ax, rows, ALPHA, column, f"C{i}", label)
     return _finish(fig, ax, path, "alpha (share of X-X batches)", "dev mAP",
@@ -91,7 +91,7 @@ def language_count(rows: list[dict], path: Path) -> bool:
     rows = [r for r in rows if r["status"] != "error"]
     if len({r["n_train_languages"] for r in rows}) < 2:
         return False
-    fig, (left, right) = _plt().subplots(1, 2, figsize=(9, 3.5))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(9, 3.5))
     for ax, metric, label in ((left, "dev/multi_map", "Mul (pooled mAP)"),
                               (right, "dev/rank_distance", "rank distance (lower: less language bias)")):
         for i, group in enumerate(("trained", "unseen")):
@@ -104,7 +104,7 @@ def language_count(rows: list[dict], path: Path) -> bool:
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
     fig.suptitle("Mul and RD against the language count")
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -120,7 +120,7 @@ def mono_multi_pareto(rows: list[dict], path: Path) -> bool:
         return False
     points = [(r["dev/mono_map"], r["dev/multi_map"]) for r in rows]
     front = sorted(pareto_front(points), key=lambda i: points[i][0])
-    fig, ax = _plt().subplots(figsize=(5, 4))
+    fig, ax = pyplot().subplots(figsize=(5, 4))
     _points(ax, rows, "dev/mono_map", "dev/multi_map", "C0", "trials", mean_line=False)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "r-o", mfc="none", label="Pareto front")
     for i in front:

@@ -23,10 +23,9 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from hbt.config import HbtConfig, Section, TuneConfig, load_config
+from hbt.config import HbtConfig, Section, TuneConfig, load_config, read_yaml_mapping
 from hbt.errors import ConfigError
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -179,13 +178,7 @@ def _after_source(error: ConfigError) -> str:
 def load_space(path: Path) -> SearchSpace:
     """Read and check the structure of a space file (values are checked by `SearchSpace.check`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
-    return parse_space(path, raw)
+    return parse_space(path, read_yaml_mapping(path, "search space"))
 
 
 def parse_space(path: Path, raw) -> SearchSpace:

@@ -19,6 +19,8 @@ its last checkpoint) and never reruns an ended one.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import time
 from pathlib import Path
@@ -86,6 +88,13 @@ class ProgressLines(tune.Callback):
         to_stderr(f"trial {trial.trial_id}  failed (see trials.csv)")
 
 
+def fit_quietly(tuner):
+    """`tuner.fit()` without the start-up table and result-path lines Tune prints on stdout
+    whatever its verbosity: hbt reports progress on stderr, and stdout keeps the verb's result."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tuner.fit()
+
+
 def _max_steps(space: SearchSpace, base: dict, settings: TuneConfig) -> int:
     """The longest trial's steps (ASHA's max_t): the base config's, or the largest in the space."""
     steps = space.spec.space.get("train.steps")
@@ -125,20 +134,30 @@ def _trainable(space: SearchSpace, base: dict, settings: TuneConfig, prepared_di
     return tune.with_resources(bound, {"cpu": TRIAL_CPUS})
 
 
-def _remove_checkpoints(sweep_path: str) -> None:
+def _remove_checkpoints(run_path: str) -> None:
+    """Remove the checkpoint dirs of the Ray run at `run_path` (once its product is exported or
+    the sweep has ended: a sweep of e5-small trials holds GBs of them)."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(run_path)
+    if fs.get_file_info(root).type == pyarrow.fs.FileType.NotFound:
+        return
+    for entry in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=False)):
+        if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
+            fs.delete_dir(entry.path)
+
+
+def _remove_trial_checkpoints(sweep_path: str) -> None:
     """Every trial has ended: their checkpoints serve no resume any more (the sweep's product
-    is `best.yaml`), and a sweep of e5-small trials holds GBs of them."""
+    is `best.yaml`)."""
     import pyarrow.fs
 
     fs, root = pyarrow.fs.FileSystem.from_uri(f"{sweep_path}/{RUNS}")
     if fs.get_file_info(root).type == pyarrow.fs.FileType.NotFound:
         return
     for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=False)):
-        if info.type != pyarrow.fs.FileType.Directory:
-            continue
-        for entry in fs.get_file_info(pyarrow.fs.FileSelector(info.path, recursive=False)):
-            if entry.type == pyarrow.fs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
-                fs.delete_dir(entry.path)
+        if info.type == pyarrow.fs.FileType.Directory:
+            _remove_checkpoints(f"{sweep_path}/{RUNS}/{info.base_name}")
 
 
 def _write_state(out: Path, base: dict, space: SearchSpace, settings: TuneConfig) -> None:
@@ -215,7 +234,7 @@ def tune_sweep(config: Optional[HbtConfig], space_path: Optional[Path], out_dir:
                 num_samples=settings.num_samples),
             run_config=tune.RunConfig(name=out.name, storage_path=sweep_path.rsplit("/", 1)[0], verbose=0,
                                       callbacks=[ProgressLines(settings.metric, space.keys)]))
-    grid = tuner.fit()
+    grid = fit_quietly(tuner)
     # Tune returns after Ctrl-C too: then a trial has not ended, or not all have been created.
     expected = grid_size(space) * settings.num_samples
     unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("done")]
@@ -230,7 +249,7 @@ def tune_sweep(config: Optional[HbtConfig], space_path: Optional[Path], out_dir:
     plots = write_plots(out, rows, settings.metric)
     write_text_atomic(out / "summary.md", summary_markdown(rows, space, settings, best, plots,
                                                           time.perf_counter() - started))
-    _remove_checkpoints(sweep_path)
+    _remove_trial_checkpoints(sweep_path)
     if all(row["status"] == "error" for row in rows):
         raise HbtError(f"every trial failed; the first: {rows[0]['stop_reason']}")
     progress(f"{len(rows)} trials; best: {best['trial_id'] if best else 'none completed'}")

@@ -9,69 +9,14 @@ import time
 from collections import defaultdict
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from synthetic import LANGS, NQ, reference_aggregates, synthetic_rows, write_run
 
 from hbt.cli import main
 from hbt.errors import HbtError
 from hbt.eval import report as rep
 from hbt.io import write_json_atomic
-
-LANGS = ["en", "de", "es"]
-NQ = 25
-SKIPPED = {("q03", "es"), ("q11", "de")}  # no answer in that language: left out of every X->Y pair
-
-
-# ---------------------------------------------------------------- synthetic runs
-
-def synthetic_rows(seed=0, langs=LANGS, nq=NQ, skipped=SKIPPED) -> list[dict]:
-    """Per-query rows in the `hbt eval` layout, AP in [0, 0.9], rank distance in [0, 20]."""
-    rng = np.random.default_rng(seed)
-    qids = [f"q{i:02d}" for i in range(nq)]
-    rows = []
-    for x in langs:
-        for y in langs:
-            setting = "mono" if x == y else "cross"
-            rows += [{"setting": setting, "query_lang": x, "cand_lang": y, "query_id": q,
-                      "ap": rng.uniform(0, 0.9), "rank_distance": float("nan")}
-                     for q in qids if (q, y) not in skipped]
-    rows += [{"setting": "multi", "query_lang": x, "cand_lang": "*", "query_id": q,
-              "ap": rng.uniform(0, 0.9), "rank_distance": rng.uniform(0, 20)} for x in langs for q in qids]
-    return rows
-
-
-def _mean(values) -> float:
-    return sum(values) / len(values)
-
-
-def reference_aggregates(rows: list[dict]) -> dict:
-    """The four aggregates the slow, obvious way (the definitions in hbt/eval/allpairs.py)."""
-    pairs, by_lang = defaultdict(list), defaultdict(list)
-    for r in rows:
-        if r["setting"] != "multi":
-            pairs[(r["setting"], r["query_lang"], r["cand_lang"])].append(r["ap"])
-        else:
-            by_lang[r["query_lang"]].append(r["rank_distance"])
-    mono = [_mean(v) for k, v in pairs.items() if k[0] == "mono"]
-    cross = [_mean(v) for k, v in pairs.items() if k[0] == "cross"]
-    return {"mono_map": _mean(mono), "cross_map": _mean(cross) if cross else None,
-            "multi_map": _mean([r["ap"] for r in rows if r["setting"] == "multi"]),
-            "rank_distance": _mean([_mean(v) for v in by_lang.values()])}
-
-
-def write_run(path, rows, langs=LANGS):
-    """A run dir as `hbt eval` leaves it: results.json (from the rows) + per_query.parquet."""
-    agg = reference_aggregates(rows)
-    settings = {"mono": {"map": agg["mono_map"]},
-                "multi": {"map": agg["multi_map"], "rank_distance": agg["rank_distance"]}}
-    if agg["cross_map"] is not None:
-        settings["cross"] = {"map": agg["cross_map"]}
-    path.mkdir(parents=True)
-    write_json_atomic(path / "results.json", {"model": f"model-{path.name}", "corpus": "synthetic",
-                                              "languages": langs, "settings": settings, "pairs": [], "eval": {}})
-    pq.write_table(pa.Table.from_pylist(rows), path / "per_query.parquet")
-    return path
 
 
 def shifted(rows, ap=0.05, rd=-1.0):
@@ -141,13 +86,14 @@ def test_real_eval_output_loads_and_matches(corpus_dir, tmp_path, monkeypatch):
     from hbt.config import EvalConfig
     from hbt.data.lareqa import read_lareqa
     from hbt.eval import allpairs
+    from hbt.eval.encode import encode_corpus
 
     # report reads only AP and rank distance: skip ranx's top-k metrics (and its JIT warm-up)
     monkeypatch.setattr(allpairs, "standard_metrics", lambda run, qrels: dict.fromkeys(allpairs.PAIR_METRICS, 0.0))
     corpus = read_lareqa(corpus_dir, LANGS)
     results = []
     for wrong in (False, True):
-        q, c = allpairs.encode_corpus(_OneHot(wrong), corpus, EvalConfig(batch_size=2))
+        q, c = encode_corpus(_OneHot(wrong), corpus, EvalConfig(batch_size=2))
         result = allpairs.evaluate(q, c, corpus, LANGS, top_k=5)
         out = tmp_path / f"wrong-{wrong}"
         out.mkdir()

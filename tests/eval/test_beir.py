@@ -1,0 +1,112 @@
+"""BEIR-format corpora: the reader refuses malformed input with one line naming file and line;
+search over shards and ranx's nDCG@10 / Recall@100 match a brute-force computation; `hbt eval`
+on a BEIR dir writes its outputs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hbt.cli import main
+from hbt.errors import DataError
+from hbt.eval import beir
+
+N_DOCS, N_QUERIES = 30, 8
+
+
+def write_beir(root, docs=None, queries=None, qrels=None, header="query-id\tcorpus-id\tscore"):
+    """A BEIR dir: doc d is "doc d", query q asks for docs q and q + 10 (grades 2 and 1)."""
+    root.mkdir(parents=True, exist_ok=True)
+    docs = docs if docs is not None else [{"_id": f"d{i}", "title": f"t{i}", "text": f"doc {i}"} for i in range(N_DOCS)]
+    queries = queries if queries is not None else [{"_id": f"q{i}", "text": f"query {i}"} for i in range(N_QUERIES)]
+    qrels = qrels if qrels is not None else [f"q{i}\td{i}\t2" for i in range(N_QUERIES)] + \
+        [f"q{i}\td{i + 10}\t1" for i in range(N_QUERIES)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text("\n".join([header, *qrels]) + "\n")
+    return root
+
+
+def test_reader_keeps_queries_with_a_relevant_document(tmp_path):
+    extra = [{"_id": "lonely", "text": "nothing answers me"}]
+    corpus = beir.BeirCorpus(write_beir(tmp_path / "b", queries=[{"_id": f"q{i}", "text": f"query {i}"}
+                                                                   for i in range(N_QUERIES)] + extra))
+    assert corpus.query_ids == [f"q{i}" for i in range(N_QUERIES)] and len(corpus.doc_ids) == N_DOCS
+    assert corpus.encodable.candidates.column("sentence")[3].as_py() == "t3 doc 3"
+    assert corpus.qrels["q1"] == {"d1": 2, "d11": 1}
+
+
+BAD = [
+    (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "a"}\n{broken\n'), "corpus.jsonl: line 2: not valid JSON"),
+    (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0"}\n'), "corpus.jsonl: line 1: field 'text' missing"),
+    (lambda r: (r / "corpus.jsonl").write_text('{"_id": 3, "text": "a"}\n'), "corpus.jsonl: line 1: field '_id'"),
+    (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "  "}\n'), "corpus.jsonl: line 1: empty text"),
+    (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "a", "title": 5}\n'), "field 'title'"),
+    (lambda r: (r / "corpus.jsonl").write_text('[1]\n'), "corpus.jsonl: line 1: not a JSON object"),
+    (lambda r: (r / "queries.jsonl").write_text('{"_id": "q0", "text": "a"}\n{"_id": "q0", "text": "b"}\n'),
+     "queries.jsonl: line 2: duplicate _id 'q0'"),
+    (lambda r: (r / "queries.jsonl").unlink(), "queries.jsonl: not found"),
+    (lambda r: (r / "qrels" / "test.tsv").unlink(), "test.tsv: not found"),
+    (lambda r: (r / "qrels" / "test.tsv").write_text("q\td\ts\n"), "test.tsv: line 1: expected the header"),
+    (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\n"),
+     "test.tsv: line 2: expected query-id, corpus-id and an integer score"),
+    (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\tnope\t1\n"),
+     "test.tsv: line 2: corpus-id 'nope' is not in corpus.jsonl"),
+    (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nzz\td0\t1\n"),
+     "test.tsv: line 2: query-id 'zz' is not in queries.jsonl"),
+    (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t0\n"),
+     "no query has a relevant document"),
+]
+
+
+@pytest.mark.parametrize("damage,message", BAD, ids=[m[:40] for _, m in BAD])
+def test_malformed_input_is_one_line_naming_the_file(tmp_path, damage, message):
+    root = write_beir(tmp_path / "b")
+    damage(root)
+    with pytest.raises(DataError) as caught:
+        beir.BeirCorpus(root)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def brute_force(scores: np.ndarray, qrels: dict, query_ids, doc_ids) -> dict:
+    """nDCG@10 (gain = the graded relevance, as trec_eval and BEIR) and Recall@100 by their definitions."""
+    ndcg, recall = [], []
+    for i, qid in enumerate(query_ids):
+        ranked = [doc_ids[j] for j in np.argsort(-scores[i], kind="stable")]
+        gains = [qrels[qid].get(d, 0) for d in ranked[:10]]
+        ideal = sorted(qrels[qid].values(), reverse=True)[:10]
+        dcg = sum(g / math.log2(r + 2) for r, g in enumerate(gains))
+        ndcg.append(dcg / sum(g / math.log2(r + 2) for r, g in enumerate(ideal)))
+        recall.append(len(set(ranked[:100]) & set(qrels[qid])) / len(qrels[qid]))
+    return {"ndcg@10": float(np.mean(ndcg)), "recall@100": float(np.mean(recall))}
+
+
+@pytest.mark.parametrize("shard_docs", [7, 1000])
+def test_search_over_shards_and_scores_match_brute_force(tmp_path, monkeypatch, shard_docs):
+    monkeypatch.setattr(beir, "SHARD_DOCS", shard_docs)
+    corpus = beir.BeirCorpus(write_beir(tmp_path / "b"))
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(N_DOCS, 16)).astype(np.float32)
+    queries = (docs[:N_QUERIES] * 0.6 + rng.normal(size=(N_QUERIES, 16)) * 0.8).astype(np.float32)
+    scores, positions = beir.search(queries, docs, beir.RECALL_DEPTH, "Flat", on_ray=False)
+    metrics, per_query = beir.score(corpus, scores, positions)
+    expected = brute_force(queries @ docs.T, corpus.qrels, corpus.query_ids, corpus.doc_ids)
+    assert metrics == pytest.approx(expected, abs=1e-6)
+    assert 0 < metrics["ndcg@10"] < 1 and metrics["recall@100"] == 1.0  # 30 docs: all retrieved
+    assert per_query.column_names == ["query_id", "group", "ndcg@10", "recall@100"]
+    assert np.mean(per_query.column("ndcg@10").to_numpy()) == pytest.approx(metrics["ndcg@10"])
+
+
+def test_hbt_eval_on_a_beir_dir(tiny_model, tmp_path, capsys):
+    root = write_beir(tmp_path / "b")
+    out = tmp_path / "out"
+    assert main(["eval", "--model", str(tiny_model), "--corpus", str(root), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "beir" and set(results["metrics"]) == {"ndcg@10", "recall@100"}
+    assert results["n_queries"] == N_QUERIES and results["n_documents"] == N_DOCS
+    assert (out / "per_query.parquet").is_file() and "ndcg@10" in capsys.readouterr().out
+    assert main(["eval", "--model", str(tiny_model), "--corpus", str(root), "--out", str(out),
+                 "--languages", "en"]) == 2
+    assert "a BEIR dir is one corpus" in capsys.readouterr().err

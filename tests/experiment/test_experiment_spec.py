@@ -1,0 +1,94 @@
+"""Experiment specs: every shipped one loads at every size; a bad one is one line naming the file."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hbt.errors import ConfigError
+from hbt.experiment.spec import Experiment, base_config, load_experiment
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+SHIPPED = sorted(EXPERIMENTS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_experiment_loads_at_every_size(path):
+    sizes = yaml.safe_load(path.read_text())["sizes"]
+    assert {"cpu", "full"} <= set(sizes)
+    for size in sizes:
+        experiment = load_experiment(path, size)
+        assert experiment.reference in experiment.spec.arms
+        changes_data = any("data.imbalance" in arm.set for arm in experiment.spec.arms.values())
+        assert len(experiment.pools()) == (2 if changes_data else 1), "arms that share data share one pool"
+        for plan in experiment.trained():
+            for key in experiment.spec.seed_keys:
+                section, name = key.split(".")
+                assert getattr(getattr(plan.config, section), name) == plan.seed
+
+
+def test_full_size_is_the_papers_setting():
+    for path in SHIPPED:
+        config = load_experiment(path, "full").trained()[0].config
+        assert config.batching.batch_size * config.train.num_workers == 100
+        languages = 5 if path.stem == "low_resource" else 9  # low_resource holds four of the nine out
+        assert config.train.lr == 3e-5 and len(config.data.languages) == languages and config.cluster.use_gpu
+
+
+def test_arms_differ_only_in_what_they_set():
+    table1 = load_experiment(EXPERIMENTS / "table1.yaml", "cpu")
+    xx, hybrid = table1.runs["xx-s0"].config, table1.runs["hybrid-s0"].config
+    assert (xx.batching.mode, hybrid.batching.mode) == ("xx", "hybrid")
+    assert xx.model_copy(update={"batching": hybrid.batching}) == hybrid
+    assert table1.runs["base"].seed is None and "base-s0" not in table1.runs
+    assert [p.name for p in table1.trained()] == [f"{arm}-s{s}" for arm in ("xx", "xy", "hybrid") for s in (0, 1, 2)]
+
+
+def test_arms_that_change_prepared_data_get_their_own_pool(tmp_path):
+    raw = {"description": "d", "reference": "even", "arms": {
+        "even": {}, "skewed": {"set": {"data.imbalance": {"de": 0.1}}}, "two": {"set": {"data.num_languages": 2}}}}
+    experiment = Experiment(tmp_path / "x.yaml", raw, "cpu", base_config(tmp_path / "x.yaml", raw, "cpu"))
+    assert {pool: [p.arm for p in plans] for pool, plans in experiment.pools().items()} == {
+        "common": ["even", "two"], "skewed": ["skewed"]}
+
+
+BAD = [
+    ({"reference": "a", "arms": {"a": {}, "b": {}}}, "description: Field required"),
+    ({"description": "d", "reference": "z", "arms": {"a": {}, "b": {}}}, "reference 'z' is not one of the arms"),
+    ({"description": "d", "reference": "a", "arms": {"a": {}}}, "arms: Dictionary should have at least 2 items"),
+    ({"description": "d", "reference": "a", "arms": {"a": {}, "b": {"set": {"cluster.num_cpus": 1}}}},
+     "arm 'b' sets cluster.num_cpus, which the experiment sets for every arm"),
+    ({"description": "d", "reference": "a", "arms": {"a": {}, "b": {"set": {"batching.seed": 1}}}},
+     "arm 'b' sets batching.seed"),
+    ({"description": "d", "reference": "a", "arms": {"a": {}, "b": {"train": False, "set": {"train.lr": 1}}}},
+     "an untrained arm (train: false) takes no `set`"),
+    ({"description": "d", "reference": "a", "arms": {"a": {}, "b c": {}}}, "arm name 'b c'"),
+    ({"description": "d", "reference": "a", "seeds": [1, 1], "arms": {"a": {}, "b": {}}}, "seeds repeat"),
+    ({"description": "d", "reference": "a", "arms": {"a": {}, "b": {}}, "groups": {"g": ["xx"]}}, "xx"),
+    ({"description": "d", "reference": "a", "arms": {"a": {}, "b": {}}, "corpora": [{"name": "c"}]},
+     "give a `split` of the prepared data or a `path`"),
+    ({"description": "d", "reference": "a", "arms": {"a": {}, "b": {}}, "extra": 1}, "extra: unknown key"),
+]
+
+
+@pytest.mark.parametrize("raw,message", BAD, ids=[m[:30] for _, m in BAD])
+def test_a_bad_spec_is_one_line_naming_the_file(tmp_path, raw, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(path)
+    assert str(caught.value).startswith(str(path)) and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bad_arm_value_names_the_arm_and_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"description": "d", "reference": "a",
+                                    "arms": {"a": {}, "b": {"set": {"batching.alpha": 2}}}}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: arm b: .*batching.alpha"):
+        load_experiment(path)
+
+
+def test_an_unknown_size_lists_the_sizes():
+    with pytest.raises(ConfigError, match="no size 'huge' \\(it has cpu, full, smoke\\)"):
+        load_experiment(EXPERIMENTS / "table1.yaml", "huge")
