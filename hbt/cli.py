@@ -134,12 +134,20 @@ def _cmd_tune(args) -> None:
     print(f"wrote {out} (trials.csv, best.yaml, summary.md, plots)")
 
 
+def _seed_list(text: str) -> list[int]:
+    parts = text.split(",")
+    if not all(part.strip().lstrip("-").isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"must be comma-separated whole numbers, got {text!r}")
+    return [int(part) for part in parts]
+
+
 def _cmd_experiment(args) -> None:
     from hbt.experiment.run import run_experiment
 
     if args.resume is not None:
         given = [flag for flag, value in (("SPEC", args.spec), ("--config", args.config), ("--set", args.overrides),
-                                          ("--data-dir", args.data_dir), ("--size", args.size)) if value]
+                                          ("--data-dir", args.data_dir), ("--size", args.size),
+                                          ("--seeds", args.seeds)) if value]
         if given:
             raise HbtError(f"--resume continues an experiment as it was started: drop {', '.join(given)}")
         out = run_experiment(None, Path(args.resume), resume=True)
@@ -150,7 +158,7 @@ def _cmd_experiment(args) -> None:
         if args.data_dir is not None:
             overrides.append(f"data.data_dir={json.dumps(str(args.data_dir.resolve()))}")
         out = args.out or Path("runs") / "experiments" / f"{args.spec.stem}-{args.size or 'cpu'}"
-        out = run_experiment(args.spec, out, args.size or "cpu", args.config, overrides)
+        out = run_experiment(args.spec, out, args.size or "cpu", args.config, overrides, seeds=args.seeds)
     print(f"wrote {out / 'report.md'}")
 
 
@@ -309,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("spec", type=Path, nargs="?", help="experiment, e.g. configs/experiments/table1.yaml")
     _add_config_options(experiment)
     experiment.add_argument("--size", help="the experiment's variant: cpu (default), full, smoke, ...")
+    experiment.add_argument("--seeds", type=_seed_list, help="comma-separated seeds instead of the size's, e.g. 0,1,2")
     experiment.add_argument("--out", type=Path, help="experiment dir (default: runs/experiments/NAME-SIZE)")
     experiment.add_argument("--resume", metavar="DIR", help="continue the experiment in DIR: nothing finished is redone")
     experiment.set_defaults(run=_cmd_experiment)

@@ -221,6 +221,9 @@ class EvalConfig(Section):
     encode_actors: int = Field(1, ge=1, description="Ray actors encoding the corpus (one per GPU on a GPU node)")
     encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: the node's cores)")
     heldout_only: bool = Field(False, description="drop corpus articles the model's training manifest says it was trained on")
+    precision: Literal["fp32", "int8", "bf16"] = Field(
+        "fp32", description="encoding precision of `hbt eval`: int8 = dynamically quantized Linear layers (CPU), "
+        "bf16 = bfloat16 weights (GPU)")
 
 
 class TuneConfig(Section):
@@ -262,6 +265,15 @@ class HbtConfig(Section):
         # bf16 is a GPU code path; CPU training (what CI runs) stays in float32.
         if self.train.bf16 and not self.cluster.use_gpu:
             raise ValueError("train.bf16 needs cluster.use_gpu=true (bf16 runs on GPUs only)")
+        return self
+
+    @model_validator(mode="after")
+    def _eval_precision_fits_device(self) -> "HbtConfig":
+        # Dynamic int8 quantization runs on CPUs only; bfloat16 pays off on GPUs only.
+        if self.eval.precision == "int8" and self.cluster.use_gpu:
+            raise ValueError("eval.precision=int8 runs on CPUs (cluster.use_gpu=false); on GPUs use bf16")
+        if self.eval.precision == "bf16" and not self.cluster.use_gpu:
+            raise ValueError("eval.precision=bf16 needs cluster.use_gpu=true (bf16 runs on GPUs only)")
         return self
 
     @model_validator(mode="after")

@@ -44,6 +44,48 @@ def test_eval_allpairs_benchmark_runs(tmp_path, data_dir):
     assert result["per_pair_extrapolated"] and result["n_pairs_timed"] == 2 and result["n_pairs"] == 4
 
 
+def test_eval_precision_benchmark_compares_the_same_work(tmp_path, data_dir):
+    model = tiny_bert(tmp_path / "tiny")
+    out = tmp_path / "bench.json"
+    result = load_benchmark("eval_precision").main([
+        "--model", str(model), "--corpus", str(data_dir / "xquad-r"), "--languages", "en,de", "--max-articles", "1",
+        "--rounds", "2", "--set", "eval.batch_size=8", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    fp32, int8 = result["workload"]["fp32"], result["workload"]["int8"]
+    assert fp32 == int8 and fp32["texts"] > 0 and fp32["batch_size"] == [8]  # what each encoder was given
+    assert set(result["map"]["fp32"]) == set(result["map"]["int8"]) == set(result["delta"]) == {"mono", "cross", "multi"}
+    for precision, rounds in result["seconds"].items():
+        assert len(rounds) == 2 and result["total_s"][precision] == pytest.approx(sum(rounds))
+    assert result["speedup"] == pytest.approx(result["total_s"]["fp32"] / result["total_s"]["int8"])
+
+
+def test_limit_counts_the_encoders_flops_as_torch_does(tmp_path):
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModel
+
+    limit = load_benchmark("limit")
+    # eager attention: its two matmuls are plain bmm, which the counter sees (CPU SDPA kernels it may not)
+    model = AutoModel.from_pretrained(tiny_bert(tmp_path / "tiny"), add_pooling_layer=False, attn_implementation="eager")
+    batch, length = 3, 17
+    ids = torch.randint(5, 20, (batch, length))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert limit.encoder_flops(model.config, batch, length) == counter.get_total_flops()
+
+
+def test_limit_benchmark_runs(tmp_path, data_dir):
+    out = tmp_path / "limit.json"
+    result = load_benchmark("limit").main([
+        "--model", str(tiny_bert(tmp_path / "tiny")), "--corpus", str(data_dir / "xquad-r"), "--texts", "64",
+        "--batch-size", "16", "--train-batch", "8", "--train-steps", "2", "--matmul-seconds", "0.2",
+        "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["encoding"]["texts"] == 64 and result["training"]["steps"] == 2
+    for part in ("encoding", "training"):
+        assert result["mfu"][part] == pytest.approx(result[part]["gflops"] / result["peak"]["gflops"])
+        assert 0 < result["mfu"][part] < 10
+
+
 @pytest.mark.timeout(300)
 def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
     model = tiny_bert(tmp_path / "tiny")

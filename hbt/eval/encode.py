@@ -110,7 +110,7 @@ class EncodeActor:
     """Holds one `Encoder` (loaded once) in a Ray actor; `torch` threads set explicitly, since
     Ray pins a fractional-CPU actor to one thread."""
 
-    def __init__(self, model_cfg: ModelConfig, threads: Optional[int], use_gpu: bool = False):
+    def __init__(self, model_cfg: ModelConfig, threads: Optional[int], use_gpu: bool = False, precision: str = "fp32"):
         import torch
 
         from hbt.model.encoder import Encoder
@@ -119,6 +119,7 @@ class EncodeActor:
         self.encoder = Encoder.from_config(model_cfg)
         if use_gpu:
             self.encoder.to("cuda")
+        self.encoder.for_inference(precision)
 
     def encode(self, index: int, texts: list[str], kind: str, batch_size: int) -> tuple[int, np.ndarray]:
         return index, np.asarray(self.encoder.encode(texts, kind, batch_size), dtype=np.float32)
@@ -140,7 +141,8 @@ def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig
     remote = ray.remote(actor_class).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
                                              max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
     # threads None: all of the actor's node's cores (counted inside the actor)
-    actors = [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu) for _ in range(eval_cfg.encode_actors)]
+    actors = [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu, eval_cfg.precision)
+              for _ in range(eval_cfg.encode_actors)]
     try:
         pool = ActorPool(actors)
         results = pool.map_unordered(
@@ -175,7 +177,8 @@ def encode_for_eval(model_cfg: ModelConfig, corpus, config) -> tuple[Embeddings,
     from hbt.shared_paths import check_shared, local_model_dir
 
     if not ray.is_initialized():
-        return encode_corpus(Encoder.from_config(model_cfg), corpus, config.eval, model_cfg.resolved_candidate_context())
+        encoder = Encoder.from_config(model_cfg).for_inference(config.eval.precision)
+        return encode_corpus(encoder, corpus, config.eval, model_cfg.resolved_candidate_context())
     check_shared(reads={"--model": local_model_dir(model_cfg.name_or_path)}, writes={})
     return encode_corpus_on_actors(model_cfg, corpus, config.eval, config.cluster.cpus_per_worker,
                                    config.cluster.use_gpu)

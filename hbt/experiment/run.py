@@ -175,9 +175,10 @@ def _evaluate(experiment: Experiment, configs: dict[str, HbtConfig], prepared: d
 
 
 def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", config_paths=(), overrides=(),
-                   resume: bool = False, progress: Callable[[str], None] = to_stderr) -> Path:
-    """Run the experiment of `spec_path` into `out_dir`, or with `resume` continue the one there
-    as it was started; -> DIR."""
+                   resume: bool = False, seeds: Optional[list[int]] = None,
+                   progress: Callable[[str], None] = to_stderr) -> Path:
+    """Run the experiment of `spec_path` into `out_dir` (`seeds`: instead of the size's), or
+    with `resume` continue the one there as it was started; -> DIR."""
     from hbt.experiment.report import write_report
     from hbt.ray_session import ensure_ray
     from hbt.shared_paths import check_shared
@@ -188,7 +189,7 @@ def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", 
     if resume:
         experiment = _read_state(out)
     else:
-        experiment = load_experiment(spec_path, size, config_paths, overrides)
+        experiment = load_experiment(spec_path, size, config_paths, overrides, seeds)
         if (out / STATE).is_file():
             raise HbtError(f"{out} already holds an experiment: continue it with --resume {out_dir} "
                            "or choose another output directory")

@@ -240,6 +240,12 @@ def pool_data(config: HbtConfig) -> dict:
     return data
 
 
-def load_experiment(path: Path, size: str = "cpu", config_paths=(), overrides=()) -> Experiment:
+def load_experiment(path: Path, size: str = "cpu", config_paths=(), overrides=(),
+                    seeds: Optional[list[int]] = None) -> Experiment:
+    """The experiment at `path` and `size` (`seeds`: instead of the size's, written into the
+    spec as run, so `--resume` keeps them)."""
     raw = read_yaml_mapping(Path(path), "experiment")
-    return Experiment(path, raw, size, base_config(path, raw, size, config_paths, overrides))
+    base = base_config(path, raw, size, config_paths, overrides)  # checks the size exists
+    if seeds is not None:
+        raw.setdefault("sizes", {}).setdefault(size, {})["seeds"] = seeds
+    return Experiment(path, raw, size, base)

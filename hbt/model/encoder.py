@@ -6,6 +6,7 @@ Queries and passages differ only by the configured text prefix (E5 style: "query
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
 
@@ -137,6 +138,20 @@ class Encoder(nn.Module):
         except (OSError, ValueError) as error:
             raise HbtError(f"cannot load model {name}: {_first_line(error)}") from None
         return cls(model, tokenizer, model_cfg)
+
+    def for_inference(self, precision: str) -> "Encoder":
+        """Set for encoding at `precision` (`eval.precision`): fp32 as it is; int8 with every
+        Linear layer dynamically quantized (int8 weights, activations quantized per batch; CPU
+        only); bf16 with bfloat16 weights (GPU only). Embeddings come out as float32 either way."""
+        if precision == "int8":
+            with warnings.catch_warnings():  # torch deprecates torch.ao's quantized tensors for torchao; they still run
+                warnings.simplefilter("ignore", UserWarning)
+                self.model = torch.ao.quantization.quantize_dynamic(self.model, {nn.Linear}, dtype=torch.qint8)
+        elif precision == "bf16":
+            self.model = self.model.to(torch.bfloat16)
+        elif precision != "fp32":
+            raise ValueError(f"unknown precision {precision!r} (expected fp32, int8 or bf16)")
+        return self.eval()
 
     @property
     def dim(self) -> int:

@@ -92,3 +92,34 @@ def test_a_bad_arm_value_names_the_arm_and_the_key(tmp_path):
 def test_an_unknown_size_lists_the_sizes():
     with pytest.raises(ConfigError, match="no size 'huge' \\(it has cpu, full, smoke\\)"):
         load_experiment(EXPERIMENTS / "table1.yaml", "huge")
+
+
+def test_seeds_given_on_the_command_line_replace_the_sizes():
+    experiment = load_experiment(EXPERIMENTS / "table1.yaml", "cpu", seeds=[4, 5, 6])
+    assert experiment.seeds == [4, 5, 6] and "hybrid-s6" in experiment.runs
+    assert experiment.raw["sizes"]["cpu"]["seeds"] == [4, 5, 6]  # what experiment.yaml stores for --resume
+    with pytest.raises(ConfigError, match="seeds repeat"):
+        load_experiment(EXPERIMENTS / "table1.yaml", "cpu", seeds=[1, 1])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["experiment"], "hbt experiment needs an experiment"),
+    (["experiment", "--resume", "DIR", "--size", "full"], "--resume continues an experiment as it was started: drop --size"),
+    (["experiment", str(EXPERIMENTS / "table1.yaml"), "--seeds", "0,x"], "--seeds: must be comma-separated whole numbers"),
+    (["experiment", "--resume", "DIR"], "nothing to resume"),
+    (["experiment", "nope.yaml"], "experiment not found: nope.yaml"),
+    (["experiment", str(EXPERIMENTS / "table1.yaml"), "--size", "huge"], "no size 'huge'"),
+])
+def test_cli_usage_errors_are_one_line_exit_2(argv, message, tmp_path, capsys, monkeypatch):
+    from hbt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = [str(tmp_path / "dir") if a == "DIR" else a for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # nothing written
