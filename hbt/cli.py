@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from hbt.config import HbtConfig, load_config
-from hbt.errors import HbtError, ray_failure, user_error
+from hbt.errors import HbtError, RunFailed, ray_failure, user_error
 
 USAGE_ERROR = 2
 RAY_FAILED = 1  # not the user's input: exit 1, as a crash would, but one line
@@ -246,7 +246,7 @@ def _follow(jobs, args) -> None:
     print(f"job {args.job_id} SUCCEEDED", file=sys.stderr)
 
 
-class JobNotSucceeded(Exception):
+class JobNotSucceeded(RunFailed):
     """The job ran and failed or was stopped: exit 1 (the input was fine; the job was not)."""
 
 
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except JobNotSucceeded as error:
+    except RunFailed as error:
         print(f"hbt: {error}", file=sys.stderr)
         return RAY_FAILED
     except KeyboardInterrupt as interrupt:

@@ -18,6 +18,11 @@ class DataError(HbtError):
     """An input file is missing, malformed, or inconsistent."""
 
 
+class RunFailed(Exception):
+    """Something ran and failed for a reason that is not the user's input (a job, an
+    experiment's run): the CLI prints its one line and exits 1."""
+
+
 def _wrapped(error: BaseException) -> Iterator[BaseException]:
     """The exceptions `error` carries: Ray's (a task or actor error's `cause`, a Ray Train
     worker group's `worker_failures`, its controller's `controller_failure`), then Python's

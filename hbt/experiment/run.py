@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import yaml
 
 from hbt.config import HbtConfig, load_config
-from hbt.errors import HbtError
+from hbt.errors import HbtError, RunFailed, user_error
 from hbt.experiment.spec import Experiment, RunPlan, load_experiment
 from hbt.io import write_text_atomic
 from hbt.train.progress import to_stderr
@@ -138,8 +138,13 @@ def _train(plans: list[RunPlan], configs: dict[str, HbtConfig], prepared: dict[s
                                   callbacks=[_run_progress(progress, len(plans))]))
     progress(f"{len(plans)} run(s) to train: {', '.join(plan.name for plan in plans)}")
     for result in fit_quietly(tuner):
-        if result.error is not None:
-            raise HbtError(f"run {result.config['run']} failed: {str(result.error).splitlines()[0]}") from result.error
+        if result.error is None:
+            continue
+        name, cause = result.config["run"], user_error(result.error)
+        if cause is not None:  # the run's input: exit 2
+            raise HbtError(f"run {name}: {cause}") from None
+        raise RunFailed(f"run {name} failed: {str(result.error).strip().splitlines()[-1]} (Tune's log above; "
+                        f"`hbt experiment --resume` retries it)") from result.error
 
 
 def _export_models(plans: list[RunPlan], configs: dict[str, HbtConfig], prepared: dict[str, Path], runs_path: str,

@@ -17,7 +17,7 @@ each arm trains with, and the corpora every trained model is evaluated on.
       hybrid: {set: {batching.mode: hybrid, batching.alpha: 0.5}}
     corpora:                              # what every model is evaluated on (default: test)
       - {name: test, split: test}         #   a split of the experiment's prepared data
-      - {name: mlqa-r, path: /data/mlqa-r}  #   or a LAReQA-format dir of {lang}.json
+      - {name: mlqa-r, path: /data/mlqa-r}  #   or a dir: LAReQA ({lang}.json), BEIR or Tatoeba
     groups: {unseen: [el, vi]}            # also compare on these query languages alone
 
 Every arm x seed config is built and validated here, before anything runs: an unknown key, a

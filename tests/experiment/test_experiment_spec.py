@@ -41,7 +41,7 @@ def test_arms_differ_only_in_what_they_set():
     assert (xx.batching.mode, hybrid.batching.mode) == ("xx", "hybrid")
     assert xx.model_copy(update={"batching": hybrid.batching}) == hybrid
     assert table1.runs["base"].seed is None and "base-s0" not in table1.runs
-    assert [p.name for p in table1.trained()] == [f"{arm}-s{s}" for arm in ("xx", "xy", "hybrid") for s in (0, 1, 2)]
+    assert [p.name for p in table1.trained()] == ["xx-s0", "xy-s0", "hybrid-s0"]
 
 
 def test_arms_that_change_prepared_data_get_their_own_pool(tmp_path):
