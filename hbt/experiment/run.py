@@ -200,10 +200,10 @@ def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", 
                            "or choose another output directory")
     base = HbtConfig.model_validate(experiment.base)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        _write_state(out, experiment)
     prepared = _prepare_pools(experiment, out, progress)
     configs = _checked_configs(experiment, prepared)
+    if not resume:  # only once its data and models are known good: a bad input leaves no experiment
+        _write_state(out, experiment)
 
     models = out / "models"
     pending = [plan for plan in experiment.trained() if not (models / plan.name).is_dir()]

@@ -123,3 +123,13 @@ def test_cli_usage_errors_are_one_line_exit_2(argv, message, tmp_path, capsys, m
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_a_missing_data_dir_leaves_no_experiment_behind(tmp_path, capsys):
+    from hbt.cli import main
+
+    out = tmp_path / "exp"
+    argv = ["experiment", str(EXPERIMENTS / "table1.yaml"), "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)]
+    assert main(argv) == 2
+    assert "data directory not found" in capsys.readouterr().err
+    assert not (out / "experiment.yaml").exists()  # so the same command runs once the data is there
