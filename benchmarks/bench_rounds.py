@@ -1,4 +1,4 @@
-"""Interleaved rounds, shared by the benchmarks.
+"""Interleaved rounds and the scripts' common ending, shared by the benchmarks.
 
 On a shared machine the same loop runs +-15% apart from one minute to the next, more than the
 differences measured. So contenders take turns over several rounds, and the order rotates by
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 from typing import Callable, TypeVar
+
+from hbt.io import write_json_atomic
 
 T = TypeVar("T")
 
@@ -31,3 +33,14 @@ def rotating_rounds(contenders: dict[str, Callable[[], T]], rounds: int) -> dict
         for name in names[shift:] + names[:shift]:
             results[name].append(contenders[name]())
     return results
+
+
+def report(args: argparse.Namespace, run: Callable[[argparse.Namespace], dict],
+           format_table: Callable[[dict], str]) -> dict:
+    """Run a benchmark on its parsed `args`, print its table, and write the numbers to
+    `args.json` when given; -> the result."""
+    result = run(args)
+    print(format_table(result))
+    if args.json is not None:
+        write_json_atomic(args.json, result)
+    return result

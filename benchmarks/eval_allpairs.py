@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_rounds import positive_int, rotating_rounds
+from bench_rounds import positive_int, report, rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig
 from hbt.data.candidates import candidate_texts
@@ -41,7 +41,6 @@ from hbt.data.lareqa import LareqaCorpus, read_lareqa
 from hbt.eval.allpairs import _pair_metrics, _View, all_pairs, evaluate
 from hbt.eval.encode import corpus_chunks, encode_corpus
 from hbt.eval.heldout import restrict_to_articles
-from hbt.io import write_json_atomic
 from hbt.model.encoder import Encoder, pool
 
 TARGETS = {"a": ("<=", 1.10), "b": (">=", 10.0), "c": (">=", 1.0)}
@@ -280,12 +279,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
-    args = parse_args(argv)
-    result = run(args)
-    print(format_table(result))
-    if args.json is not None:
-        write_json_atomic(args.json, result)
-    return result
+    return report(parse_args(argv), run, format_table)
 
 
 if __name__ == "__main__":

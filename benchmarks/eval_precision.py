@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from bench_rounds import positive_int, rotating_rounds
+from bench_rounds import positive_int, report, rotating_rounds
 
 from hbt.config import REPO_ROOT, load_config
 from hbt.eval.allpairs import evaluate
 from hbt.eval.encode import encode_corpus
 from hbt.eval.heldout import read_eval_corpus, restrict_to_articles
-from hbt.io import write_json_atomic
 from hbt.model.encoder import Encoder
 
 GOALS = {"speedup": 1.8, "max_abs_delta": 0.005}
@@ -133,12 +132,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
-    args = parse_args(argv)
-    result = run(args)
-    print(format_table(result))
-    if args.json is not None:
-        write_json_atomic(args.json, result)
-    return result
+    return report(parse_args(argv), run, format_table)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from bench_rounds import positive_int
+from bench_rounds import positive_int, report
 
 from hbt.config import REPO_ROOT, ModelConfig
 from hbt.data.lareqa import read_lareqa
-from hbt.io import write_json_atomic
 from hbt.model.encoder import Encoder
 
 
@@ -160,12 +159,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
-    args = parse_args(argv)
-    result = run(args)
-    print(format_table(result))
-    if args.json is not None:
-        write_json_atomic(args.json, result)
-    return result
+    return report(parse_args(argv), run, format_table)
 
 
 if __name__ == "__main__":

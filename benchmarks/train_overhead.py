@@ -42,11 +42,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from bench_rounds import positive_int, rotating_rounds
+from bench_rounds import positive_int, report, rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig, load_config
 from hbt.data.prepare import TRAIN_PAIRS, prepare
-from hbt.io import write_json_atomic
 from hbt.losses.infonce import InfoNCELoss
 from hbt.train.batch import PairTexts, tokenize_step
 from hbt.train.engine import DDPStrategy
@@ -226,12 +225,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
-    args = parse_args(argv)
-    result = run(args)
-    print(format_table(result))
-    if args.json is not None:
-        write_json_atomic(args.json, result)
-    return result
+    return report(parse_args(argv), run, format_table)
 
 
 if __name__ == "__main__":
