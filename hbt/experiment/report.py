@@ -96,9 +96,11 @@ def compare_arms(experiment: Experiment, runs: dict[str, list[Run]], hits: bool 
     """LAReQA eval runs of every arm (`hbt eval` dirs): Mo, Cr, Mul, RD (and with `hits` the
     multi setting's hit@1 and hit@10 of results.json)."""
     every = [run for arm_runs in runs.values() for run in arm_runs]
-    check_pairable(every, [aggregates(run) for run in every])
-    tables = {arm: [aggregates(run)[1] for run in arm_runs] for arm, arm_runs in runs.items()}
-    nq = len(aggregates(every[0])[0])
+    computed = [aggregates(run) for run in every]  # (question ids, metric -> aggregate) per run
+    check_pairable(every, computed)
+    per_run = iter(aggs for _, aggs in computed)
+    tables = {arm: [next(per_run) for _ in arm_runs] for arm, arm_runs in runs.items()}
+    nq = len(computed[0][0])
     extra = {arm: {h: [run.results["settings"]["multi"].get(h) for run in arm_runs] for h in HITS}
              for arm, arm_runs in runs.items()} if hits else None
     names = {arm: [run.name for run in arm_runs] for arm, arm_runs in runs.items()}

@@ -207,8 +207,8 @@ def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", 
 
     models = out / "models"
     pending = [plan for plan in experiment.trained() if not (models / plan.name).is_dir()]
+    ensure_ray(base.cluster)
     if pending:
-        ensure_ray(base.cluster)
         check_cpus(base)
         set_report_poll_interval(base)
         location = run_location(base, out)
@@ -224,7 +224,6 @@ def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", 
         if unfinished:
             raise ExperimentInterrupted(f"{len(unfinished)} run(s) had not finished: {', '.join(unfinished)}")
         _export_models(pending, configs, prepared, runs_path, models)
-    ensure_ray(base.cluster)
     _evaluate(experiment, configs, prepared, out, progress)
     write_report(experiment, out, time.perf_counter() - started)
     progress(f"report: {out / 'report.md'}")
