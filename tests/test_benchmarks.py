@@ -28,20 +28,35 @@ def load_benchmark(name: str):
     return module
 
 
-def test_eval_allpairs_benchmark_runs(tmp_path, data_dir):
+@pytest.mark.timeout(600)
+def test_eval_allpairs_benchmark_gives_every_contender_the_same_work(tmp_path, data_dir):
     model = tiny_bert(tmp_path / "tiny")
     write_sentence_transformers_files(model, hidden_size=32, max_seq_length=128, has_pooler=True)
     out = tmp_path / "bench.json"
-    load_benchmark("eval_allpairs").main([
+    result = load_benchmark("eval_allpairs").main([
         "--model", str(model), "--corpus", str(data_dir / "xquad-r"), "--languages", "en,de",
-        "--max-articles", "1", "--batch-size", "8", "--threads", str(torch.get_num_threads()),
-        "--pair-sample", "2", "--rounds", "2", "--json", str(out),
-    ])
-    result = json.loads(out.read_text())
-    assert set(result["ratios"]) == {"a", "b", "c"}
-    for value in result["ratios"].values():
-        assert math.isfinite(value) and value > 0
-    assert result["per_pair_extrapolated"] and result["n_pairs_timed"] == 2 and result["n_pairs"] == 4
+        "--max-articles", "1", "--batch-size", "8", "--threads", "1", "--pair-sample", "2", "--rounds", "1",
+        "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result, default=str))
+    # The minimum and hbt's encode actors were given the same texts, batch size and max_length ...
+    given = result["given"]
+    assert given["minimum"] == given["hbt_eval"] and given["minimum"]["texts"] == result["texts"] > 0
+    assert given["minimum"]["batch_size"] == [8] and given["minimum"]["max_length"] == [result["max_length"]]
+    # ... and their embeddings score alike; per-pair's mAPs are hbt's on the pairs it timed.
+    assert result["map"]["minimum"] == pytest.approx(result["map"]["hbt_eval"], abs=1e-3)
+    assert set(result["map"]["hbt_eval"]) == {"mono", "cross", "multi"}
+    assert len(result["per_pair_map"]) == 2
+    for row in result["per_pair_map"]:
+        assert row["per_pair"] == pytest.approx(row["hbt_eval"], abs=1e-3), row
+    for name, rounds in result["seconds"].items():  # ratios from total time over every round
+        assert len(rounds) == 1 and result["total_s"][name] == pytest.approx(sum(rounds))
+    total = result["total_s"]
+    assert result["ratios"]["a"] == pytest.approx(total["hbt_eval"] / total["minimum"])
+    assert 0 < sum(result["hbt_eval_encode_s"]) < total["hbt_eval"]  # encoding is part of hbt eval
+    assert result["per_pair_all_s"] == pytest.approx(total["per_pair"] * 4 / 2)
+    assert result["ratios"]["s"] == pytest.approx(
+        (total["hbt_eval"] / result["texts"]) / (total["hbt_eval_2"] / result["texts_first_two"]))
+    assert result["per_pair_extrapolated"] and (result["pairs_timed"], result["pairs"]) == (2, 4)
 
 
 def test_eval_precision_benchmark_compares_the_same_work(tmp_path, data_dir):
@@ -129,7 +144,7 @@ def test_rotating_rounds_rotates_the_order_and_keeps_each_result():
 
 
 @pytest.mark.parametrize("name, args", [("train_overhead", ["--rounds", "0"]), ("train_overhead", ["--steps", "0"]),
-                                        ("eval_allpairs", ["--rounds", "0"])])
+                                        ("eval_allpairs", ["--rounds", "0"]), ("eval_allpairs", ["--pair-sample", "0"])])
 def test_counts_below_one_are_usage_errors(name, args, capsys):
     with pytest.raises(SystemExit) as exit_:
         load_benchmark(name).main(args)
