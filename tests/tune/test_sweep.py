@@ -1,5 +1,5 @@
-"""Real sweeps on Ray Tune (tiny model, the smoke space): ASHA stops trials early, the outputs
-are whole, and an interrupted sweep resumes without rerunning an ended trial."""
+"""A real sweep on Ray Tune (tiny model, the smoke space), interrupted and resumed as a user
+would: ASHA stops trials early, the outputs are whole, and the resumed sweep reruns no ended trial."""
 
 import csv
 import os
@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,18 +33,90 @@ def read_trials(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def smoke_sweep(ray_local, prepared, tiny_model, tmp_path_factory) -> tuple[Path, list[str]]:
-    from hbt.tune.sweep import tune_sweep
+class StderrLines:
+    """Collect a child's stderr lines in a thread; `wait_for` blocks until `count` lines match."""
 
-    lines: list[str] = []
-    out = tune_sweep(sweep_config(tiny_model, prepared), SMOKE, tmp_path_factory.mktemp("tune") / "smoke",
-                     progress=lines.append)
-    return out, lines
+    def __init__(self, process: subprocess.Popen):
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self.thread.start()
+
+    def _read(self, process):
+        for line in process.stderr:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+
+    def wait_for(self, predicate, timeout: float, count: int = 1) -> list[str]:
+        def matching():
+            found = [line for line in self.lines if predicate(line)]
+            return found if len(found) >= count else None
+
+        with self.changed:
+            found = self.changed.wait_for(matching, timeout)
+        if not found:
+            raise TimeoutError("no such lines; got:\n" + "\n".join(self.lines[-30:]))
+        return found
+
+
+@dataclass
+class InterruptedSweep:
+    out: Path
+    exit_code: int                 # of the first `hbt tune`, Ctrl-C'd
+    interrupted_lines: list[str]   # its stderr
+    ended: list[str]               # trial ids that had ended before Ctrl-C
+    ended_results: dict[str, bytes]  # their result.json as they were then
+    resumed: subprocess.CompletedProcess  # `hbt tune --resume OUT`
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(prepared, tiny_model, tmp_path_factory) -> InterruptedSweep:
+    """The smoke sweep as a user runs it: `hbt tune`, Ctrl-C (SIGINT) once two trials have ended
+    (ASHA has judged one at a rung), then `hbt tune --resume` to the end. One sweep serves
+    every test here: the interruption and the outputs of the resumed sweep."""
+    tmp = tmp_path_factory.mktemp("tune")
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(sweep_config(tiny_model, prepared).model_dump(mode="json")))
+    out = tmp / "smoke"
+    command = [sys.executable, "-m", "hbt.cli", "tune"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen([*command, "--config", str(config_path), "--space", str(SMOKE), "--out", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        stderr = StderrLines(driver)
+        ended = stderr.wait_for(lambda line: line.startswith("trial ") and line.endswith(" ended"), 600, count=2)
+        driver.send_signal(signal.SIGINT)
+        exit_code = driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    stderr.thread.join(timeout=10)
+    ended_ids = [line.split()[1] for line in ended]
+    results = {}
+    for trial in ended_ids:
+        [trial_dir] = [d for d in out.iterdir() if trial in d.name]
+        results[trial] = (trial_dir / "result.json").read_bytes()
+    resumed = subprocess.run([*command, "--resume", str(out)], capture_output=True, text=True, timeout=800, env=env)
+    return InterruptedSweep(out, exit_code, stderr.lines, ended_ids, results, resumed)
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_its_ended_trials(smoke_sweep):
+    """Ctrl-C once trials have ended: exit 130, state saved; `--resume` runs the rest, and the
+    ended trials are neither rerun nor touched."""
+    sweep = smoke_sweep
+    assert sweep.exit_code == 130, "\n".join(sweep.interrupted_lines[-30:])
+    assert "hbt tune --resume" in sweep.interrupted_lines[-1]
+    assert sweep.resumed.returncode == 0, sweep.resumed.stderr[-3000:]
+    for trial, before in sweep.ended_results.items():
+        [trial_dir] = [d for d in sweep.out.iterdir() if trial in d.name]
+        assert (trial_dir / "result.json").read_bytes() == before, trial
+    shown = [line for line in sweep.resumed.stderr.splitlines() if line.startswith("trial ")]
+    assert shown and not any(line.split()[1] in sweep.ended for line in shown), shown
 
 
 def test_asha_stops_a_trailing_trial_and_every_output_is_written(smoke_sweep):
-    out, _ = smoke_sweep
+    out = smoke_sweep.out
     trials = read_trials(out)
     assert len(trials) == 4
     statuses = [t["status"] for t in trials]
@@ -68,8 +141,8 @@ def test_asha_stops_a_trailing_trial_and_every_output_is_written(smoke_sweep):
 
 
 def test_a_sweep_keeps_tensorboard_logs_and_drops_its_checkpoints(smoke_sweep):
-    out, lines = smoke_sweep
-    assert len(list(out.glob("*/events.out.tfevents.*"))) == 4  # Tune's own logs, one per trial
+    out, lines = smoke_sweep.out, smoke_sweep.resumed.stderr.splitlines()
+    assert len({path.parent for path in out.glob("*/events.out.tfevents.*")}) == 4  # Tune's own logs, per trial
     assert len(list((out / "runs").iterdir())) == 4  # each trial's Ray Train run
     assert not [path for path in (out / "runs").glob("*/checkpoint_*") if path.is_dir()]
     assert lines and lines[-1].startswith("4 trials; best: ")
@@ -79,63 +152,6 @@ def test_a_finished_sweep_is_not_run_over(smoke_sweep, prepared, tiny_model):
     from hbt.errors import HbtError
     from hbt.tune.sweep import tune_sweep
 
-    out, _ = smoke_sweep
+    out = smoke_sweep.out
     with pytest.raises(HbtError, match="already holds a sweep: continue it with --resume"):
         tune_sweep(sweep_config(tiny_model, prepared), SMOKE, out)
-
-
-class StderrLines:
-    """Collect a child's stderr lines in a thread; `wait_for` blocks until a line matches."""
-
-    def __init__(self, process: subprocess.Popen):
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        self.thread = threading.Thread(target=self._read, args=(process,), daemon=True)
-        self.thread.start()
-
-    def _read(self, process):
-        for line in process.stderr:
-            with self.changed:
-                self.lines.append(line.rstrip("\n"))
-                self.changed.notify_all()
-
-    def wait_for(self, predicate, timeout: float) -> str:
-        with self.changed:
-            found = self.changed.wait_for(lambda: next((l for l in self.lines if predicate(l)), None), timeout)
-        if not found:
-            raise TimeoutError("no such line; got:\n" + "\n".join(self.lines[-30:]))
-        return found
-
-
-def test_an_interrupted_sweep_resumes_without_rerunning_its_ended_trials(prepared, tiny_model, tmp_path):
-    """Ctrl-C (SIGINT) once the first trial has ended: exit 130, state saved; `--resume` runs the
-    rest, and the ended trial is neither rerun nor touched."""
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(sweep_config(tiny_model, prepared).model_dump(mode="json")))
-    out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "hbt.cli", "tune"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen([*command, "--config", str(config_path), "--space", str(SMOKE), "--out", str(out),
-                               "--num-samples", "3"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, env=env)
-    try:
-        stderr = StderrLines(driver)
-        ended = stderr.wait_for(lambda line: line.startswith("trial ") and line.endswith(" ended"), timeout=600)
-        driver.send_signal(signal.SIGINT)
-        assert driver.wait(timeout=300) == 130, "\n".join(stderr.lines[-30:])
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    stderr.thread.join(timeout=10)
-    assert "hbt tune --resume" in stderr.lines[-1]
-    first = ended.split()[1]
-    [first_dir] = [d for d in out.iterdir() if first in d.name]
-    before = (first_dir / "result.json").read_bytes()
-
-    resumed = subprocess.run([*command, "--resume", str(out)], capture_output=True, text=True, timeout=800, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trials = read_trials(out)
-    assert len(trials) == 3 and "error" not in {t["status"] for t in trials}, trials
-    assert (first_dir / "result.json").read_bytes() == before
-    shown = [line for line in resumed.stderr.splitlines() if line.startswith("trial ")]
-    assert shown and not any(line.split()[1] == first for line in shown), shown
