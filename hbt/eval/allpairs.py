@@ -4,10 +4,11 @@
   batches, in process or on Ray actors (:mod:`hbt.eval.encode`).
 * Per (X, Y) pair the score matrix ``Q_X @ C_Y.T`` is small (~1190 x 1300 on
   XQuAD-R), so it is computed exactly with NumPy; LAReQA AP uses the full row,
-  the ranx metrics (r@1, r@10, hit@1, hit@10, ndcg@10, mrr) use its top ``top_k``.
+  the top-k metrics (r@1, r@10, hit@1, hit@10, ndcg@10, mrr: ``topk_metrics``, ranx's
+  values on arrays) use its top ``top_k``.
 * The multi setting pools the candidates of every language: one faiss shard per
   candidate language (held by :class:`ShardActor` when Ray is initialised,
-  searched in process otherwise) gives the top-k run for ranx; the LAReQA mAP
+  searched in process otherwise) gives the top-k lists; the LAReQA mAP
   and the rank distance use the exact dense scores, one query language at a time
   (so the pooled matrix is never materialised whole).
 
@@ -34,7 +35,7 @@ from hbt.eval.metrics import (
     lareqa_average_precisions,
     macro_mean,
     rank_distance,
-    standard_metrics,
+    topk_metrics,
 )
 from hbt.io import atomic_directory, write_json_atomic
 from hbt.languages import cross_pairs
@@ -69,13 +70,6 @@ def all_pairs(languages) -> list[tuple[str, str]]:
     return [(x, x) for x in langs] + cross_pairs(langs)
 
 
-def _topk_run(scores: np.ndarray, qkeys, cids, k: int) -> dict:
-    """{qkey: {cid: score}} of each row's top-k by descending score (ties: lower index first)."""
-    k = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (nq, k)
-    return {qk: {cids[j]: float(scores[i, j]) for j in top[i]} for i, qk in enumerate(qkeys)}
-
-
 # Queries scored at once. Every per-query metric reads only its own row of scores, so scoring
 # in blocks is exact, and the driver holds QUERY_BLOCK x candidates scores (plus their ranks and
 # relevance) at a time instead of all queries x candidates: memory linear in the corpus.
@@ -92,18 +86,18 @@ def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, t
         raise HbtError(f"pair {x}->{y}: no query of {x} has an answer in {y}")
     qids = [view.q_ids[x][i] for i in keep]
     relevant = np.array([view.c_pos[y][view.rel[(qid, y)]] for qid in qids], dtype=np.int64)  # (nq,)
-    aps, run = [], {}
+    k = min(top_k, len(ce))
+    aps, hits = [], []
     for block in _query_blocks(len(qids)):
         scores = qe[keep[block]] @ ce.T  # (b, nc)
         relevance = np.zeros(scores.shape, dtype=bool)
         relevance[np.arange(scores.shape[0]), relevant[block]] = True
         aps.append(lareqa_average_precisions(scores, relevance))  # (b,)
-        run.update(_topk_run(scores, qids[block], view.c_ids[y], top_k))
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (b, k) ties: lower index first
+        hits.append(np.take_along_axis(relevance, top, axis=1))  # (b, k)
     ap = np.concatenate(aps)  # (nq,)
-    qrels = {qid: {view.rel[(qid, y)]: 1} for qid in qids}
-    std = standard_metrics(run, qrels)
     out = {"query_lang": x, "cand_lang": y, "n_queries": len(qids), "map": float(ap.mean())}
-    out.update({m: std[m] for m in PAIR_METRICS if m != "map"})
+    out.update(topk_metrics(np.concatenate(hits), np.ones(len(qids), dtype=np.int64)))
     per_query = {"query_id": qids, "ap": ap, "rank_distance": np.full(len(qids), np.nan)}
     return out, per_query
 
@@ -133,22 +127,22 @@ def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_r
 
 
 def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str, shards_on_ray: bool) -> dict:
-    offsets, pooled_ids, n = {}, [], 0
+    offsets, n = {}, 0
     for y in languages:
         offsets[y] = n
-        pooled_ids += view.c_ids[y]
         n += len(view.c_ids[y])
     pooled = np.concatenate([cand_emb[y] for y in languages], axis=0)  # (nc_all, d)
     k = min(top_k, n)
     topk = _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_ray)
 
-    aps, rds, qlangs, all_qids, run, qrels = [], [], [], [], {}, {}
+    aps, rds, qlangs, all_qids, hits, n_relevant = [], [], [], [], [], []
     for x in languages:
         qids = view.q_ids[x]
         rel_rows = [
             [offsets[y] + view.c_pos[y][view.rel[(qid, y)]] for y in languages if (qid, y) in view.rel]
             for qid in qids
         ]
+        found = topk[x][1]  # (nq_x, k) pooled candidate rows, -1 where the index had fewer
         aps_x, rds_x = [], []
         for block in _query_blocks(len(qids)):
             scores = query_emb[x][block] @ pooled.T  # (b, nc_all), exact
@@ -157,22 +151,19 @@ def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str
                 relevance[i, rows] = True
             aps_x.append(lareqa_average_precisions(scores, relevance))
             rds_x.append(rank_distance(scores, relevance))
+            top = found[block]  # (b, k)
+            hits.append(np.take_along_axis(relevance, np.maximum(top, 0), axis=1) & (top >= 0))  # (b, k)
+            n_relevant.append(relevance.sum(axis=1))  # (b,)
         aps.append(np.concatenate(aps_x) if aps_x else np.zeros(0))
         rds.append(np.concatenate(rds_x) if rds_x else np.zeros(0, dtype=np.int64))
         qlangs += [x] * len(qids)
         all_qids += qids
-        D, I = topk[x]
-        for i, qid in enumerate(qids):
-            key = f"{x}:{qid}"
-            run[key] = {pooled_ids[j]: float(d) for d, j in zip(D[i], I[i]) if j >= 0}
-            qrels[key] = {pooled_ids[j]: 1 for j in rel_rows[i]}
     ap = np.concatenate(aps)
     per_lang_map = {x: float(a.mean()) for x, a in zip(languages, aps)}
     rd_by_lang, rd_macro = language_bias(np.concatenate(rds), qlangs)
-    std = standard_metrics(run, qrels)
     out = {"n_queries": int(ap.size), "map": float(ap.mean()), "map_macro": macro_mean(per_lang_map),
            "map_by_lang": per_lang_map}
-    out.update({m: std[m] for m in PAIR_METRICS if m != "map"})
+    out.update(topk_metrics(np.concatenate(hits), np.concatenate(n_relevant)))
     out["rank_distance"] = rd_macro
     out["rank_distance_by_lang"] = rd_by_lang
     per_query = {"query_lang": qlangs, "query_id": all_qids, "ap": ap, "rank_distance": np.concatenate(rds)}

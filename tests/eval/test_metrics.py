@@ -19,6 +19,7 @@ from hbt.eval.metrics import (
     rank_distance,
     ranks_by_score,
     standard_metrics,
+    topk_metrics,
 )
 
 # ---------------------------------------------------------------- references
@@ -125,6 +126,23 @@ def test_ap_matches_sklearn_arbitrary_floats(args):
     rel[pos] = True
     scores, rel = np.array(scores), np.array(rel)
     assert abs(lareqa_average_precision(scores, rel) - average_precision_score(rel, scores)) <= 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 20), st.integers(0, 2**32 - 1), st.booleans())
+def test_ap_rows_match_sklearn_row_by_row_across_passes(nq, nc, seed, ties):
+    """The vectorised AP of a score matrix, cut into passes of a few rows, is sklearn's AP of
+    every row: ties (scores drawn from a few values) and several relevant candidates included."""
+    import hbt.eval.metrics as metrics
+
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 3, (nq, nc)).astype(float) if ties else rng.standard_normal((nq, nc))
+    relevance = rng.random((nq, nc)) < 0.3
+    relevance[np.arange(nq), rng.integers(0, nc, nq)] = True
+    expected = [average_precision_score(r, s) for s, r in zip(scores, relevance)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metrics, "AP_PASS_ELEMENTS", 2 * nc)  # two rows a pass
+        np.testing.assert_allclose(lareqa_average_precisions(scores, relevance), expected, rtol=0, atol=1e-12)
 
 
 def test_map_micro_and_macro():
@@ -250,6 +268,31 @@ def test_ranx_map_equals_lareqa_map_without_ties():
         run = {f"q{i}": {f"c{j}": float(S[i, j]) for j in range(9)} for i in range(4)}
         qrels = {f"q{i}": {f"c{j}": 1 for j in np.flatnonzero(R[i])} for i in range(4)}
         assert standard_metrics(run, qrels)["map"] == pytest.approx(mean_average_precision(S, R), abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 15), st.integers(1, 25), st.sampled_from([1, 5, 10, 30]), st.integers(1, 4),
+       st.integers(0, 2**32 - 1))
+def test_topk_metrics_equal_ranx_on_the_same_top_k_lists(nq, nc, k, max_relevant, seed):
+    """`topk_metrics` on which of each top-k list are relevant == ranx (`standard_metrics`) on the
+    run of those lists: one or several relevant candidates, some never retrieved, k below or
+    above 10 and the pool."""
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((nq, nc))  # tie-free almost surely
+    relevance = np.zeros((nq, nc), dtype=bool)
+    for row in relevance:
+        row[rng.choice(nc, size=rng.integers(1, min(max_relevant, nc) + 1), replace=False)] = True
+    top = np.argsort(-scores, axis=1)[:, :k]  # (nq, min(k, nc))
+    run = {f"q{i}": {f"c{j}": float(scores[i, j]) for j in top[i]} for i in range(nq)}
+    qrels = {f"q{i}": {f"c{j}": 1 for j in np.flatnonzero(relevance[i])} for i in range(nq)}
+    expected = {key: value for key, value in standard_metrics(run, qrels).items() if key != "map"}
+    got = topk_metrics(np.take_along_axis(relevance, top, axis=1), relevance.sum(axis=1))
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_topk_metrics_refuse_queries_without_relevant_candidates():
+    with pytest.raises(ValueError, match="relevant"):
+        topk_metrics(np.zeros((2, 3), dtype=bool), np.array([1, 0]))
 
 
 # ---------------------------------------------------------------- fake encoder
