@@ -8,8 +8,10 @@ one each round: no contender always runs first (cold caches) or last (a drifted 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Callable, TypeVar
 
+from hbt.errors import HbtError
 from hbt.io import write_json_atomic
 
 T = TypeVar("T")
@@ -38,8 +40,13 @@ def rotating_rounds(contenders: dict[str, Callable[[], T]], rounds: int) -> dict
 def report(args: argparse.Namespace, run: Callable[[argparse.Namespace], dict],
            format_table: Callable[[dict], str]) -> dict:
     """Run a benchmark on its parsed `args`, print its table, and write the numbers to
-    `args.json` when given; -> the result."""
-    result = run(args)
+    `args.json` when given; -> the result. Bad input (a missing model, a language the corpus
+    lacks) is one line on stderr and exit code 2, as for the `hbt` verbs."""
+    try:
+        result = run(args)
+    except HbtError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(format_table(result))
     if args.json is not None:
         write_json_atomic(args.json, result)

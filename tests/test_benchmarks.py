@@ -152,6 +152,16 @@ def test_counts_below_one_are_usage_errors(name, args, capsys):
     assert "must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_bad_input_is_one_line_and_exit_2(tmp_path, data_dir, capsys):
+    """A language the corpus lacks: the benchmark says so in one line, as the verbs do."""
+    with pytest.raises(SystemExit) as exit_:
+        load_benchmark("eval_precision").main([
+            "--model", str(tmp_path / "unused"), "--corpus", str(data_dir / "xquad-r"), "--languages", "en,xx"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_eval_memory_benchmark_measures_the_same_texts_at_each_scale(tmp_path, data_dir):
