@@ -55,6 +55,7 @@ from hbt.eval.allpairs import _pair_metrics, _View, all_pairs, evaluate
 from hbt.eval.encode import EncodeActor, encode_corpus_on_actors
 from hbt.eval.heldout import restrict_to_articles
 from hbt.model.encoder import Encoder, pool
+from hbt.ray_session import ensure_ray
 
 GOALS = {"a": ("<=", 1.10), "b": (">=", 10.0), "s": ("<=", 1.2)}
 SETTINGS = ("mono", "cross", "multi")
@@ -266,9 +267,7 @@ def run(args: argparse.Namespace) -> dict:
     encode_seconds: list[float] = []
 
     started = not ray.is_initialized()  # a Ray already up (a test session's) is used and left up
-    if started:
-        ray.init(address="local", num_cpus=max(2, args.threads), object_store_memory=256 * 1024**2,
-                 include_dashboard=True, log_to_driver=False)
+    ensure_ray(config.cluster)  # the Ray `hbt eval` starts
     if __name__ != "__main__":  # loaded by path (tests): the actor subclass goes to Ray by value
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
