@@ -48,11 +48,11 @@ import torch
 import torch.nn.functional as F
 from bench_rounds import positive_int, report, rotating_rounds
 
-from hbt.config import REPO_ROOT, HbtConfig, load_config
+from hbt.config import REPO_ROOT, HbtConfig, default_data_dir, load_config
 from hbt.data.candidates import candidate_texts
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
 from hbt.eval.allpairs import _pair_metrics, _View, all_pairs, evaluate
-from hbt.eval.encode import EncodeActor, encode_corpus_on_actors
+from hbt.eval.encode import EncodeActor, _column_by_lang, encode_corpus_on_actors
 from hbt.eval.heldout import restrict_to_articles
 from hbt.model.encoder import Encoder, pool
 from hbt.ray_session import ensure_ray
@@ -61,17 +61,12 @@ GOALS = {"a": ("<=", 1.10), "b": (">=", 10.0), "s": ("<=", 1.2)}
 SETTINGS = ("mono", "cross", "multi")
 
 
-def default_corpus() -> Path:
-    """$HBT_DATA_DIR/xquad-r, else ../shared/data/xquad-r beside the repository."""
-    root = Path(os.environ["HBT_DATA_DIR"]) if os.environ.get("HBT_DATA_DIR") else REPO_ROOT.parent / "shared" / "data"
-    return root / "xquad-r"
-
-
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=REPO_ROOT / "runs" / "models" / "e5-small",
                    help="HF model dir with sentence-transformers module files")
-    p.add_argument("--corpus", type=Path, default=default_corpus(), help="LAReQA dir of {lang}.json")
+    p.add_argument("--corpus", type=Path, default=default_data_dir() / "xquad-r",
+                   help="LAReQA dir of {lang}.json (default: the data dir's)")
     p.add_argument("--languages", default="en,de,es", help="comma-separated language codes (at least 2)")
     p.add_argument("--max-articles", type=int, default=2,
                    help="keep only the first N articles' queries, candidates and qrels (0: all 48); the "
@@ -99,11 +94,6 @@ def load_corpus(corpus_dir: Path, languages: list[str], max_articles: int) -> La
     return restrict_to_articles(corpus, range(max_articles)) if max_articles else corpus
 
 
-def _by_lang(table, lang: str, column: str) -> list[str]:
-    langs = table.column("lang").to_pylist()
-    return [v for v, l in zip(table.column(column).to_pylist(), langs) if l == lang]
-
-
 def prefixed_texts(corpus: LareqaCorpus, config: HbtConfig) -> dict[tuple[str, str], list[str]]:
     """(lang, kind) -> that language's queries or candidates with the model's prefix, table order:
     what the baselines encode (built here from the corpus, not by hbt's chunking)."""
@@ -111,9 +101,9 @@ def prefixed_texts(corpus: LareqaCorpus, config: HbtConfig) -> dict[tuple[str, s
     context = config.model.resolved_candidate_context()
     texts = {}
     for lang in languages:
-        candidates = candidate_texts(_by_lang(corpus.candidates, lang, "sentence"),
-                                     _by_lang(corpus.candidates, lang, "context"), context)
-        texts[(lang, "query")] = [config.model.query_prefix + t for t in _by_lang(corpus.queries, lang, "text")]
+        candidates = candidate_texts(_column_by_lang(corpus.candidates, lang, "sentence"),
+                                     _column_by_lang(corpus.candidates, lang, "context"), context)
+        texts[(lang, "query")] = [config.model.query_prefix + t for t in _column_by_lang(corpus.queries, lang, "text")]
         texts[(lang, "passage")] = [config.model.passage_prefix + t for t in candidates]
     return texts
 

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from bench_rounds import positive_int, report
 
-from hbt.config import REPO_ROOT, ModelConfig
+from hbt.config import REPO_ROOT, ModelConfig, default_data_dir
 from hbt.data.lareqa import read_lareqa
 from hbt.model.encoder import Encoder
 
@@ -38,7 +38,7 @@ from hbt.model.encoder import Encoder
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=REPO_ROOT / "runs" / "models" / "e5-small")
-    p.add_argument("--corpus", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "xquad-r")
+    p.add_argument("--corpus", type=Path, default=default_data_dir() / "xquad-r")
     p.add_argument("--language", default="en")
     p.add_argument("--texts", type=positive_int, default=512, help="sentences encoded (and trained on)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="encoding batch")

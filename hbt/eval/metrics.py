@@ -35,7 +35,6 @@ __all__ = [
     "mean_average_precision",
     "macro_mean",
     "topk_metrics",
-    "TOPK_METRICS",
     "ranks_by_score",
     "rank_distance",
     "language_bias",
@@ -182,9 +181,6 @@ def macro_mean(values_by_group: Mapping[Any, Any]) -> float:
 # ----------------------------------------------------------------------------
 # Top-k metrics
 # ----------------------------------------------------------------------------
-
-
-TOPK_METRICS = ("r@1", "r@10", "hit@1", "hit@10", "ndcg@10", "mrr")
 
 
 def topk_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:

@@ -95,12 +95,13 @@ def _compare(reference: str, names: dict[str, list[str]], tables: Tables, nq: in
 def compare_arms(experiment: Experiment, runs: dict[str, list[Run]], hits: bool = True, seed: int = 0) -> dict:
     """LAReQA eval runs of every arm (`hbt eval` dirs): Mo, Cr, Mul, RD (and with `hits` the
     multi setting's hit@1 and hit@10 of results.json)."""
+    # Per arm, per run: (question ids, metric -> aggregate), computed once.
+    computed = {arm: [aggregates(run) for run in arm_runs] for arm, arm_runs in runs.items()}
     every = [run for arm_runs in runs.values() for run in arm_runs]
-    computed = [aggregates(run) for run in every]  # (question ids, metric -> aggregate) per run
-    check_pairable(every, computed)
-    per_run = iter(aggs for _, aggs in computed)
-    tables = {arm: [next(per_run) for _ in arm_runs] for arm, arm_runs in runs.items()}
-    nq = len(computed[0][0])
+    every_computed = [c for arm_computed in computed.values() for c in arm_computed]
+    check_pairable(every, every_computed)
+    tables = {arm: [aggs for _, aggs in arm_computed] for arm, arm_computed in computed.items()}
+    nq = len(every_computed[0][0])
     extra = {arm: {h: [run.results["settings"]["multi"].get(h) for run in arm_runs] for h in HITS}
              for arm, arm_runs in runs.items()} if hits else None
     names = {arm: [run.name for run in arm_runs] for arm, arm_runs in runs.items()}
