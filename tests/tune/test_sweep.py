@@ -66,7 +66,7 @@ class InterruptedSweep:
     exit_code: int                 # of the first `hbt tune`, Ctrl-C'd
     interrupted_lines: list[str]   # its stderr
     ended: list[str]               # trial ids that had ended before Ctrl-C
-    ended_results: dict[str, bytes]  # their result.json as they were then
+    ended_results: dict[Path, bytes]  # their result.json files as they were then
     resumed: subprocess.CompletedProcess  # `hbt tune --resume OUT`
 
 
@@ -96,7 +96,7 @@ def smoke_sweep(prepared, tiny_model, tmp_path_factory) -> InterruptedSweep:
     results = {}
     for trial in ended_ids:
         [trial_dir] = [d for d in out.iterdir() if trial in d.name]
-        results[trial] = (trial_dir / "result.json").read_bytes()
+        results[trial_dir / "result.json"] = (trial_dir / "result.json").read_bytes()
     resumed = subprocess.run([*command, "--resume", str(out)], capture_output=True, text=True, timeout=800, env=env)
     return InterruptedSweep(out, exit_code, stderr.lines, ended_ids, results, resumed)
 
@@ -108,9 +108,8 @@ def test_an_interrupted_sweep_resumes_without_rerunning_its_ended_trials(smoke_s
     assert sweep.exit_code == 130, "\n".join(sweep.interrupted_lines[-30:])
     assert "hbt tune --resume" in sweep.interrupted_lines[-1]
     assert sweep.resumed.returncode == 0, sweep.resumed.stderr[-3000:]
-    for trial, before in sweep.ended_results.items():
-        [trial_dir] = [d for d in sweep.out.iterdir() if trial in d.name]
-        assert (trial_dir / "result.json").read_bytes() == before, trial
+    for result, before in sweep.ended_results.items():
+        assert result.read_bytes() == before, result
     shown = [line for line in sweep.resumed.stderr.splitlines() if line.startswith("trial ")]
     assert shown and not any(line.split()[1] in sweep.ended for line in shown), shown
 
