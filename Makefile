@@ -41,8 +41,10 @@ run: venv
 		--out $(RUN_DIR)/eval/trained $(if $(EVAL_LANGS),--languages $(EVAL_LANGS))
 	$(HBT) report $(RUN_DIR)/eval/base $(RUN_DIR)/eval/trained --out-md $(RUN_DIR)/report.md
 
+# PYTHONFAULTHANDLER: a crash in native code (torch, faiss, Ray) prints every thread's
+# Python stack, also after pytest has finished.
 test: venv
-	$(VENV)/bin/python -m pytest
+	PYTHONFAULTHANDLER=1 $(VENV)/bin/python -m pytest
 
 clean:
 	rm -rf $(VENV) runs prepared

@@ -1,10 +1,32 @@
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the process once pytest has reported and every fixture is torn down, with pytest's
+    exit status, skipping the interpreter's own teardown.
+
+    A session loads torch, faiss, Ray's core worker, gRPC and DeepSpeed, whose native teardown
+    runs at interpreter exit; once in CI it crashed (SIGSEGV) after a green run had
+    printed "645 passed", and reruns of the same suite exited 0. Tests are what this process
+    is for, and their results are written by now; `make test` also sets PYTHONFAULTHANDLER, so
+    a crash during the tests prints every thread's stack."""
+    if EXIT_STATUS in config.stash:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash[EXIT_STATUS])
 
 
 @pytest.fixture(scope="session")
