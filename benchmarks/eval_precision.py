@@ -90,13 +90,15 @@ def run(args: argparse.Namespace) -> dict:
         def encode_once() -> float:
             recorded = Recorded(encoders[precision])
             started = time.perf_counter()
-            embeddings[precision] = encode_corpus(recorded, corpus, config.eval, context, progress=False)
+            embeddings[precision] = encode_corpus(recorded, corpus, config.eval, context, progress=False,
+                                                  lengths=encoders[precision].token_lengths)
             elapsed = time.perf_counter() - started
             workload[precision] = recorded.signature()
             return elapsed
         return encode_once
 
-    encode_corpus(encoders["fp32"], corpus, config.eval, context, progress=False)  # warm-up, untimed
+    encode_corpus(encoders["fp32"], corpus, config.eval, context, progress=False,  # warm-up, untimed
+                  lengths=encoders["fp32"].token_lengths)
     seconds = rotating_rounds({p: timed(p) for p in PRECISIONS}, args.rounds)
     total = {p: sum(s) for p, s in seconds.items()}
     scores = {p: evaluate(*embeddings[p], corpus, languages, config.eval.top_k, shards_on_ray=False)["settings"]

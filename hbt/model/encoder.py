@@ -117,6 +117,38 @@ def embedding_dim(name_or_path: str) -> int:
     return int(AutoConfig.from_pretrained(name_or_path).hidden_size)
 
 
+def text_prefix(model_cfg: ModelConfig, kind: Kind) -> str:
+    if kind == "query":
+        return model_cfg.query_prefix
+    if kind == "passage":
+        return model_cfg.passage_prefix
+    raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
+
+
+def token_counter(tokenizer, model_cfg: ModelConfig) -> Callable[[Sequence[str], Kind], list[int]]:
+    """(texts, kind) -> the tokens each text takes in a batch (prefix, special tokens and
+    truncation included): the length a batch of them is padded to."""
+
+    def count(texts: Sequence[str], kind: Kind) -> list[int]:
+        prefix = text_prefix(model_cfg, kind)
+        encoded = tokenizer([prefix + text for text in texts], truncation=True, max_length=model_cfg.max_length,
+                            return_length=True, return_attention_mask=False, return_token_type_ids=False)
+        return list(encoded["length"])
+
+    return count
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer alone (for counting tokens where the model is not needed)."""
+    from transformers import AutoTokenizer
+
+    name = resolve_model_name(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise HbtError(f"cannot load the tokenizer of {name}: {_first_line(error)}") from None
+
+
 class Encoder(nn.Module):
     """Shared-weight text encoder producing unit-norm embeddings."""
 
@@ -158,11 +190,10 @@ class Encoder(nn.Module):
         return int(self.model.config.hidden_size)
 
     def prefix(self, kind: Kind) -> str:
-        if kind == "query":
-            return self.cfg.query_prefix
-        if kind == "passage":
-            return self.cfg.passage_prefix
-        raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
+        return text_prefix(self.cfg, kind)
+
+    def token_lengths(self, texts: Sequence[str], kind: Kind) -> list[int]:
+        return token_counter(self.tokenizer, self.cfg)(texts, kind)
 
     def tokenize(self, texts: Sequence[str], kind: Kind) -> dict[str, torch.Tensor]:
         """Prefix and tokenize: returns input_ids / attention_mask of shape (B, T), T <= max_length."""

@@ -50,7 +50,7 @@ def dev_metrics(encoder, corpus: LareqaCorpus, cfg: HbtConfig) -> dict[str, floa
 
     started = time.perf_counter()
     query_emb, cand_emb = encode_corpus(encoder, corpus, cfg.eval, cfg.model.resolved_candidate_context(),
-                                        progress=False)
+                                        progress=False, lengths=encoder.token_lengths)
     result = evaluate(query_emb, cand_emb, corpus, corpus_languages(corpus), cfg.eval.top_k,
                       cfg.eval.index_factory, shards_on_ray=False)
     settings = result["settings"]

@@ -44,10 +44,11 @@ def _eval(corpus_dir, encoder, top_k=10):
 def test_perfect_encoder(corpus_dir):
     enc = FakeEncoder()
     corpus, q, c, res = _eval(corpus_dir, enc)
-    # each language's queries and candidates encoded exactly once, candidates with context
-    assert sorted(k for _, k in enc.calls) == ["passage"] * 3 + ["query"] * 3
-    assert all(len(t) == 6 for t, k in enc.calls if k == "passage")
-    assert all(t.count("ID") == 4 for texts, k in enc.calls if k == "passage" for t in texts)
+    # every language's queries and candidates encoded exactly once, candidates with context
+    encoded = {kind: [t for texts, k in enc.calls if k == kind for t in texts] for kind in ("query", "passage")}
+    assert len(encoded["passage"]) == len(set(encoded["passage"])) == corpus.candidates.num_rows == 3 * 6
+    assert len(encoded["query"]) == len(set(encoded["query"])) == corpus.queries.num_rows
+    assert all(t.count("ID") == 4 for t in encoded["passage"])
     assert {l: v.shape for l, v in c.items()} == {l: (6, DIM) for l in LANGS}
     # order restored after length bucketing: candidate row i has its own tag
     assert np.array_equal(c["en"].argmax(1), np.arange(6))

@@ -8,7 +8,7 @@ from synthetic import LANGS
 
 from hbt.config import EvalConfig, HbtConfig, ModelConfig
 from hbt.data.lareqa import read_lareqa
-from hbt.eval.encode import corpus_chunks, encode_corpus, encode_corpus_on_actors
+from hbt.eval.encode import corpus_chunks, corpus_texts, encode_corpus, encode_corpus_on_actors
 from hbt.eval.heldout import restrict_to_articles
 from hbt.model.encoder import Encoder
 from hbt.model.tiny import tiny_bert
@@ -35,18 +35,29 @@ class LengthEncoder:
         return np.array([[len(t), kind == "query"] for t in texts], dtype=np.float32)
 
 
-def test_chunks_cover_every_text_once_sorted_by_length(corpus):
+def test_chunks_cover_every_text_once_sorted_by_length_across_languages(corpus):
     cfg = EvalConfig(batch_size=4)
     chunks = corpus_chunks(corpus, cfg, candidate_context=True)
-    for lang in ("en", "de"):
-        for kind, table in (("query", corpus.queries), ("passage", corpus.candidates)):
-            mine = [c for c in chunks if c.lang == lang and c.kind == kind]
-            rows = np.concatenate([c.rows for c in mine])
-            n = table.column("lang").to_pylist().count(lang)
-            assert sorted(rows.tolist()) == list(range(n))
-            lengths = [len(t) for c in mine for t in c.texts]
-            assert lengths == sorted(lengths)
-            assert all(len(c.texts) <= 4 * 8 for c in mine)
+    for kind, table in (("query", corpus.queries), ("passage", corpus.candidates)):
+        mine = [c for c in chunks if c.kind == kind]
+        rows = np.concatenate([c.rows for c in mine])
+        assert sorted(rows.tolist()) == list(range(table.num_rows))  # both languages' rows, once each
+        lengths = [len(t) for c in mine for t in c.texts]
+        assert lengths == sorted(lengths)  # one sort over both languages, not one per language
+        assert all(len(c.texts) <= 4 * 8 for c in mine)
+
+
+def test_token_lengths_batch_as_one_sort_of_every_text_would(corpus, tiny_cfg):
+    """Chunked by the encoder's token counts, the batches pad to no more tokens than sorting all
+    of a kind's texts (every language) by token count and cutting batches: the least padding."""
+    encoder = Encoder.from_config(tiny_cfg)
+    chunks = corpus_chunks(corpus, EvalConfig(batch_size=4), candidate_context=True, lengths=encoder.token_lengths)
+    for kind, by_lang in corpus_texts(corpus, candidate_context=True).items():
+        batches = [c.texts[s:s + 4] for c in chunks if c.kind == kind for s in range(0, len(c.texts), 4)]
+        padded = sum(encoder.tokenize(batch, kind)["input_ids"].numel() for batch in batches)
+        every = sorted(encoder.tokenize([t], kind)["input_ids"].shape[1] for texts in by_lang.values() for t in texts)
+        least = sum(max(every[s:s + 4]) * len(every[s:s + 4]) for s in range(0, len(every), 4))
+        assert padded == least
 
 
 def test_rows_come_back_in_table_order(corpus):
