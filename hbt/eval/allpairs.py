@@ -34,6 +34,7 @@ from hbt.eval.metrics import (
     language_bias,
     lareqa_average_precisions,
     macro_mean,
+    one_relevant_ranks,
     rank_distance,
     topk_metrics,
 )
@@ -87,17 +88,15 @@ def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, t
     qids = [view.q_ids[x][i] for i in keep]
     relevant = np.array([view.c_pos[y][view.rel[(qid, y)]] for qid in qids], dtype=np.int64)  # (nq,)
     k = min(top_k, len(ce))
-    aps, hits = [], []
+    aps, positions = [], []
     for block in _query_blocks(len(qids)):
-        scores = qe[keep[block]] @ ce.T  # (b, nc)
-        relevance = np.zeros(scores.shape, dtype=bool)
-        relevance[np.arange(scores.shape[0]), relevant[block]] = True
-        aps.append(lareqa_average_precisions(scores, relevance))  # (b,)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (b, k) ties: lower index first
-        hits.append(np.take_along_axis(relevance, top, axis=1))  # (b, k)
-    ap = np.concatenate(aps)  # (nq,)
+        ap, position = one_relevant_ranks(qe[keep[block]] @ ce.T, relevant[block])  # scores (b, nc) -> (b,), (b,)
+        aps.append(ap)
+        positions.append(position)
+    ap, position = np.concatenate(aps), np.concatenate(positions)  # (nq,), (nq,) 0-based, ties: lower index first
+    hits = position[:, None] == np.arange(k)  # (nq, k) the relevant candidate's place in the top k
     out = {"query_lang": x, "cand_lang": y, "n_queries": len(qids), "map": float(ap.mean())}
-    out.update(topk_metrics(np.concatenate(hits), np.ones(len(qids), dtype=np.int64)))
+    out.update(topk_metrics(hits, np.ones(len(qids), dtype=np.int64)))
     per_query = {"query_id": qids, "ap": ap, "rank_distance": np.full(len(qids), np.nan)}
     return out, per_query
 

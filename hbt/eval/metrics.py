@@ -32,6 +32,7 @@ import numpy as np
 __all__ = [
     "lareqa_average_precision",
     "lareqa_average_precisions",
+    "one_relevant_ranks",
     "mean_average_precision",
     "macro_mean",
     "topk_metrics",
@@ -136,6 +137,33 @@ def _average_precisions(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     precision = tps / np.arange(1, n + 1)  # (b, n)
     at_block_end = np.take_along_axis(precision, block_end, axis=1)  # (b, n)
     return np.maximum(0.0, np.where(y, at_block_end, 0.0).sum(axis=1) / tps[:, -1])  # (b,)
+
+
+def one_relevant_ranks(score_matrix: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Queries with exactly one relevant candidate (an X->Y pair), without sorting any row.
+
+    Counting scores above and tied with the relevant candidate's gives, per query, what a stable
+    descending sort would: its LAReQA AP, 1 / (the rank where its block of tied scores ends), and
+    its position in that order (ties: lower index first), which places it in a top-k list.
+    O(nc) per query instead of a sort's O(nc log nc).
+
+    Args:
+        score_matrix: float array, shape ``(nq, nc)``.
+        relevant: int array, shape ``(nq,)``; each query's relevant candidate.
+
+    Returns:
+        ``(ap, position)``: float array ``(nq,)`` (equal to :func:`lareqa_average_precisions`
+        on the one-hot relevance) and int array ``(nq,)``, 0-based.
+    """
+    score_matrix = np.asarray(score_matrix)  # (nq, nc)
+    relevant = np.asarray(relevant, dtype=np.int64)  # (nq,)
+    if score_matrix.ndim != 2 or relevant.shape != (score_matrix.shape[0],):
+        raise ValueError(f"score_matrix must be (nq, nc) and relevant (nq,), got {score_matrix.shape} and {relevant.shape}")
+    own = np.take_along_axis(score_matrix, relevant[:, None], axis=1)  # (nq, 1)
+    above = (score_matrix > own).sum(axis=1)  # (nq,)
+    tied = score_matrix == own  # (nq, nc), the relevant candidate included
+    tied_before = (tied & (np.arange(score_matrix.shape[1]) < relevant[:, None])).sum(axis=1)  # (nq,)
+    return 1.0 / (above + tied.sum(axis=1)), above + tied_before
 
 
 def mean_average_precision(score_matrix: np.ndarray, relevance: np.ndarray) -> float:

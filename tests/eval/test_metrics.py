@@ -17,6 +17,7 @@ from hbt.eval.metrics import (
     lareqa_average_precisions,
     macro_mean,
     mean_average_precision,
+    one_relevant_ranks,
     rank_distance,
     ranks_by_score,
     topk_metrics,
@@ -143,6 +144,23 @@ def test_ap_rows_match_sklearn_row_by_row_across_passes(nq, nc, seed, ties):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(metrics, "AP_PASS_ELEMENTS", 2 * nc)  # two rows a pass
         np.testing.assert_allclose(lareqa_average_precisions(scores, relevance), expected, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 20), st.integers(0, 2**32 - 1), st.booleans())
+def test_one_relevant_ranks_equal_sklearn_ap_and_the_stable_sort(nq, nc, seed, ties):
+    """Counting instead of sorting: sklearn's AP of each row, and the relevant candidate's place
+    in a stable descending sort (ties: lower index first), ties included."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 3, (nq, nc)).astype(float) if ties else rng.standard_normal((nq, nc))
+    relevant = rng.integers(0, nc, nq)
+    ap, position = one_relevant_ranks(scores, relevant)
+    one_hot = np.zeros((nq, nc), dtype=bool)
+    one_hot[np.arange(nq), relevant] = True
+    expected = [average_precision_score(r, s) for s, r in zip(scores, one_hot)]
+    np.testing.assert_allclose(ap, expected, rtol=0, atol=1e-12)
+    order = np.argsort(-scores, axis=1, kind="stable")  # (nq, nc)
+    assert position.tolist() == [row.tolist().index(j) for row, j in zip(order, relevant)]
 
 
 def test_map_micro_and_macro():
