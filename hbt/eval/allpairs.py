@@ -102,16 +102,16 @@ def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, t
 
 
 def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_ray: bool):
-    """Pooled top-k per query language via one faiss shard per candidate language."""
+    """Pooled top-k per query language via one faiss shard per candidate language (on Ray: held
+    by one shard actor per node)."""
     import ray
 
-    from hbt.index.shards import IndexShard, ShardActor, search_actor_shards, search_shards
+    from hbt.index.shards import IndexShard, search_actor_shards, search_shards, start_shard_actors
 
     results = {}
     if shards_on_ray:
-        actors = [
-            ShardActor.remote(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y])), factory) for y in languages
-        ]
+        actors = start_shard_actors([(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y]))) for y in languages],
+                                    factory)
         try:
             for x in languages:
                 results[x] = search_actor_shards(actors, query_emb[x], k)

@@ -111,14 +111,14 @@ def search(query_emb: np.ndarray, doc_emb: np.ndarray, k: int, factory: str, on_
     """Top-k (scores, doc positions) of every query over shards of at most SHARD_DOCS documents."""
     import ray
 
-    from hbt.index.shards import IndexShard, ShardActor, search_actor_shards, search_shards
+    from hbt.index.shards import IndexShard, search_actor_shards, search_shards, start_shard_actors
 
     starts = range(0, len(doc_emb), SHARD_DOCS)
     parts = [(doc_emb[s:s + SHARD_DOCS], np.arange(s, min(s + SHARD_DOCS, len(doc_emb)))) for s in starts]
     k = min(k, len(doc_emb))
     if not on_ray:
         return search_shards([IndexShard.from_vectors(xb, ids, factory) for xb, ids in parts], query_emb, k)
-    actors = [ShardActor.remote(xb, ids, factory) for xb, ids in parts]
+    actors = start_shard_actors(parts, factory)
     try:
         return search_actor_shards(actors, query_emb, k)
     finally:
