@@ -222,7 +222,7 @@ class EvalConfig(Section):
     encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: the node's cores)")
     heldout_only: bool = Field(False, description="drop corpus articles the model's training manifest says it was trained on")
     precision: Literal["fp32", "int8", "bf16"] = Field(
-        "fp32", description="encoding precision of `hbt eval`: int8 = dynamically quantized Linear layers (CPU), "
+        "fp32", description="encoding precision of `hbt eval`: int8 = ONNX Runtime with int8 weights per channel (CPU), "
         "bf16 = bfloat16 weights (GPU)")
 
 
@@ -269,7 +269,7 @@ class HbtConfig(Section):
 
     @model_validator(mode="after")
     def _eval_precision_fits_device(self) -> "HbtConfig":
-        # Dynamic int8 quantization runs on CPUs only; bfloat16 pays off on GPUs only.
+        # int8 runs in ONNX Runtime on CPUs only; bfloat16 pays off on GPUs only.
         if self.eval.precision == "int8" and self.cluster.use_gpu:
             raise ValueError("eval.precision=int8 runs on CPUs (cluster.use_gpu=false); on GPUs use bf16")
         if self.eval.precision == "bf16" and not self.cluster.use_gpu:

@@ -6,7 +6,6 @@ Queries and passages differ only by the configured text prefix (E5 style: "query
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
 
@@ -172,13 +171,14 @@ class Encoder(nn.Module):
         return cls(model, tokenizer, model_cfg)
 
     def for_inference(self, precision: str) -> "Encoder":
-        """Set for encoding at `precision` (`eval.precision`): fp32 as it is; int8 with every
-        Linear layer dynamically quantized (int8 weights, activations quantized per batch; CPU
-        only); bf16 with bfloat16 weights (GPU only). Embeddings come out as float32 either way."""
+        """Set for encoding at `precision` (`eval.precision`): fp32 as it is; int8 run by ONNX
+        Runtime with int8 weights per output channel and activations quantized per batch (CPU
+        only; `hbt.model.onnx_int8`), on torch's thread count; bf16 with bfloat16 weights (GPU
+        only). Embeddings come out as float32 either way."""
         if precision == "int8":
-            with warnings.catch_warnings():  # torch deprecates torch.ao's quantized tensors for torchao; they still run
-                warnings.simplefilter("ignore", UserWarning)
-                self.model = torch.ao.quantization.quantize_dynamic(self.model, {nn.Linear}, dtype=torch.qint8)
+            from hbt.model.onnx_int8 import OnnxInt8Model
+
+            self.model = OnnxInt8Model(self.model, torch.get_num_threads())
         elif precision == "bf16":
             self.model = self.model.to(torch.bfloat16)
         elif precision != "fp32":
@@ -223,7 +223,7 @@ class Encoder(nn.Module):
             raise ValueError("batch_size must be >= 1")
         was_training = self.training
         self.eval()
-        device = next(self.parameters()).device
+        device = next(self.parameters(), torch.empty(0)).device  # int8: no torch parameters, CPU
         chunks = []
         try:
             for start in range(0, len(texts), batch_size):

@@ -3,10 +3,12 @@ config refuses a precision the device cannot run."""
 
 import numpy as np
 import pytest
+import torch
 
 from hbt.config import ModelConfig, load_config
 from hbt.errors import ConfigError
 from hbt.model.encoder import Encoder
+from hbt.model.onnx_int8 import OnnxInt8Model, export_int8
 from hbt.model.tiny import tiny_bert
 
 TEXTS = ["the cat sat on the mat", "a dog in the park", "query about cats", "passage on dogs and cats"]
@@ -27,9 +29,24 @@ def test_lower_precision_stays_close_to_fp32(model_dir, precision, tolerance):
     assert emb.dtype == np.float32 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-2)
     cosine = (emb * reference).sum(axis=1)
     assert cosine.min() > 1 - tolerance
-    if precision == "int8":  # the Linear layers were swapped for dynamically quantized ones
-        assert any("DynamicQuantized" in type(m).__name__ or "quantized" in type(m).__module__
-                   for m in encoder.model.modules())
+    if precision == "int8":  # the transformer runs in ONNX Runtime
+        assert isinstance(encoder.model, OnnxInt8Model) and not list(encoder.parameters())
+
+
+def test_int8_export_quantizes_every_weight_matmul(model_dir, tmp_path):
+    """Every MatMul with a constant weight became an integer one, its weight int8 per channel."""
+    import onnx
+
+    model = Encoder.from_config(ModelConfig(name_or_path=str(model_dir))).model
+    graph = onnx.load(str(export_int8(model, tmp_path))).graph
+    ops = [node.op_type for node in graph.node]
+    weights = {init.name: init for init in graph.initializer}
+    float_weight_matmuls = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert ops.count("MatMulInteger") == sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert not float_weight_matmuls
+    # Per channel: each weight's zero point has one entry per output column.
+    for node in (n for n in graph.node if n.op_type == "MatMulInteger"):
+        assert list(weights[node.input[3]].dims) == [weights[node.input[1]].dims[1]]
 
 
 def test_unknown_precision_is_refused(model_dir):
