@@ -29,6 +29,15 @@ def pytest_unconfigure(config):
         os._exit(config.stash[EXIT_STATUS])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hbt_cache_dir(tmp_path_factory) -> Path:
+    """The int8 model cache in the session's temp dir, not the home dir (set before any Ray
+    starts, so its workers inherit it)."""
+    path = tmp_path_factory.mktemp("hbt-cache")
+    os.environ["HBT_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared real-data dir: $HBT_DATA_DIR, else ../shared/data next to the repo.

@@ -85,6 +85,19 @@ def test_actor_path_equals_in_process(ray_local, corpus_dir, tiny_cfg):
 
 
 @pytest.mark.timeout(300)
+def test_int8_encodes_on_actors_close_to_fp32(ray_local, corpus_dir, tiny_cfg):
+    """eval.precision=int8 in an encode actor: ONNX Runtime on the actor's threads, unit vectors
+    close to the fp32 ones."""
+    corpus = read_lareqa(corpus_dir)
+    cfg = EvalConfig(batch_size=2, encode_actors=1, encode_threads=1, precision="int8")
+    actor_q, actor_c = encode_corpus_on_actors(tiny_cfg, corpus, cfg, cpus_per_actor=0.5)
+    local_q, local_c = encode_corpus(Encoder.from_config(tiny_cfg), corpus, cfg, tiny_cfg.resolved_candidate_context())
+    for lang in LANGS:
+        for int8, fp32 in ((actor_q[lang], local_q[lang]), (actor_c[lang], local_c[lang])):
+            assert int8.dtype == np.float32 and (int8 * fp32).sum(axis=1).min() > 0.95
+
+
+@pytest.mark.timeout(300)
 def test_run_eval_on_ray_matches_in_process(ray_local, corpus_dir, tiny_cfg, tmp_path, monkeypatch):
     """With Ray up, run_eval encodes on actors and searches actor-held shards; same report."""
     import ray

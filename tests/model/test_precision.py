@@ -7,8 +7,9 @@ import torch
 
 from hbt.config import ModelConfig, load_config
 from hbt.errors import ConfigError
+from hbt.model import onnx_int8
 from hbt.model.encoder import Encoder
-from hbt.model.onnx_int8 import OnnxInt8Model, export_int8
+from hbt.model.onnx_int8 import OnnxInt8Model, export_int8, int8_model_bytes, model_digest
 from hbt.model.tiny import tiny_bert
 
 TEXTS = ["the cat sat on the mat", "a dog in the park", "query about cats", "passage on dogs and cats"]
@@ -47,6 +48,27 @@ def test_int8_export_quantizes_every_weight_matmul(model_dir, tmp_path):
     # Per channel: each weight's zero point has one entry per output column.
     for node in (n for n in graph.node if n.op_type == "MatMulInteger"):
         assert list(weights[node.input[3]].dims) == [weights[node.input[1]].dims[1]]
+
+
+def test_int8_file_is_cached_by_the_weights(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HBT_CACHE_DIR", str(tmp_path / "cache"))
+    model = Encoder.from_config(ModelConfig(name_or_path=str(model_dir))).model
+    first = int8_model_bytes(model)
+    digest = model_digest(model)
+    assert [p.name for p in (tmp_path / "cache" / "onnx-int8").iterdir()] == [f"{digest}.onnx"]  # no work dir left
+    monkeypatch.setattr(onnx_int8, "export_int8", lambda *args: pytest.fail("exported again"))
+    assert int8_model_bytes(model) == first  # from the cache
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert model_digest(model) != digest  # other weights: another file
+
+
+def test_int8_without_a_writable_cache_exports_and_keeps_nothing(model_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("HBT_CACHE_DIR", str(blocker))
+    model = Encoder.from_config(ModelConfig(name_or_path=str(model_dir))).model
+    assert int8_model_bytes(model)[:4] and blocker.read_text() == ""
 
 
 def test_unknown_precision_is_refused(model_dir):
