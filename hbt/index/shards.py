@@ -184,8 +184,8 @@ class ShardActor:
 def start_shard_actors(parts: Sequence[tuple[np.ndarray, np.ndarray]], factory: str = "Flat") -> list:
     """The shards ``[(xb, ids), ...]`` dealt round-robin to one :class:`ShardActor` per alive
     Ray node, spread over the nodes: each node holds its share in one process. One process per
-    shard cost more than the searches (11 XQuAD-R languages' shards, 2 articles each, on 2
-    cores: 8-11 s to start 11 actors against 0.5 s to search in process)."""
+    shard cost more than the searches on small corpora (on one 2-core node, starting 11 of them
+    took seconds where searching takes well under one)."""
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
     n = max(1, min(len(parts), nodes))
     return [ShardActor.options(scheduling_strategy="SPREAD").remote(list(parts[i::n]), factory) for i in range(n)]

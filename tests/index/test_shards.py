@@ -146,20 +146,27 @@ def test_ray_actor_shards(data, ray_local):
         search_actor_shards(actors, np.zeros((2, D_DIM + 1), np.float32), K)
 
 
+def _searched_and_killed(actors, xq):
+    try:
+        return search_actor_shards(actors, xq, K)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _assert_brute_force(xb, ids, xq, D, I):
+    Dref, Iref = brute_force(xb, ids, xq, K)
+    np.testing.assert_array_equal(I, Iref)
+    np.testing.assert_allclose(D, Dref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.timeout(120)
 def test_more_actor_shards_than_cpus(data, ray_local):
     # 12 shards (more than XQuAD-R's 11 languages) on a 2-CPU Ray: all must run at once.
     xb, ids, xq, _ = data
     bounds = np.linspace(0, len(xb), 13).astype(int)
     actors = [ShardActor.remote([(xb[a:b], ids[a:b])]) for a, b in zip(bounds[:-1], bounds[1:])]
-    try:
-        D, I = search_actor_shards(actors, xq, K)
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-    Dref, Iref = brute_force(xb, ids, xq, K)
-    np.testing.assert_array_equal(I, Iref)
-    np.testing.assert_allclose(D, Dref, rtol=1e-5, atol=1e-5)
+    _assert_brute_force(xb, ids, xq, *_searched_and_killed(actors, xq))
 
 
 @pytest.mark.timeout(120)
@@ -167,14 +174,6 @@ def test_one_shard_actor_per_node_holds_every_shard(data, ray_local):
     """On a one-node Ray, the shards go to one actor (one process to start), merged as any split."""
     xb, ids, xq, _ = data
     bounds = np.linspace(0, len(xb), 12).astype(int)
-    parts = [(xb[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    actors = start_shard_actors(parts)
-    try:
-        assert len(actors) == 1 and ray.get(actors[0].ntotal.remote()) == len(xb)
-        D, I = search_actor_shards(actors, xq, K)
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-    Dref, Iref = brute_force(xb, ids, xq, K)
-    np.testing.assert_array_equal(I, Iref)
-    np.testing.assert_allclose(D, Dref, rtol=1e-5, atol=1e-5)
+    actors = start_shard_actors([(xb[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+    assert len(actors) == 1 and ray.get(actors[0].ntotal.remote()) == len(xb)
+    _assert_brute_force(xb, ids, xq, *_searched_and_killed(actors, xq))
