@@ -16,6 +16,7 @@ Candidate text (`hbt.data.candidates`): the sentence, followed by its paragraph 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
@@ -102,10 +103,11 @@ def _assemble(corpus, chunks: list[Chunk], results: Iterable[tuple[int, np.ndarr
 
 def _language_sizes(corpus) -> dict[str, dict[str, int]]:
     """kind -> lang -> rows, languages in corpus order (as `corpus_texts`; none left out)."""
+    languages = corpus_languages(corpus)
     sizes = {}
     for kind, table in (("query", corpus.queries), ("passage", corpus.candidates)):
-        langs = table.column("lang").to_pylist()
-        sizes[kind] = {lang: langs.count(lang) for lang in corpus_languages(corpus) if lang in langs}
+        counts = Counter(table.column("lang").to_pylist())
+        sizes[kind] = {lang: counts[lang] for lang in languages if counts[lang]}
     return sizes
 
 

@@ -100,10 +100,7 @@ def check_model(name_or_path: str) -> str:
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)
     try:
-        AutoConfig.from_pretrained(name)
-        AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        raise HbtError(f"cannot load model {name}: {_first_line(error)}") from None
+        _loaded(name, lambda n: (AutoConfig.from_pretrained(n), AutoTokenizer.from_pretrained(n)))
     finally:
         hub_log.setLevel(level)
     return name
@@ -137,15 +134,19 @@ def token_counter(tokenizer, model_cfg: ModelConfig) -> Callable[[Sequence[str],
     return count
 
 
+def _loaded(name: str, load: Callable[[str], object]):
+    """`load(name)`, its OSError or ValueError as one line naming the model."""
+    try:
+        return load(name)
+    except (OSError, ValueError) as error:
+        raise HbtError(f"cannot load model {name}: {_first_line(error)}") from None
+
+
 def load_tokenizer(name_or_path: str):
     """The tokenizer alone (for counting tokens where the model is not needed)."""
     from transformers import AutoTokenizer
 
-    name = resolve_model_name(name_or_path)
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as error:
-        raise HbtError(f"cannot load the tokenizer of {name}: {_first_line(error)}") from None
+    return _loaded(resolve_model_name(name_or_path), AutoTokenizer.from_pretrained)
 
 
 class Encoder(nn.Module):
@@ -160,14 +161,10 @@ class Encoder(nn.Module):
     @classmethod
     def from_config(cls, model_cfg: ModelConfig) -> "Encoder":
         """Load `model_cfg.name_or_path` (a local HF dir, or a hub name) with AutoModel/AutoTokenizer."""
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
-        name = resolve_model_name(model_cfg.name_or_path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            model = _load_without_pooler(AutoModel, name)
-        except (OSError, ValueError) as error:
-            raise HbtError(f"cannot load model {name}: {_first_line(error)}") from None
+        tokenizer = load_tokenizer(model_cfg.name_or_path)
+        model = _loaded(resolve_model_name(model_cfg.name_or_path), lambda name: _load_without_pooler(AutoModel, name))
         return cls(model, tokenizer, model_cfg)
 
     def for_inference(self, precision: str) -> "Encoder":
