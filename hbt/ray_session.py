@@ -28,6 +28,13 @@ def _bind_to_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+# Ray Train starts a preemption-watcher actor for every run (and Tune trial) to log nodes being
+# drained; a local Ray is one node that nobody drains, and the actor is one more process start
+# (a few seconds of a 2-core machine) per run. Ray Train reads the switch from the environment
+# of the process that calls `fit`, and local Ray's workers inherit this process's.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
 def cluster_address(cluster: ClusterConfig) -> Optional[str]:
     """The Ray cluster to join, or None for a local Ray of this process's own."""
     return cluster.address or os.environ.get("RAY_ADDRESS") or None
@@ -42,6 +49,7 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     address = cluster_address(cluster)
     if address is None:
         _bind_to_loopback()
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
         ray.init(address="local", num_cpus=cluster.num_cpus, object_store_memory=cluster.object_store_memory,
                  include_dashboard=True, log_to_driver=False)
     else:  # Ray's own logs stay in its log files and dashboard, as on a local Ray

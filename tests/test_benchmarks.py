@@ -110,18 +110,18 @@ def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
         "--set", f"data.prepared_dir={tmp_path / 'none'}",  # nothing prepared: the benchmark prepares its own
         "--set", f"data.data_dir={data_dir}", "--set", "data.languages=[en,de]",
         "--set", "batching.batch_size=4", "--set", "model.max_length=32",
-        "--steps", "3", "--warmup", "1", "--rounds", "2", "--json", str(out),
-    ])
+        "--steps", "3", "--warmup", "1", "--rounds", "1", "--json", str(out),
+    ])  # one round: the rounds' rotation is test_rotating_rounds_rotates_the_order_and_keeps_each_result's
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["steps"] == 3 and result["batch_size"] == 4 and result["timed_tokens_per_round"] > 0
     for contender in ("bare", "bare_in_train", "hbt"):
         rounds = result["step_seconds"][contender]
-        assert len(rounds) == 2 and all(len(steps) == 3 and min(steps) > 0 for steps in rounds)
-    assert len(result["round_ratios"]) == 2
+        assert len(rounds) == 1 and all(len(steps) == 3 and min(steps) > 0 for steps in rounds)
+    assert len(result["round_ratios"]) == 1
     # the ratio is of total times over every timed step, not of medians that hide slow steps
     totals = {name: sum(map(sum, rounds)) for name, rounds in result["step_seconds"].items()}
     assert result["ratio"] == pytest.approx(totals["bare"] / totals["hbt"])
-    assert result["steps_per_s"]["hbt"] == pytest.approx(6 / totals["hbt"])
+    assert result["steps_per_s"]["hbt"] == pytest.approx(3 / totals["hbt"])
     for key in ("ratio", "ratio_vs_bare_in_train", "ratio_bare_in_train_vs_bare"):
         assert math.isfinite(result[key]) and result[key] > 0
 

@@ -1,6 +1,6 @@
 """The Ray Data path that streams whole composed, tokenized steps into each Ray Train worker.
 
-    read_parquet(prepared_dir/train_pairs.parquet)      driver: the pair texts, once
+    read_train_table(prepared_dir)                     driver: the pair texts, once
       -> HybridBatchComposer (seeded)                  driver: the plan, ids only
       -> TokenizeSteps (callable class, 1 step a call) one actor per rank's dataset
       -> ray.train.get_dataset_shard("train_rank{r}")  worker r: iter_steps(shard)
@@ -30,7 +30,7 @@ with `preserve_order=True`, which must reach the trainer as `dataset_config=
 train_data_config()` (see `ordered_options`); `iter_steps` checks the order.
 
 The pair texts travel to the tokenize actors as one object ref of the Arrow table, read
-once by the driver (`read_parquet` also takes s3://, gs://... paths), never re-read per actor.
+once by the driver (local paths or s3://, gs://... URIs), never re-read per actor.
 
 CPU budget (2 cores, measured here with 2 workers): the trainer reserves `world_size *
 cluster.cpus_per_worker` (2 * 0.5) and each rank's tokenize actor takes
@@ -55,10 +55,9 @@ import numpy as np
 from hbt.config import HbtConfig, ModelConfig
 from hbt.data.composer import ComposerConfig, HybridBatchComposer
 from hbt.model.encoder import resolve_model_name
-from hbt.train.batch import TRAIN_COLUMNS, TRAIN_PAIRS, PairTexts, filter_languages, tokenize_step
+from hbt.train.batch import PairTexts, read_train_table, tokenize_step
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     import ray.data
     import ray.train
     import torch
@@ -94,20 +93,6 @@ def composer_config(config: HbtConfig) -> ComposerConfig:
     bc = config.batching
     return ComposerConfig(mode=bc.mode, alpha=bc.alpha, batch_size=bc.batch_size, seed=bc.seed,
                           language_sampling=bc.language_sampling)
-
-
-def read_pairs(prepared_dir: str | Path, languages: list[str] | None = None) -> "pa.Table":
-    """The prepared training table (only `TRAIN_COLUMNS`, only `languages` if given), read
-    with Ray Data so that `prepared_dir` may be any storage path Ray reads (s3://, gs://...)."""
-    import pyarrow as pa
-    import ray
-    import ray.data
-
-    path = f"{str(prepared_dir).rstrip('/')}/{TRAIN_PAIRS}"
-    ds = ray.data.read_parquet(path).select_columns(TRAIN_COLUMNS)
-    quiet_progress(ds)
-    refs = ds.to_arrow_refs()
-    return filter_languages(pa.concat_tables(ray.get(refs)), languages)
 
 
 def build_composer(pairs: PairTexts, config: HbtConfig, world_size: int, rank: int = 0) -> HybridBatchComposer:
@@ -212,7 +197,7 @@ def build_train_datasets(config: HbtConfig, prepared_dir: str | Path, world_size
     import ray
     import ray.data
 
-    table = read_pairs(prepared_dir, config.data.train_languages)
+    table = read_train_table(prepared_dir, config.data.train_languages)
     plans = plan_micro_steps(PairTexts(table), config, world_size, num_micro_steps(config), composer_state)
     pairs = ray.put(table)
     model = config.model.model_dump(mode="json")

@@ -89,3 +89,18 @@ def test_tokenize_step_without_negatives_keeps_shapes():
     texts = PairTexts(table()).texts([("p1", "en", "en")], num_negatives=0, step=0)
     out = tokenize_step(WordTokenizer(), cfg, texts)
     assert out["negative_mask"].shape == (1, 0) and out["negative_key"].shape == (1, 0)
+
+
+def test_the_training_table_is_read_from_a_path_or_a_uri(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from hbt.data.prepare import TRAIN_PAIRS
+    from hbt.train.batch import TRAIN_COLUMNS, read_train_table
+
+    pq.write_table(table(), tmp_path / TRAIN_PAIRS)
+    monkeypatch.chdir(tmp_path.parent)  # a relative path is taken from the cwd
+    for where in (tmp_path, f"{tmp_path.name}/", f"file://{tmp_path}"):
+        read = read_train_table(where)
+        assert read.column_names == TRAIN_COLUMNS and read.num_rows == 5, where
+    german = read_train_table(f"file://{tmp_path}", ["de"])
+    assert german.column("parallel_id").to_pylist() == ["p1", "p2"]
