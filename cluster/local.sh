@@ -13,6 +13,10 @@
 # each), HBT_OBJECT_STORE_BYTES (per node, 128 MiB), HBT_PYTHON (the Python with hbt and Ray;
 # default: the repository's .venv, else python3).
 #
+# Ports: GCS, GCS+1 (client server), GCS+2 and GCS+3 (the worker's and the head's dashboard
+# agent: left to Ray, both would want 52365, and so would any other Ray on the machine, whose
+# agent would leave this cluster's job server with "No available agent to submit job").
+#
 # Each node runs `ray start --block` in a session of its own, so `down` stops exactly this
 # cluster's processes: `ray stop` would stop every Ray on the machine.
 set -euo pipefail
@@ -69,7 +73,8 @@ up() {
     setsid "$python" -m ray.scripts.scripts start --head --block --port="$gcs_port" \
         --num-cpus="${HBT_HEAD_CPUS:-1}" --object-store-memory="$store" \
         --dashboard-host=127.0.0.1 --dashboard-port="$dashboard_port" \
-        --ray-client-server-port="$((gcs_port + 1))" --temp-dir="$dir/head" \
+        --ray-client-server-port="$((gcs_port + 1))" --dashboard-agent-listen-port="$((gcs_port + 3))" \
+        --temp-dir="$dir/head" \
         --disable-usage-stats > "$dir/head.log" 2>&1 < /dev/null &
     echo $! > "$dir/head.pid"
     wait_for 60 head job_server

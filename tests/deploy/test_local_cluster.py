@@ -68,10 +68,10 @@ def run(args, env, timeout=600):
 def test_smoke_job_on_a_two_node_local_cluster(tiny_model, data_dir):
     state = Path(tempfile.mkdtemp(prefix="hbtc-", dir="/tmp"))  # short: Ray's socket paths stay < 108 bytes
     storage = state / "storage"
-    gcs_port = free_ports(4)  # GCS; GCS+1 and GCS+2 (local.sh: client server, worker's agent); dashboard
+    gcs_port = free_ports(5)  # GCS; GCS+1..3 (local.sh: client server, worker's and head's agents); dashboard
     env = {k: v for k, v in os.environ.items() if k not in RAY_VARIABLES}
     env.update(HBT_CLUSTER_DIR=str(state), HBT_RAY_PORT=str(gcs_port), HBT_PYTHON=sys.executable,
-               HBT_DASHBOARD_PORT=str(gcs_port + 3))
+               HBT_DASHBOARD_PORT=str(gcs_port + 4))
     try:
         up = run(["bash", str(LOCAL_SH), "up"], env, timeout=240)
         assert up.returncode == 0, up.stderr[-2000:] + (state / "head.log").read_text()[-2000:]

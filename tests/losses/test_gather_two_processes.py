@@ -46,6 +46,9 @@ def rank_main(rank, port, out_dir):
     loss = InfoNCELoss(0.1, symmetric=True, gather=True)(q, p, negs, neg_mask[rank], pos_keys[rank], neg_keys[rank])
     loss.backward()
     torch.save({"loss": loss.detach(), "grad": w.grad}, os.path.join(out_dir, f"rank{rank}.pt"))
+    # Both ranks leave together: a rank tearing gloo down while its peer still talks to it
+    # aborted the peer once ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 
