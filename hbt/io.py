@@ -205,3 +205,12 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def absolute_location(location: str | Path) -> str:
+    """A local path or file:// URI as an absolute path; any other URI (s3://, gs://...) as it is;
+    no trailing slash. What pyarrow's `FileSystem.from_uri` and Ray's storage paths take."""
+    text = str(location)
+    if "://" not in text or text.startswith("file://"):
+        text = str(Path(text.removeprefix("file://")).resolve())
+    return text.rstrip("/")

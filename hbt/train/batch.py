@@ -39,6 +39,7 @@ from hbt.config import ModelConfig
 from hbt.data.candidates import candidate_text
 from hbt.data.positives import key_id
 from hbt.data.prepare import TRAIN_PAIRS
+from hbt.io import absolute_location
 
 TRAIN_COLUMNS = ["parallel_id", "lang", "question", "positive", "context", "hard_negatives",
                  "positive_key", "negative_keys"]
@@ -72,10 +73,7 @@ def read_train_table(prepared_dir: str | Path, languages: Sequence[str] | None =
     import pyarrow.fs
     import pyarrow.parquet as pq
 
-    location = str(prepared_dir).rstrip("/")
-    if "://" not in location:
-        location = str(Path(location).resolve())
-    fs, path = pyarrow.fs.FileSystem.from_uri(f"{location}/{TRAIN_PAIRS}")
+    fs, path = pyarrow.fs.FileSystem.from_uri(f"{absolute_location(prepared_dir)}/{TRAIN_PAIRS}")
     return filter_languages(pq.read_table(path, columns=TRAIN_COLUMNS, filesystem=fs), languages)
 
 

@@ -37,7 +37,7 @@ import yaml
 
 from hbt.config import HbtConfig
 from hbt.errors import HbtError
-from hbt.io import atomic_directory, write_text_atomic
+from hbt.io import absolute_location, atomic_directory, write_text_atomic
 from hbt.ray_session import cluster_address, ensure_ray
 from hbt.shared_paths import check_shared, local_model_dir
 from hbt.train.batch import TRAIN_PAIRS
@@ -60,10 +60,7 @@ def _check_strategy(config: HbtConfig) -> None:
 
 def run_location(config: HbtConfig, out: Path) -> str:
     """`STORAGE/NAME` of the Ray run (see the module docstring), as a path or URI."""
-    storage = config.cluster.storage_path or str(out.parent)
-    if "://" not in storage or storage.startswith("file://"):
-        storage = str(Path(storage.removeprefix("file://")).resolve())
-    return f"{storage.rstrip('/')}/{out.name}"
+    return f"{absolute_location(config.cluster.storage_path or out.parent)}/{out.name}"
 
 
 def holds_run(run_path: str) -> bool:
