@@ -39,10 +39,12 @@ RAW_PAIR_SCHEMA = pa.schema([
     ("positive_id", pa.string()),   # optional: the positive passage's id, shared by its translations
 ])
 
-# One row per (parallel record, language) of the prepared training pool (`hbt data prepare`):
-# the raw columns with the parallel id prefixed by its source, plus the positive keys
-# (hbt.data.positives) that keep false negatives out of a batch.
+# One row per (parallel record, language) of the prepared training pool (`hbt data prepare`,
+# stored as `hbt.data.pool` shards, sorted by (record, lang)): the raw columns with the parallel
+# id prefixed by its source, plus the positive keys (hbt.data.positives) that keep false
+# negatives out of a batch, as text and as record numbers for tensors.
 TRAIN_PAIR_SCHEMA = pa.schema([
+    ("record", pa.int32()),         # rank of parallel_id among the pool's distinct ids (0-based)
     ("parallel_id", pa.string()),   # "{source}:{id}", shared by the translations of one record
     ("lang", pa.string()),
     ("source", pa.string()),        # the `data.sources` entry the record comes from
@@ -53,8 +55,9 @@ TRAIN_PAIR_SCHEMA = pa.schema([
     ("hard_negatives", pa.list_(pa.string())),
     ("positive_key", pa.string()),  # shared by every record whose positive is the same passage
                                     # (in any language): never two in one global step
-    ("negative_keys", pa.list_(pa.string())),  # per hard negative: the positive_key of the records
-                                               # it is the positive of, "" if none
+    ("key", pa.int32()),            # the record number of positive_key (its component's smallest id)
+    ("negative_keys", pa.list_(pa.int32())),  # per hard negative: the `key` of the records it is
+                                              # the positive of, -1 if none
 ])
 
 # One row per (parallel sentence, language) of a bitext.
