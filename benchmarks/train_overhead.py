@@ -45,12 +45,13 @@ import torch
 from bench_rounds import positive_int, report, rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig, load_config
-from hbt.data.prepare import TRAIN_PAIRS, prepare
+from hbt.data.pool import TRAIN_POOL
+from hbt.data.prepare import prepare
 from hbt.losses.infonce import InfoNCELoss
-from hbt.train.batch import PairTexts, tokenize_step
+from hbt.train.batch import PairPool
 from hbt.train.engine import DDPStrategy
 from hbt.train.loop import contrastive_loss
-from hbt.train.stream import num_micro_steps, plan_micro_steps
+from hbt.train.stream import StepMaker, num_micro_steps
 
 TARGET = 0.95
 
@@ -83,15 +84,11 @@ def tokenized_steps(config: HbtConfig, prepared: Path) -> list[dict[str, torch.T
     """The composer's batches of the run, tokenized: exactly what the stream delivers to rank 0."""
     from transformers import AutoTokenizer
 
-    pairs = PairTexts.read(prepared, config.data.train_languages, config.model.resolved_candidate_context())
-    (plan,) = plan_micro_steps(pairs, config, world_size=1, stop=num_micro_steps(config))
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
-    steps = []
-    for row in plan:
-        examples = list(zip(row["parallel_id"], row["query_lang"], row["passage_lang"]))
-        texts = pairs.texts(examples, config.train.hard_negatives, row["step"], frozenset(row["step_keys"]))
-        steps.append({k: torch.from_numpy(v) for k, v in tokenize_step(tokenizer, config.model, texts).items()})
-    return steps
+    pool = PairPool.open(prepared, config.model.resolved_candidate_context())
+    maker = StepMaker(pool, config, world_size=1, rank=0,
+                      tokenizer=AutoTokenizer.from_pretrained(config.model.name_or_path))
+    tensors = ("input_ids", "attention_mask", "negative_mask", "positive_key", "negative_key")
+    return [{k: torch.from_numpy(maker.make(step)[k]) for k in tensors} for step in range(num_micro_steps(config))]
 
 
 def bare_loop_step_seconds(config: HbtConfig, steps: list[dict[str, torch.Tensor]], warmup: int) -> list[float]:
@@ -157,7 +154,7 @@ def hbt_step_seconds(config: HbtConfig, prepared: Path, warmup: int) -> list[flo
 
 def prepared_dir(args: argparse.Namespace, config: HbtConfig, tmp: Path) -> Path:
     for candidate in (args.prepared, config.data.prepared_dir):
-        if candidate is not None and (Path(candidate) / TRAIN_PAIRS).is_file():
+        if candidate is not None and (Path(candidate) / TRAIN_POOL).is_dir():
             return Path(candidate)
     return Path(prepare(config.data, tmp / "prepared"))
 

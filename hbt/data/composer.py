@@ -38,14 +38,21 @@ distinct keys than a global batch can never fill one: refused at construction.
 The state is the step counter plus one ``(epoch, position)`` cursor per pool,
 and a fingerprint of the config, records and keys so that a state can't
 silently be loaded into a composer fed with different data.
+
+Scale: records are numbers, their languages a boolean matrix and their keys an
+integer array (``RecordSet``), so a pool of millions of records costs tens of
+megabytes. An epoch's packing is produced lazily, a few global batches ahead of
+the step that asks for them (``_EpochPacking``), and a resumed composer
+rebuilds the packing of the current epoch up to its cursor.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -104,7 +111,7 @@ class ComposerConfig:
             raise ComposerConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
 
 
-Example = tuple[str, str, str]  # (parallel_id, query_lang, passage_lang)
+Example = tuple[Union[str, int], str, str]  # (parallel_id or record number, query_lang, passage_lang)
 
 
 @dataclass
@@ -116,14 +123,91 @@ class Batch:
     examples: list[Example] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RecordSet:
+    """The composer's input as arrays: R records (numbered in `parallel_id` order), the
+    languages each is available in, and each one's positive key.
+
+    `names` (the parallel ids) only label examples; without them (a training pool of
+    millions of records) an example names its record by number.
+    """
+
+    languages: tuple[str, ...]       # (L,) sorted
+    has_language: np.ndarray         # (R, L) bool
+    keys: np.ndarray                 # (R,) int64: equal for records whose positives are one passage
+    names: Sequence[str] | None = None
+
+    @classmethod
+    def from_mapping(cls, records: Mapping[str, Sequence[str]],
+                     positive_keys: Mapping[str, str] | None = None) -> "RecordSet":
+        """From `parallel_id -> languages` (and `parallel_id -> positive key`, default: its
+        own id); canonical, so the mapping's order never changes a batch."""
+        names = sorted(map(str, records))
+        languages = tuple(sorted({str(lang) for langs in records.values() for lang in langs}))
+        column = {lang: j for j, lang in enumerate(languages)}
+        has_language = np.zeros((len(names), len(languages)), dtype=bool)
+        for i, name in enumerate(names):
+            has_language[i, [column[str(lang)] for lang in records[name]]] = True
+        keys = positive_keys or {}
+        return cls(languages, has_language, _codes([str(keys.get(name, name)) for name in names]), names)
+
+    def label(self, record: int) -> Union[str, int]:
+        return self.names[record] if self.names is not None else record
+
+
+class _EpochPacking:
+    """One epoch's permutation of a pool packed first-fit into global batches of distinct
+    keys (``pack_distinct``), produced a batch at a time.
+
+    Packing is sequential (a record's batch depends on every earlier record's), but the
+    batches fill in order, so the first k full batches need only the permutation's prefix:
+    the rest is packed when a step asks for it.
+    """
+
+    def __init__(self, order: np.ndarray, keys: np.ndarray, size: int):
+        self.order = order                  # (n,) record numbers, this epoch's permutation
+        self.keys = keys                    # (R,) every record's key
+        self.size = size
+        self.position = 0                   # next element of `order` to place
+        self.open: list[tuple[list[int], set[int]]] = []  # unfilled batches, oldest first
+        self.full: deque[list[int]] = deque()
+        self.taken = 0                      # full batches handed out
+
+    def next(self) -> list[int] | None:
+        """The next full batch, or None when the epoch has no more (drop-last)."""
+        chunk = 4 * self.size
+        while not self.full and self.position < len(self.order):
+            block = self.order[self.position:self.position + chunk]
+            self.position += len(block)
+            for record, key in zip(block.tolist(), self.keys[block].tolist()):
+                self._place(record, key)
+        if not self.full:
+            return None
+        self.taken += 1
+        return self.full.popleft()
+
+    def _place(self, record: int, key: int) -> None:
+        for i, (members, used) in enumerate(self.open):
+            if key not in used:
+                break
+        else:
+            members, used, i = [], set(), len(self.open)
+            self.open.append((members, used))
+        members.append(record)
+        used.add(key)
+        if len(members) == self.size:
+            self.full.append(members)
+            del self.open[i]
+
+
 class HybridBatchComposer:
     """Deterministic, resumable, rank-aware composer of xx / xy / hybrid batches.
 
     ``records`` maps ``parallel_id`` to the languages that record is available
-    in; ``positive_keys`` maps it to its positive key (default: its own id, so
-    every record's positive is distinct). Each rank builds its own composer with
-    the same records and config and its own ``rank``; see the module docstring
-    for how ranks share a step.
+    in (or is a ``RecordSet``); ``positive_keys`` maps it to its positive key
+    (default: its own id, so every record's positive is distinct). Each rank
+    builds its own composer with the same records and config and its own
+    ``rank``; see the module docstring for how ranks share a step.
 
     Example:
         >>> records = {"q1": ["en", "de"], "q2": ["en", "de", "fr"], "q3": ["en", "fr"]}
@@ -139,7 +223,7 @@ class HybridBatchComposer:
         True
     """
 
-    def __init__(self, records: Mapping[str, Sequence[str]], config: ComposerConfig,
+    def __init__(self, records: Mapping[str, Sequence[str]] | RecordSet, config: ComposerConfig,
                  rank: int = 0, world_size: int = 1, positive_keys: Mapping[str, str] | None = None):
         config.validate()
         if not isinstance(world_size, int) or world_size < 1:
@@ -151,17 +235,14 @@ class HybridBatchComposer:
         self.world_size = world_size
         self._global_size = config.batch_size * world_size
 
-        # Canonical (sorted, de-duplicated) records: the mapping's iteration
-        # order must not change which batches come out.
-        self._records: dict[str, tuple[str, ...]] = {
-            str(pid): tuple(sorted(set(map(str, langs)))) for pid, langs in records.items()}
-        pids = sorted(self._records)
-        keys = positive_keys or {}
-        self._keys: dict[str, str] = {pid: str(keys.get(pid, pid)) for pid in pids}
-        self._languages = sorted({lang for langs in self._records.values() for lang in langs})
-        self._pools: dict[str, list[str]] = {
-            lang: [pid for pid in pids if lang in self._records[pid]] for lang in self._languages}
-        self._pools[_XY_POOL] = [pid for pid in pids if len(self._records[pid]) >= 2]
+        self._set = records if isinstance(records, RecordSet) else RecordSet.from_mapping(records, positive_keys)
+        has = self._set.has_language
+        # Languages with at least one record; pools hold record numbers in parallel_id order.
+        present = np.flatnonzero(has.any(axis=0)) if has.size else np.zeros(0, dtype=np.int64)
+        self._languages = [self._set.languages[j] for j in present]
+        self._pools: dict[str, np.ndarray] = {
+            self._set.languages[j]: np.flatnonzero(has[:, j]) for j in present}
+        self._pools[_XY_POOL] = np.flatnonzero(has.sum(axis=1) >= 2) if has.size else np.zeros(0, dtype=np.int64)
 
         sizes = np.array([len(self._pools[lang]) for lang in self._languages], dtype=float)
         if config.language_sampling == "proportional" and len(sizes):
@@ -173,7 +254,12 @@ class HybridBatchComposer:
         self._fingerprint = self._compute_fingerprint()
         self._step = 0
         self._cursors: dict[str, list[int]] = {pool: [0, 0] for pool in self._pools}  # [epoch, pos]
-        self._arrangements: dict[str, tuple[int, list[str]]] = {}
+        self._packings: dict[str, tuple[int, _EpochPacking]] = {}
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages that have records, sorted."""
+        return list(self._languages)
 
     # -- construction checks -------------------------------------------------
 
@@ -184,7 +270,7 @@ class HybridBatchComposer:
         return mode == "xy" or (mode == "hybrid" and alpha < 1)
 
     def _distinct_keys(self, pool: str) -> int:
-        return len({self._keys[pid] for pid in self._pools[pool]})
+        return _count_distinct(self._set.keys[self._pools[pool]])
 
     def _check_enough_records(self) -> None:
         # Fail at construction, not hours into training at the first unlucky step.
@@ -215,13 +301,15 @@ class HybridBatchComposer:
                     f"(records with >= 2 languages) has {distinct} distinct positives among {n} records")
 
     def _compute_fingerprint(self) -> str:
-        payload = json.dumps({
+        digest = hashlib.sha256(json.dumps({
             "config": asdict(self.config),
             "world_size": self.world_size,  # the global batch size shapes the cursors
-            "records": sorted(self._records.items()),
-            "positive_keys": sorted(self._keys.items()),
-        }, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()
+            "languages": self._set.languages,
+        }, sort_keys=True, default=str).encode())
+        # The records as arrays: which languages each has and which share a positive.
+        digest.update(np.ascontiguousarray(self._set.has_language).tobytes())
+        digest.update(_first_seen_codes(self._set.keys).tobytes())  # the grouping, not the key names
+        return digest.hexdigest()
 
     # -- sampling ------------------------------------------------------------
 
@@ -237,41 +325,46 @@ class HybridBatchComposer:
         idx = rng.choice(len(self._languages), p=self._language_p)
         return kind, self._languages[int(idx)]
 
-    def _arrangement(self, pool: str, epoch: int) -> list[str]:
-        """The epoch's permutation of ``pool`` packed into whole global batches of distinct keys."""
-        cached = self._arrangements.get(pool)
-        if cached is not None and cached[0] == epoch:
+    def _packing(self, pool: str, epoch: int, taken: int) -> _EpochPacking:
+        """The epoch's packing of ``pool`` with ``taken`` batches handed out (rebuilt and
+        replayed after a resume, or when a rank's stream asks for an earlier step)."""
+        cached = self._packings.get(pool)
+        if cached is not None and cached[0] == epoch and cached[1].taken == taken:
             return cached[1]
         # Seeded by the pool's name (not its index) so adding an unrelated
         # language doesn't reshuffle the others.
         pool_key = int.from_bytes(hashlib.sha256(pool.encode()).digest()[:8], "little")
         rng = np.random.default_rng([self.config.seed, _STREAM_PERMUTATION, pool_key, epoch])
         members = self._pools[pool]
-        arranged = pack_distinct([members[i] for i in rng.permutation(len(members))], self._keys, self._global_size)
-        self._arrangements[pool] = (epoch, arranged)
-        return arranged
+        packing = _EpochPacking(members[rng.permutation(len(members))], self._set.keys, self._global_size)
+        for _ in range(taken):
+            packing.next()
+        self._packings[pool] = (epoch, packing)
+        return packing
 
-    def _take(self, pool: str) -> list[str]:
-        """The next global batch of pids with distinct keys from ``pool``; advances its cursor."""
+    def _take(self, pool: str) -> np.ndarray:
+        """The next global batch of records with distinct keys from ``pool``; advances its cursor."""
         epoch, pos = self._cursors[pool]
         n = self._global_size
-        if pos + n > len(self._arrangement(pool, epoch)):
-            epoch, pos = epoch + 1, 0  # the epoch is used up: drop-last, never wrap
-        taken = self._arrangement(pool, epoch)[pos:pos + n]
+        taken = self._packing(pool, epoch, pos // n).next()
+        if taken is None:  # the epoch is used up: drop-last, never wrap
+            epoch, pos = epoch + 1, 0
+            taken = self._packing(pool, epoch, 0).next()
         self._cursors[pool] = [epoch, pos + n]
-        return taken
+        return np.asarray(taken)
 
     def _compose_global(self, step: int) -> tuple[str, list[Example]]:
         kind, lang = self._kind_and_language(step)
+        label = self._set.label
         if kind == "xx":
-            return kind, [(pid, lang, lang) for pid in self._take(lang)]
-        pids = self._take(_XY_POOL)
+            return kind, [(label(r), lang, lang) for r in self._take(lang).tolist()]
+        records = self._take(_XY_POOL)
         rng = np.random.default_rng([self.config.seed, _STREAM_PAIRS, step])
         examples = []
-        for pid in pids:
-            langs = self._records[pid]
+        for r in records.tolist():
+            langs = np.flatnonzero(self._set.has_language[r])  # sorted, as the languages are
             q, p = rng.choice(len(langs), size=2, replace=False)  # ordered, q != p
-            examples.append((pid, langs[int(q)], langs[int(p)]))
+            examples.append((label(r), self._set.languages[langs[q]], self._set.languages[langs[p]]))
         return kind, examples
 
     # -- public API ----------------------------------------------------------
@@ -322,52 +415,47 @@ class HybridBatchComposer:
             raise ComposerConfigError("composer state has cursors for different pools")
         self._step = int(state["step"])
         self._cursors = {pool: [int(c[0]), int(c[1])] for pool, c in cursors.items()}
-        self._arrangements.clear()
 
 
 def pack_distinct(order: Sequence[str], keys: Mapping[str, str], size: int) -> list[str]:
     """``order`` packed first-fit into batches of ``size`` ids with distinct ``keys``, the
-    full batches concatenated in the order they fill (the rest dropped).
+    full batches concatenated in the order they fill (the rest dropped): a record joins the
+    oldest unfilled batch that lacks its key.
 
     Example:
         >>> pack_distinct(["a", "b", "c", "d"], {"a": "k", "b": "k", "c": "m", "d": "n"}, 2)
         ['a', 'c', 'b', 'd']
     """
-    open_batches: list[tuple[list[str], set[str]]] = []  # oldest first
+    names = list(order)
+    packing = _EpochPacking(np.arange(len(names)), _codes([keys[name] for name in names]), size)
     packed: list[str] = []
-    for pid in order:
-        key = keys[pid]
-        for i, (members, used) in enumerate(open_batches):
-            if key not in used:
-                break
-        else:
-            members, used, i = [], set(), len(open_batches)
-            open_batches.append((members, used))
-        members.append(pid)
-        used.add(key)
-        if len(members) == size:
-            packed += members
-            del open_batches[i]
+    while (batch := packing.next()) is not None:
+        packed += [names[i] for i in batch]
     return packed
 
 
-def records_from_table(table) -> dict[str, list[str]]:
-    """The ``records`` mapping for ``HybridBatchComposer`` from a table with
-    columns ``parallel_id`` and ``lang`` (one row per record and language,
-    e.g. ``TRAIN_PAIR_SCHEMA``).
+def _codes(values: Sequence[str]) -> np.ndarray:
+    """Equal strings -> equal int64 codes (their rank among the distinct values)."""
+    if not values:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.array(values, dtype=str), return_inverse=True)[1].astype(np.int64)
 
-    Example:
-        >>> import pyarrow as pa
-        >>> t = pa.table({"parallel_id": ["a", "a", "b"], "lang": ["en", "de", "en"]})
-        >>> records_from_table(t)
-        {'a': ['de', 'en'], 'b': ['en']}
-    """
-    missing = {"parallel_id", "lang"} - set(table.column_names)
-    if missing:
-        raise ComposerConfigError(f"training table lacks column(s) {sorted(missing)}")
-    out: dict[str, set[str]] = {}
-    for pid, lang in zip(table.column("parallel_id").to_pylist(), table.column("lang").to_pylist()):
-        if pid is None or lang is None:
-            continue  # a null key can't identify a record or language
-        out.setdefault(pid, set()).add(lang)
-    return {pid: sorted(langs) for pid, langs in sorted(out.items())}
+
+def _count_distinct(values: np.ndarray) -> int:
+    # A sort, not np.unique: numpy's hash-based unique takes ~1 s per million int64 here.
+    return int(np.count_nonzero(np.diff(np.sort(values)))) + 1 if len(values) else 0
+
+
+def _first_seen_codes(values: np.ndarray) -> np.ndarray:
+    """Codes numbering `values` by first appearance: equal for two arrays with the same grouping."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(values, kind="stable")
+    starts = np.concatenate(([True], np.diff(values[order]) != 0))
+    group = np.cumsum(starts) - 1                       # (n,) group of each sorted value
+    first = order[starts]                               # first position of each group
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    codes = np.empty(len(values), dtype=np.int64)
+    codes[order] = rank[group]
+    return codes

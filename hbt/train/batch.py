@@ -1,8 +1,14 @@
 """One training step's texts and tokens: what the loop feeds the encoder.
 
 The composer decides *which* examples `(parallel_id, query_lang, passage_lang)` make a step;
-this module turns them into text (`PairTexts`) and token ids (`tokenize_step`). Both the
-Ray Data stream and a bare PyTorch loop use it, so they produce identical tensors.
+this module finds their rows in the prepared pool (`PoolIndex`, `PairPool`), turns them into
+text and token ids (`tokenize_step`). Both the Ray Data stream and a bare PyTorch loop use
+it, so they produce identical tensors.
+
+An example names its record by number (`record`: rows of the pool are sorted by record, then
+language), so the composer and the index are integer arrays, tens of megabytes for millions
+of records; the texts stay in the memory-mapped pool (`hbt.data.pool`) and a step reads only
+its own rows.
 
 Passages (positives and hard negatives) are formed as the evaluation forms its candidates
 (`hbt.data.candidates`): the sentence, followed by its paragraph when
@@ -16,8 +22,8 @@ so the encoder runs a single forward pass):
         rows [B, 2B)                     their positives (passage prefix)
         rows [2B + i*N, 2B + (i+1)*N)    pair i's hard negatives (passage prefix)
     negative_mask               (B, N) bool        False: a padding negative (empty text)
-    positive_key                (B,) int64         `key_id` of each pair's positive key
-    negative_key                (B, N) int64       `key_id` of each hard negative's key (0: none)
+    positive_key                (B,) int64         1 + each pair's positive `key`
+    negative_key                (B, N) int64       1 + each hard negative's key (0: none)
 
 A pair's hard negatives are the other sentences of its positive's paragraph, in the
 positive's language, minus any that is the positive of a record in the same global step
@@ -37,107 +43,131 @@ import numpy as np
 
 from hbt.config import ModelConfig
 from hbt.data.candidates import candidate_text
-from hbt.data.positives import key_id
-from hbt.data.prepare import TRAIN_PAIRS
-from hbt.io import absolute_location
+from hbt.data.composer import RecordSet
+from hbt.errors import DataError
 
-TRAIN_COLUMNS = ["parallel_id", "lang", "question", "positive", "context", "hard_negatives",
-                 "positive_key", "negative_keys"]
-
-Example = tuple[str, str, str]  # (parallel_id, query_lang, passage_lang)
+Example = tuple[int, str, str]  # (record, query_lang, passage_lang)
+TEXT_COLUMNS = ["parallel_id", "question", "positive", "context", "hard_negatives", "negative_keys"]
 
 
 @dataclass
 class StepTexts:
+    parallel_ids: list[str]         # (B,)
     questions: list[str]            # (B,)
     positives: list[str]            # (B,)
     negatives: list[list[str]]      # (B, N), "" where padded
     negative_mask: np.ndarray       # (B, N) bool
-    positive_keys: list[str]        # (B,)
-    negative_keys: list[list[str]]  # (B, N), "" where padded or the sentence is nobody's positive
+    positive_keys: list[int]        # (B,) `key` of each positive
+    negative_keys: list[list[int]]  # (B, N), -1 where padded or the sentence is nobody's positive
 
 
 @dataclass(frozen=True)
-class _Row:
-    question: str
-    passage: str                         # the positive as encoded
-    negatives: tuple[tuple[str, str], ...]  # (passage as encoded, key)
-    key: str
+class PoolIndex:
+    """record -> rows, languages, positive key: the pool's index columns as arrays.
 
+    Rows are sorted by (record, lang), so record r's rows are `start[r]:start[r + 1]`, one per
+    language it has, in language order.
+    """
 
-def read_train_table(prepared_dir: str | Path, languages: Sequence[str] | None = None):
-    """`TRAIN_COLUMNS` of `prepared_dir/train_pairs.parquet` (only `languages` if given), read
-    by pyarrow: `prepared_dir` is a local path or any URI pyarrow's filesystems take (s3://,
-    gs://, hdfs://). Read in the calling process: a Ray Data read would start a listing task
-    and footer-reader actors, about 10 s of process starts on 2 cores, per run and per trial."""
-    import pyarrow.fs
-    import pyarrow.parquet as pq
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(f"{absolute_location(prepared_dir)}/{TRAIN_PAIRS}")
-    return filter_languages(pq.read_table(path, columns=TRAIN_COLUMNS, filesystem=fs), languages)
-
-
-class PairTexts:
-    """`(parallel_id, lang) -> texts and keys` from the prepared table; passages carry their
-    paragraph when `candidate_context`."""
-
-    def __init__(self, table, candidate_context: bool = False):
-        columns = {c: table.column(c).to_pylist() for c in TRAIN_COLUMNS}
-        self._rows: dict[tuple[str, str], _Row] = {}
-        for pid, lang, question, positive, context, negatives, key, negative_keys in zip(
-                *(columns[c] for c in TRAIN_COLUMNS)):
-            self._rows[(pid, lang)] = _Row(
-                question, candidate_text(positive, context, candidate_context),
-                tuple((candidate_text(n, context, candidate_context), k)
-                      for n, k in zip(negatives or (), negative_keys or ())),
-                key)
+    start: np.ndarray                # (R + 1,) int64 row offsets
+    languages: tuple[str, ...]       # (L,) sorted: every language of the pool
+    has_language: np.ndarray         # (R, L) bool
+    keys: np.ndarray                 # (R,) int64 positive key of each record
 
     @classmethod
-    def read(cls, prepared_dir: str | Path, languages: Sequence[str] | None = None,
-             candidate_context: bool = False) -> "PairTexts":
-        """From `prepared_dir/train_pairs.parquet`, keeping only `languages` if given."""
-        return cls(read_train_table(prepared_dir, languages), candidate_context)
+    def from_table(cls, table) -> "PoolIndex":
+        """From a table with the `hbt.data.pool.INDEX_COLUMNS` (record, lang, key)."""
+        import pyarrow.compute as pc
 
-    def records(self) -> dict[str, list[str]]:
-        """The composer's input: parallel_id -> its languages."""
-        out: dict[str, list[str]] = {}
-        for pid, lang in self._rows:
-            out.setdefault(pid, []).append(lang)
-        return {pid: sorted(langs) for pid, langs in sorted(out.items())}
+        record = table.column("record").to_numpy()
+        encoded = pc.dictionary_encode(table.column("lang")).combine_chunks()
+        names = encoded.dictionary.to_pylist()
+        languages = tuple(sorted(names))
+        to_sorted = np.array([languages.index(name) for name in names], dtype=np.int64)
+        lang = to_sorted[encoded.indices.to_numpy()] if len(names) else np.zeros(0, dtype=np.int64)
+        num_records = int(record[-1]) + 1 if len(record) else 0
+        order_key = record.astype(np.int64) * max(len(languages), 1) + lang
+        if np.any(np.diff(order_key) <= 0) or (len(record) and record[0] != 0):
+            raise DataError("the training pool's rows are not sorted by (record, lang) with records "
+                            "numbered from 0: prepare it again with this hbt (`hbt data prepare`)")
+        start = np.searchsorted(record, np.arange(num_records + 1)).astype(np.int64)
+        if np.any(np.diff(start) == 0):
+            raise DataError("the training pool skips a record number: prepare it again (`hbt data prepare`)")
+        has_language = np.zeros((num_records, len(languages)), dtype=bool)
+        has_language[record, lang] = True
+        keys = table.column("key").to_numpy()[start[:-1]].astype(np.int64)
+        return cls(start, languages, has_language, keys)
 
-    def positive_keys(self) -> dict[str, str]:
-        """The composer's other input: parallel_id -> its positive key (the same in every language)."""
-        return {pid: row.key for (pid, _), row in sorted(self._rows.items())}
+    @classmethod
+    def read(cls, prepared_dir: str | Path) -> "PoolIndex":
+        """The index of `prepared_dir`'s pool: three columns read, no text."""
+        from hbt.data.pool import read_index
+
+        return cls.from_table(read_index(prepared_dir))
+
+    @property
+    def num_records(self) -> int:
+        return len(self.keys)
+
+    def record_set(self, languages: Sequence[str] | None = None) -> RecordSet:
+        """The composer's input, with only `languages` (all the pool's if None)."""
+        keep = [j for j, lang in enumerate(self.languages) if languages is None or lang in languages]
+        return RecordSet(tuple(self.languages[j] for j in keep), self.has_language[:, keep], self.keys)
+
+    def rows(self, records: Sequence[int], langs: Sequence[str]) -> np.ndarray:
+        """The row of each (record, language): its record's first row plus the record's
+        languages before it."""
+        records = np.asarray(records, dtype=np.int64)
+        columns = np.array([self.languages.index(lang) for lang in langs], dtype=np.int64)
+        before = np.cumsum(self.has_language[records], axis=1)[np.arange(len(records)), columns] - 1
+        return self.start[records] + before
+
+
+class PairPool:
+    """The prepared pool for training: its index, and its texts read row by row.
+
+    `table` is TRAIN_PAIR_SCHEMA sorted by (record, lang), memory-mapped when opened from
+    disk (`open`): `texts` copies only the rows of the examples it is given.
+    """
+
+    def __init__(self, table, candidate_context: bool = False):
+        self.table = table
+        self.index = PoolIndex.from_table(table)
+        self.candidate_context = candidate_context
+
+    @classmethod
+    def open(cls, prepared_dir: str | Path, candidate_context: bool = False) -> "PairPool":
+        from hbt.data.pool import open_pool
+
+        return cls(open_pool(prepared_dir), candidate_context)
 
     def texts(self, examples: Sequence[Example], num_negatives: int, step: int,
-              step_keys: AbstractSet[str] = frozenset()) -> StepTexts:
+              step_keys: AbstractSet[int] = frozenset()) -> StepTexts:
         """The texts of `examples`; `step_keys`: the positive keys of the whole global step,
         whose sentences are never picked as hard negatives (module doc)."""
-        questions, positives, negatives, pos_keys, neg_keys = [], [], [], [], []
+        records = [record for record, _, _ in examples]
+        query_rows = self.index.rows(records, [q for _, q, _ in examples])
+        passage_rows = self.index.rows(records, [p for _, _, p in examples])
+        query = self.table.take(query_rows).select(["parallel_id", "question"]).to_pydict()
+        passage = self.table.take(passage_rows).select(TEXT_COLUMNS[2:]).to_pydict()
+        context = self.candidate_context
+        keys = self.index.keys[records].tolist()
+        questions, positives, negatives, neg_keys = [], [], [], []
         mask = np.zeros((len(examples), num_negatives), dtype=bool)  # (B, N)
-        for i, (pid, q_lang, p_lang) in enumerate(examples):
-            questions.append(self._rows[(pid, q_lang)].question)
-            row = self._rows[(pid, p_lang)]
-            positives.append(row.passage)
-            pos_keys.append(row.key)
-            pool = [n for n in row.negatives if n[1] not in step_keys and n[1] != row.key]
+        for i, key in enumerate(keys):
+            questions.append(query["question"][i])
+            positives.append(candidate_text(passage["positive"][i], passage["context"][i], context))
+            pool = [(text, k) for text, k in zip(passage["hard_negatives"][i] or (), passage["negative_keys"][i] or ())
+                    if k not in step_keys and k != key]
             take = min(num_negatives, len(pool))
             start = step % len(pool) if pool else 0
             chosen = [pool[(start + j) % len(pool)] for j in range(take)]
             mask[i, :take] = True
-            padding = [""] * (num_negatives - take)
-            negatives.append([text for text, _ in chosen] + padding)
-            neg_keys.append([key for _, key in chosen] + padding)
-        return StepTexts(questions, positives, negatives, mask, pos_keys, neg_keys)
-
-
-def filter_languages(table, languages: Sequence[str] | None):
-    if not languages:
-        return table
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return table.filter(pc.is_in(table.column("lang"), value_set=pa.array(list(languages))))
+            padding = num_negatives - take
+            negatives.append([candidate_text(text, passage["context"][i], context) for text, _ in chosen]
+                             + [""] * padding)
+            neg_keys.append([k for _, k in chosen] + [-1] * padding)
+        return StepTexts(query["parallel_id"], questions, positives, negatives, mask, keys, neg_keys)
 
 
 def tokenize_step(tokenizer, model_cfg: ModelConfig, texts: StepTexts) -> dict[str, np.ndarray]:
@@ -152,7 +182,7 @@ def tokenize_step(tokenizer, model_cfg: ModelConfig, texts: StepTexts) -> dict[s
         "input_ids": batch["input_ids"].astype(np.int64),            # (B*(2+N), T)
         "attention_mask": batch["attention_mask"].astype(np.int64),  # (B*(2+N), T)
         "negative_mask": texts.negative_mask,                        # (B, N)
-        "positive_key": np.array([key_id(k) for k in texts.positive_keys], dtype=np.int64),  # (B,)
-        "negative_key": np.array([[key_id(k) for k in row] for row in texts.negative_keys],
-                                 dtype=np.int64).reshape(b, n),      # (B, N)
+        # Keys shifted by one so that 0 means "no key" (a padded or nobody's negative).
+        "positive_key": np.array(texts.positive_keys, dtype=np.int64) + 1,                 # (B,)
+        "negative_key": np.array(texts.negative_keys, dtype=np.int64).reshape(b, n) + 1,   # (B, N)
     }

@@ -40,7 +40,7 @@ from hbt.errors import HbtError
 from hbt.io import absolute_location, atomic_directory, write_text_atomic
 from hbt.ray_session import cluster_address, ensure_ray
 from hbt.shared_paths import check_shared, local_model_dir
-from hbt.train.batch import TRAIN_PAIRS
+from hbt.train.batch import PoolIndex
 from hbt.train.dev import load_dev_corpus
 from hbt.train.loop import COMPOSER_STATE, train_func
 from hbt.train.progress import MetricsFile, following, progress_line, to_stderr
@@ -202,10 +202,11 @@ def composer_state_to_resume(run_path: str) -> Optional[dict]:
 
 
 def fit(config: HbtConfig, prepared_dir: Path, run_path: str, callbacks: list, dev=None,
-        composer_state: Optional[dict] = None):
+        composer_state: Optional[dict] = None, index: Optional[PoolIndex] = None):
     """Stream the prepared pairs into a `TorchTrainer` that runs `train_func` as the Ray run at
     `run_path` (`STORAGE/NAME`); -> Ray Train's Result. `dev`: the dev corpus (with
-    `train.eval_every`); `composer_state`: where a resumed run's stream starts."""
+    `train.eval_every`); `composer_state`: where a resumed run's stream starts; `index`: the
+    pool's (`check_pool`), read once."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -217,7 +218,7 @@ def fit(config: HbtConfig, prepared_dir: Path, run_path: str, callbacks: list, d
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"hbt": config.model_dump(mode="json"), "dev": None if dev is None else ray.put(dev)},
-        datasets=build_train_datasets(config, prepared_dir, tc.num_workers, composer_state),
+        datasets=build_train_datasets(config, prepared_dir, tc.num_workers, composer_state, index),
         dataset_config=train_data_config(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tc.num_workers, use_gpu=config.cluster.use_gpu,
@@ -236,23 +237,26 @@ def fit(config: HbtConfig, prepared_dir: Path, run_path: str, callbacks: list, d
 def check_trainable(config: HbtConfig, prepared_dir: Path) -> HbtConfig:
     """What can be checked of a run before Ray starts: the strategy's package, the prepared
     pool and the model; -> the config with the model resolved (`_resolved_model`)."""
+    from hbt.data.pool import shard_paths
+
     _check_strategy(config)
-    if not (Path(prepared_dir) / TRAIN_PAIRS).is_file():
-        raise HbtError(f"{Path(prepared_dir) / TRAIN_PAIRS} not found: run `hbt data prepare` first")
+    shard_paths(prepared_dir)  # a one-line error when the prepared dir holds no pool
     return _resolved_model(config)
 
 
-def check_pool(config: HbtConfig, prepared_dir: Path) -> None:
-    """The pool must fill a global batch of distinct positives: say so before Ray starts."""
-    from hbt.train.batch import PairTexts
+def check_pool(config: HbtConfig, prepared_dir: Path) -> PoolIndex:
+    """The pool must fill a global batch of distinct positives: say so before Ray starts.
+    -> the pool's index (its three index columns: the only read of the pool in the driver)."""
     from hbt.train.stream import build_composer
 
-    build_composer(PairTexts.read(prepared_dir, config.data.train_languages), config, config.train.num_workers)
+    index = PoolIndex.read(prepared_dir)
+    build_composer(index, config, config.train.num_workers)
+    return index
 
 
 def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = False,
           progress: Optional[Callable[[str], None]] = to_stderr) -> Path:
-    """Train with `config` on `prepared_dir/train_pairs.parquet`; returns OUT (see module docstring).
+    """Train with `config` on `prepared_dir`'s pool (`hbt.data.pool`); returns OUT (see module docstring).
 
     `progress` receives one line per report while training runs (None: silent).
     """
@@ -268,7 +272,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     if resume:
         _check_resume_config(out / RUN_CONFIG, config)
     dev = load_dev_corpus(prepared_dir) if config.train.eval_every is not None else None
-    check_pool(config, prepared_dir)
+    index = check_pool(config, prepared_dir)
     ensure_ray(config.cluster)
     check_cpus(config)
     check_shared(reads={"data.prepared_dir": str(prepared_dir),
@@ -288,7 +292,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     watching = (following(metrics_path, lambda line: progress(progress_line(json.loads(line), config.train.steps)))
                 if progress is not None else contextlib.nullcontext())
     with watching:
-        result = fit(config, prepared_dir, run_path, [MetricsFile(str(metrics_path))], dev, composer_state)
+        result = fit(config, prepared_dir, run_path, [MetricsFile(str(metrics_path))], dev, composer_state, index)
     if result.checkpoint is None:
         raise HbtError("training finished without a checkpoint")
     checkpoint, selection = selected_checkpoint(result, config)

@@ -1,8 +1,10 @@
 """The Ray Data path that streams whole composed, tokenized steps into each Ray Train worker.
 
-    read_train_table(prepared_dir)                     driver: the pair texts, once
-      -> HybridBatchComposer (seeded)                  driver: the plan, ids only
-      -> TokenizeSteps (callable class, 1 step a call) one actor per rank's dataset
+    PoolIndex.read(prepared_dir)                       driver: the index columns, once; checks
+                                                       the pool fills a batch
+    ray.data.from_items(steps) -> TokenizeSteps        one actor per rank: composes its steps
+      (StepMaker: HybridBatchComposer + PairPool)      (seeded), reads their rows from the
+                                                       memory-mapped pool, tokenizes
       -> ray.train.get_dataset_shard("train_rank{r}")  worker r: iter_steps(shard)
 
 One dataset row is one (micro-step, rank) unit: that rank's whole slice of the composer's
@@ -20,27 +22,32 @@ global batch, tokenized in the layout of `hbt.train.batch`:
     positive_key    (B,)                int64 key ids: the loss masks false negatives
     negative_key    (B, N)              int64   (`hbt.train.batch`, `hbt.losses.infonce`)
 
-Why plan on the driver and keep one dataset per rank: the composer is the single source of
-batch order (a resumed run must replay exactly the uninterrupted sequence), and it is cheap
-(ids only), so it runs once, on the driver, where the table is read anyway. Each rank's
-steps become their own dataset, handed to the trainer unsplit (`DataConfig(
+Why each rank's actor composes: the composer is the single source of batch order (a resumed
+run must replay exactly the uninterrupted sequence) and a pure function of its seed and
+state, so every rank's actor runs its own copy and keeps its slice, as the composer was built
+for. The plan is never materialized: the dataset's rows are only step numbers, and an actor
+composes a step when Ray Data asks for it, a few steps ahead of its trainer (Ray Data's
+backpressure). An actor that Ray restarts, or that is asked for an earlier step, rebuilds its
+composer from the run's start state and replays the composition (cheap: ids only) up to it.
+
+Memory: the driver reads the pool's three index columns (record, lang, key) once; each actor
+builds the same index from the memory-mapped shards and copies only its steps' rows
+(`PairPool.texts`). The pool's pages are the OS's page cache, shared by every actor, run and
+Tune trial on a node: nothing is copied per run.
+
+Each rank's steps are their own dataset, handed to the trainer unsplit (`DataConfig(
 datasets_to_split=[])`) so worker r reads exactly `train_rank{r}`; `streaming_split` would
 deal rows to whichever worker asks first. Rows stay in step order because the datasets run
 with `preserve_order=True`, which must reach the trainer as `dataset_config=
 train_data_config()` (see `ordered_options`); `iter_steps` checks the order.
 
-The pair texts travel to the tokenize actors as one object ref of the Arrow table, read
-once by the driver (local paths or s3://, gs://... URIs), never re-read per actor.
-
 CPU budget (2 cores, measured here with 2 workers): the trainer reserves `world_size *
 cluster.cpus_per_worker` (2 * 0.5) and each rank's tokenize actor takes
 `cluster.cpus_per_data_task` (0.5), so the Ray resources add up to the 2 CPUs exactly. Inside
 the workers each rank's Ray Data executor saw a CPU budget of 1 (2 minus Train's 1), then 0
-once both ranks' datasets ran, and reported itself backpressured; it still made progress: the fixed one-actor pool (`ActorPoolStrategy(size=1)`) starts its actor
-regardless, and a 0.5-CPU *task* map also ran, one task at a time. Actors are used because
-they load the tokenizer and index the pair texts once per dataset, not once per task; the
-0.25-CPU actor-pool hang noted in DESIGN.md was not reproduced with this fixed-size pool.
-Nothing else may want CPU while training runs: the table is read before `fit`.
+once both ranks' datasets ran, and reported itself backpressured; it still made progress: the
+fixed one-actor pool (`ActorPoolStrategy(size=1)`) starts its actor regardless. The step
+numbers come from `from_items` (no read task, which would want a CPU of its own).
 """
 
 from __future__ import annotations
@@ -52,10 +59,11 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from hbt.config import HbtConfig, ModelConfig
+from hbt.config import HbtConfig
 from hbt.data.composer import ComposerConfig, HybridBatchComposer
+from hbt.io import absolute_location
 from hbt.model.encoder import resolve_model_name
-from hbt.train.batch import PairTexts, read_train_table, tokenize_step
+from hbt.train.batch import PairPool, PoolIndex, tokenize_step
 
 if TYPE_CHECKING:
     import ray.data
@@ -95,65 +103,80 @@ def composer_config(config: HbtConfig) -> ComposerConfig:
                           language_sampling=bc.language_sampling)
 
 
-def build_composer(pairs: PairTexts, config: HbtConfig, world_size: int, rank: int = 0) -> HybridBatchComposer:
-    """The run's composer: the pairs' records and positive keys, `config.batching`."""
-    return HybridBatchComposer(pairs.records(), composer_config(config), rank=rank, world_size=world_size,
-                               positive_keys=pairs.positive_keys())
+def build_composer(index: PoolIndex, config: HbtConfig, world_size: int, rank: int = 0) -> HybridBatchComposer:
+    """The run's composer: the pool's records in the training languages, `config.batching`."""
+    return HybridBatchComposer(index.record_set(config.data.train_languages), composer_config(config),
+                               rank=rank, world_size=world_size)
 
 
-def plan_micro_steps(pairs: PairTexts, config: HbtConfig, world_size: int, stop: int,
-                     composer_state: dict | None = None) -> list[list[dict]]:
-    """Per rank, one plan row per micro-step from the composer's position up to `stop`.
+class StepMaker:
+    """One rank's micro-steps, composed and tokenized on demand (`make(step)`).
 
-    The composer starts fresh, or from `composer_state` (a checkpoint's `composer.json`; a
-    state saved under another config, world size or record set is refused). Rank r's row of
-    step s holds exactly the examples of the s-th
-    `build_composer(pairs, config, world_size, rank=r).next_batch()`, and every rank's row the
-    positive keys of the whole global step (`step_keys`: no hard negative may be one of them).
+    The composer starts from `composer_state` (a resumed run's checkpoint) or fresh, and
+    moves forward to whichever step is asked for; asked for an earlier one, it starts over
+    from that same state and replays (see the module doc).
     """
-    composer = build_composer(pairs, config, world_size)
-    if composer_state is not None:
-        composer.load_state_dict(composer_state)
-    keys = pairs.positive_keys()
-    b = config.batching.batch_size
-    plans: list[list[dict]] = [[] for _ in range(world_size)]
-    while composer.step < stop:
-        batch = composer.next_global_batch()
-        state = json.dumps(composer.state_dict())
-        step_keys = sorted({keys[pid] for pid, _, _ in batch.examples})
-        for rank, plan in enumerate(plans):
-            pids, q_langs, p_langs = zip(*batch.examples[rank * b:(rank + 1) * b])
-            plan.append({"step": batch.step, "kind": batch.kind, "composer_state": state,
-                         "parallel_id": list(pids), "query_lang": list(q_langs), "passage_lang": list(p_langs),
-                         "step_keys": step_keys})
-    return plans
+
+    def __init__(self, pool: PairPool, config: HbtConfig, world_size: int, rank: int, tokenizer,
+                 composer_state: dict | None = None):
+        self.pool = pool
+        self.config = config
+        self.world_size = world_size
+        self.rank = rank
+        self.tokenizer = tokenizer
+        self.start_state = composer_state
+        self.composer = self._fresh_composer()
+
+    def _fresh_composer(self) -> HybridBatchComposer:
+        composer = build_composer(self.pool.index, self.config, self.world_size)
+        if self.start_state is not None:
+            composer.load_state_dict(self.start_state)
+        return composer
+
+    def global_batch(self, step: int):
+        """The composer's global batch of `step` (>= the start state's step)."""
+        if step < self.composer.step:
+            self.composer = self._fresh_composer()
+        if step < self.composer.step:
+            raise ValueError(f"step {step} comes before the run's start state (step {self.composer.step})")
+        while self.composer.step < step:
+            self.composer.next_global_batch()
+        return self.composer.next_global_batch()
+
+    def make(self, step: int) -> dict[str, np.ndarray]:
+        """Rank `rank`'s row of `step` (the layout of the module doc), without the leading axis."""
+        batch = self.global_batch(step)
+        state = json.dumps(self.composer.state_dict())
+        b = self.config.batching.batch_size
+        step_keys = frozenset(self.pool.index.keys[[record for record, _, _ in batch.examples]].tolist())
+        examples = batch.examples[self.rank * b:(self.rank + 1) * b]
+        texts = self.pool.texts(examples, self.config.train.hard_negatives, step, step_keys)
+        tokens = tokenize_step(self.tokenizer, self.config.model, texts)
+        return {"step": step, "kind": batch.kind, "composer_state": state,
+                "parallel_id": np.array(texts.parallel_ids, dtype=object), **tokens}
 
 
 class TokenizeSteps:
-    """Ray Data callable class: plan rows -> tokenized rows, one step per call.
+    """Ray Data callable class: step numbers -> tokenized rows, one step per call.
 
-    `__init__` loads the tokenizer and indexes the pair texts once per actor; `pairs` is an
-    object ref of the Arrow table (`ray.put`), so the actor fetches it from the object store.
+    `__init__` loads the tokenizer, memory-maps the pool and builds its index once per actor.
     """
 
-    def __init__(self, pairs, model: dict, num_negatives: int):
-        import ray
+    def __init__(self, prepared_dir: str, config: dict, world_size: int, rank: int,
+                 composer_state: dict | None):
         from transformers import AutoTokenizer
 
-        self.model_cfg = ModelConfig.model_validate(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_cfg.name_or_path)
-        self.pairs = PairTexts(ray.get(pairs), self.model_cfg.resolved_candidate_context())
-        self.num_negatives = num_negatives
+        cfg = HbtConfig.model_validate(config)
+        pool = PairPool.open(prepared_dir, cfg.model.resolved_candidate_context())
+        self.maker = StepMaker(pool, cfg, world_size, rank, AutoTokenizer.from_pretrained(cfg.model.name_or_path),
+                               composer_state)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # batch_size=1: one step a call, so T is that step's own padded length.
         (step,) = batch["step"].tolist()
-        examples = list(zip(batch["parallel_id"][0], batch["query_lang"][0], batch["passage_lang"][0]))
-        texts = self.pairs.texts(examples, self.num_negatives, step, frozenset(batch["step_keys"][0]))
-        tokens = tokenize_step(self.tokenizer, self.model_cfg, texts)
-        return {"step": batch["step"], "kind": batch["kind"], "composer_state": batch["composer_state"],
-                "parallel_id": batch["parallel_id"],
-                **{key: value[None] for key, value in tokens.items()}}  # leading axis: 1 row
+        row = self.maker.make(step)
+        return {key: np.asarray([value]) if np.ndim(value) == 0 else value[None]  # leading axis: 1 row
+                for key, value in row.items()}
 
 
 def quiet_progress(ds: "ray.data.Dataset") -> None:
@@ -187,28 +210,32 @@ def train_data_config() -> "ray.train.DataConfig":
 
 
 def build_train_datasets(config: HbtConfig, prepared_dir: str | Path, world_size: int,
-                         composer_state: dict | None = None) -> dict[str, "ray.data.Dataset"]:
+                         composer_state: dict | None = None,
+                         index: PoolIndex | None = None) -> dict[str, "ray.data.Dataset"]:
     """`{dataset_name(r): rank r's tokenized micro-steps}` for r in `range(world_size)`.
 
     The micro-steps run from the composer's position (0, or that of `composer_state`: a
-    resumed run's last checkpoint) to `num_micro_steps(config)`. Lazy: tokenizing runs when
-    a worker iterates its shard.
+    resumed run's last checkpoint) to `num_micro_steps(config)`. Lazy: composing and
+    tokenizing run when a worker iterates its shard. `index`: the pool's, if the caller has
+    read it already; a `composer_state` from another setup is refused here, before any actor.
     """
-    import ray
     import ray.data
 
-    table = read_train_table(prepared_dir, config.data.train_languages)
-    plans = plan_micro_steps(PairTexts(table), config, world_size, num_micro_steps(config), composer_state)
-    pairs = ray.put(table)
-    model = config.model.model_dump(mode="json")
-    model["name_or_path"] = resolve_model_name(model["name_or_path"])  # actors run in other cwds
+    composer = build_composer(index if index is not None else PoolIndex.read(prepared_dir), config, world_size)
+    if composer_state is not None:
+        composer.load_state_dict(composer_state)
+    steps = [{"step": step} for step in range(composer.step, num_micro_steps(config))]
+    worker_config = config.model_dump(mode="json")
+    # Actors run in other cwds, maybe on other nodes: absolute paths.
+    worker_config["model"]["name_or_path"] = resolve_model_name(config.model.name_or_path)
+    location = absolute_location(prepared_dir)
 
     datasets = {}
-    for rank, plan in enumerate(plans):
-        ds = ray.data.from_items(plan).map_batches(
+    for rank in range(world_size):
+        ds = ray.data.from_items(steps).map_batches(
             TokenizeSteps,
-            fn_constructor_kwargs={"pairs": pairs, "model": model,
-                                   "num_negatives": config.train.hard_negatives},
+            fn_constructor_kwargs={"prepared_dir": location, "config": worker_config, "world_size": world_size,
+                                   "rank": rank, "composer_state": composer_state},
             batch_size=1, batch_format="numpy",
             num_cpus=config.cluster.cpus_per_data_task, compute=ray.data.ActorPoolStrategy(size=1))
         ds.context.execution_options = ordered_options()  # for iterating on the driver too

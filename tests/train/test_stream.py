@@ -27,11 +27,10 @@ def prepared(tmp_path_factory, data_dir) -> Path:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, prepared) -> Path:
     """A tiny BERT whose word vocabulary covers the training text, so token ids are not all [UNK]."""
-    import pyarrow.parquet as pq
-
+    from hbt.data.pool import open_pool
     from hbt.model.tiny import tiny_bert
 
-    table = pq.read_table(prepared / "train_pairs.parquet", columns=["question", "positive"])
+    table = open_pool(prepared, ["question", "positive"])
     words = {w for column in table.columns for text in column.to_pylist() for w in re.findall(r"\w+", text.lower())}
     return tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", sorted(words) + ["query", "passage", ":"])
 
@@ -46,85 +45,98 @@ def make_config(model_dir: Path, **train):
 
 def reference(prepared: Path, cfg, rank: int, start: int, stop: int) -> list[dict]:
     """Micro-steps [start, stop) of `rank` the plain way: the composer's global batch, the
-    rank's slice of it, tokenize_step."""
+    rank's slice of it, the pool's texts, tokenize_step."""
     from transformers import AutoTokenizer
 
-    from hbt.train.batch import PairTexts, tokenize_step
+    from hbt.train.batch import PairPool, tokenize_step
     from hbt.train.stream import build_composer
 
-    pairs = PairTexts.read(prepared, cfg.data.train_languages)
-    keys = pairs.positive_keys()
+    pool = PairPool.open(prepared)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
-    composer = build_composer(pairs, cfg, WORLD)
+    composer = build_composer(pool.index, cfg, WORLD)
     b = cfg.batching.batch_size
     out = []
     for _ in range(stop):
         batch = composer.next_global_batch()
         if batch.step < start:
             continue
-        step_keys = frozenset(keys[pid] for pid, _, _ in batch.examples)
+        step_keys = frozenset(int(pool.index.keys[record]) for record, _, _ in batch.examples)
         examples = batch.examples[rank * b:(rank + 1) * b]
-        tokens = tokenize_step(tokenizer, cfg.model, pairs.texts(examples, cfg.train.hard_negatives, batch.step,
-                                                                  step_keys))
-        out.append({"step": batch.step, "kind": batch.kind, "parallel_ids": [pid for pid, _, _ in examples],
-                    **tokens})
+        texts = pool.texts(examples, cfg.train.hard_negatives, batch.step, step_keys)
+        out.append({"step": batch.step, "kind": batch.kind, "parallel_ids": texts.parallel_ids,
+                    **tokenize_step(tokenizer, cfg.model, texts)})
     return out
 
 
-def pairs_of(records: dict[str, list[str]]):
-    """PairTexts of made-up records, every record its own positive."""
+def pool_of(records: dict[str, list[str]]):
+    """The PairPool of made-up records, every record its own positive."""
     import pyarrow as pa
 
     from hbt.data.schema import TRAIN_PAIR_SCHEMA
-    from hbt.train.batch import PairTexts
+    from hbt.train.batch import PairPool
 
-    rows = [{"parallel_id": pid, "lang": lang, "source": "s", "article": -1, "question": f"{pid}?",
-             "positive": f"{pid}.", "context": "", "hard_negatives": [], "positive_key": pid, "negative_keys": []}
-            for pid, langs in records.items() for lang in langs]
-    return PairTexts(pa.Table.from_pylist(rows, schema=TRAIN_PAIR_SCHEMA))
+    rows = [{"record": record, "parallel_id": pid, "lang": lang, "source": "s", "article": -1,
+             "question": f"{pid} {lang}?", "positive": f"{pid} {lang}.", "context": "", "hard_negatives": [],
+             "positive_key": pid, "key": record, "negative_keys": []}
+            for record, pid in enumerate(sorted(records)) for lang in sorted(records[pid])]
+    return PairPool(pa.Table.from_pylist(rows, schema=TRAIN_PAIR_SCHEMA))
 
 
-def composer_state_after(pairs, cfg, steps: int) -> dict:
+def composer_state_after(index, cfg, steps: int) -> dict:
     from hbt.train.stream import build_composer
 
-    composer = build_composer(pairs, cfg, WORLD)
+    composer = build_composer(index, cfg, WORLD)
     for _ in range(steps):
         composer.next_global_batch()
     return composer.state_dict()
 
 
-def test_plan_is_each_ranks_composer_slice_from_a_saved_state():
+class SplitTokenizer:
+    """Whitespace tokenizer with the HF call signature tokenize_step uses."""
+
+    def __call__(self, texts, padding, truncation, max_length, return_tensors):
+        ids = [[len(w) for w in t.split()] for t in texts]
+        width = max(map(len, ids))
+        return {"input_ids": np.array([i + [0] * (width - len(i)) for i in ids]),
+                "attention_mask": np.array([[1] * len(i) + [0] * (width - len(i)) for i in ids])}
+
+
+def test_step_maker_rows_are_each_ranks_composer_slice_from_a_saved_state():
     from hbt.config import load_config
     from hbt.data.composer import HybridBatchComposer
-    from hbt.train.stream import composer_config, plan_micro_steps
+    from hbt.train.stream import StepMaker, composer_config
 
-    records = {f"p{i}": ["de", "en", "es"] for i in range(40)}
-    pairs = pairs_of(records)
-    cfg = load_config(None, ["batching.batch_size=3", "batching.seed=7"])
-    state = composer_state_after(pairs, cfg, 5)
-    plans = plan_micro_steps(pairs, cfg, world_size=WORLD, stop=12, composer_state=state)
-    for rank, plan in enumerate(plans):
-        composer = HybridBatchComposer(records, composer_config(cfg), rank=rank, world_size=WORLD,
-                                       positive_keys={pid: pid for pid in records})
+    records = {f"p{i:02d}": ["de", "en", "es"] for i in range(40)}
+    pool = pool_of(records)
+    cfg = load_config(None, ["batching.batch_size=3", "batching.seed=7", "data.languages=[de,en,es]"])
+    state = composer_state_after(pool.index, cfg, 5)
+    for rank in range(WORLD):
+        maker = StepMaker(pool, cfg, WORLD, rank, SplitTokenizer(), composer_state=state)
+        composer = HybridBatchComposer(records, composer_config(cfg), rank=rank, world_size=WORLD)
         batches = [composer.next_batch() for _ in range(12)][5:]
-        assert [row["step"] for row in plan] == list(range(5, 12))
-        assert [row["kind"] for row in plan] == [b.kind for b in batches]
-        assert [list(zip(row["parallel_id"], row["query_lang"], row["passage_lang"])) for row in plan] \
-            == [b.examples for b in batches]
+        # In order, then an earlier step again (a restarted actor, a re-executed task): replayed.
+        rows = [maker.make(step) for step in range(5, 12)] + [maker.make(7)]
+        assert [row["step"] for row in rows] == list(range(5, 12)) + [7]
+        assert [row["kind"] for row in rows[:7]] == [b.kind for b in batches]
+        assert [list(row["parallel_id"]) for row in rows[:7]] == [[pid for pid, _, _ in b.examples] for b in batches]
+        assert [row["input_ids"].tolist() for row in rows[:7]][2] == rows[7]["input_ids"].tolist()
         # Each row carries the state a checkpoint taken right after it must hold.
-        assert [json.loads(row["composer_state"])["step"] for row in plan] == list(range(6, 13))
-    assert json.loads(plans[0][-1]["composer_state"]) == composer_state_after(pairs, cfg, 12)
+        assert [json.loads(row["composer_state"])["step"] for row in rows] == list(range(6, 13)) + [8]
+        assert json.loads(rows[6]["composer_state"]) == composer_state_after(pool.index, cfg, 12)
+        with pytest.raises(ValueError, match="before the run's start state"):
+            maker.make(4)
 
 
-def test_plan_refuses_a_state_from_another_setup():
+def test_datasets_refuse_a_state_from_another_setup(tmp_path):
     from hbt.config import load_config
     from hbt.data.composer import ComposerConfigError
-    from hbt.train.stream import plan_micro_steps
+    from hbt.train.stream import build_train_datasets
 
-    pairs = pairs_of({f"p{i}": ["de", "en", "es"] for i in range(40)})
-    state = composer_state_after(pairs, load_config(None, ["batching.batch_size=3"]), 2)
+    pool = pool_of({f"p{i}": ["de", "en", "es"] for i in range(40)})
+    state = composer_state_after(pool.index, load_config(None, ["batching.batch_size=3"]), 2)
     with pytest.raises(ComposerConfigError, match="different config"):
-        plan_micro_steps(pairs, load_config(None, ["batching.batch_size=4"]), WORLD, stop=4, composer_state=state)
+        build_train_datasets(load_config(None, ["batching.batch_size=4"]), tmp_path, WORLD,
+                             composer_state=state, index=pool.index)
 
 
 def test_iter_steps_refuses_out_of_order_rows():
@@ -146,12 +158,12 @@ def test_iter_steps_refuses_out_of_order_rows():
 
 
 def test_driver_reads_each_ranks_exact_steps_on_resume_with_negatives(ray_local, prepared, tiny_model):
-    from hbt.train.batch import PairTexts
+    from hbt.train.batch import PoolIndex
     from hbt.train.stream import build_train_datasets, dataset_name, iter_steps
 
     # 4 optimizer steps of 2 micro-steps; resumed after optimizer step 1: micro-steps [2, 8).
     cfg = make_config(tiny_model, steps=4, grad_accum=2, hard_negatives=2)
-    state = composer_state_after(PairTexts.read(prepared, cfg.data.train_languages), cfg, 2)
+    state = composer_state_after(PoolIndex.read(prepared), cfg, 2)
     datasets = build_train_datasets(cfg, prepared, WORLD, composer_state=state)
     assert sorted(datasets) == [dataset_name(r) for r in range(WORLD)]
     with ThreadPoolExecutor(WORLD) as pool:  # both ranks at once, as in training
