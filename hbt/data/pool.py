@@ -1,18 +1,21 @@
-"""The prepared training pool on disk: sharded Arrow IPC files that readers memory-map.
+"""The prepared training pool on disk: sharded Arrow IPC files, read a record batch at a time.
 
     PREPARED/train_pairs/part-00000.arrow   TRAIN_PAIR_SCHEMA rows, sorted by (record, lang)
     PREPARED/train_pairs/part-00001.arrow   ... at most ROWS_PER_SHARD rows each
 
 Why Arrow IPC and not Parquet: training reads rows at random (a batch draws its records from
-a seeded permutation of the whole pool). An uncompressed IPC file is memory-mapped and
-`take` touches only the pages of the rows it copies, so a tokenize actor reads a step's few
-hundred rows without decoding, or holding, the pool; Parquet would decode whole column chunks
-per row read. The same files are what `datasets` (Hugging Face) memory-maps, and pyarrow,
-polars and DuckDB read them as Feather v2.
+a seeded permutation of the whole pool). An IPC file's footer locates every record batch, and
+a reader asked for a few columns reads only their buffers, so a row costs the read of its
+ROWS_PER_BATCH-row batch (~1,000 rows, a few hundred kB of the columns asked for), where
+Parquet decodes a whole column chunk. Not memory-mapped on purpose: on this kernel a mapped
+file's pages fault in as large folios, so a few hundred random rows a step map most of the
+file into the reader (measured: 600 random rows of a 1.2 GB file mapped 1.1 GB), while
+`read_at` of the batches leaves the reader ~100 MB. pyarrow, polars and DuckDB read the files
+as Feather v2.
 
 Rows sorted by `record` (the rank of `parallel_id` among the pool's records) make the index
 the trainer needs (record -> rows, languages, positive key) three small columns of the same
-files, read without touching the texts (`read_index`).
+files (`read_index`), read without their texts.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from hbt.errors import DataError
@@ -27,8 +31,10 @@ from hbt.io import absolute_location
 
 TRAIN_POOL = "train_pairs"
 ROWS_PER_SHARD = 1_000_000
-# Record batches inside a shard: a string column's int32 offsets must stay under 2 GiB per batch.
-ROWS_PER_BATCH = 65_536
+# Rows per record batch: the unit a reader reads to get one row (~1,000 rows of a few hundred
+# bytes); a million-row shard has ~1,000 batches, listed in its footer.
+ROWS_PER_BATCH = 1024
+ROWS_KEY = "hbt.rows"  # shard schema metadata: its number of rows
 INDEX_COLUMNS = ["record", "lang", "key"]
 
 
@@ -37,14 +43,19 @@ def shard_name(index: int) -> str:
 
 
 def write_pool(table: pa.Table, directory: Path) -> dict[str, int]:
-    """Write `table` (sorted TRAIN_PAIR_SCHEMA rows) as shards in `directory`; -> {file name: rows}."""
+    """Write `table` (sorted TRAIN_PAIR_SCHEMA rows) as shards in `directory`; -> {file name: rows}.
+
+    Every record batch but a shard's last holds exactly ROWS_PER_BATCH rows, so a row's batch
+    is its offset in the shard // ROWS_PER_BATCH (`PoolReader`)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
     for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_SHARD)):
         part = table.slice(start, ROWS_PER_SHARD)
         name = shard_name(index)
-        with pa.OSFile(str(directory / name), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(part, max_chunksize=ROWS_PER_BATCH)
+        schema = table.schema.with_metadata({ROWS_KEY: str(part.num_rows)})
+        with pa.OSFile(str(directory / name), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for offset in range(0, part.num_rows, ROWS_PER_BATCH):
+                writer.write_table(part.slice(offset, ROWS_PER_BATCH).combine_chunks())
         written[name] = part.num_rows
     return written
 
@@ -62,26 +73,62 @@ def shard_paths(prepared_dir: str | Path) -> list[str]:
     return [f"{location}/{name}" for name in names]
 
 
-def _open_shard(location: str) -> pa.Table:
-    """A shard as a table; a local file is memory-mapped (zero-copy: pages load as rows are
-    read), a URI read through pyarrow's filesystem (s3://, gs://: each record batch touched is
-    fetched whole)."""
+def _open_shard(location: str, columns: Sequence[str]) -> pa.ipc.RecordBatchFileReader:
+    """A shard's reader that reads only `columns` (a local path or any pyarrow URI)."""
     import pyarrow.fs
 
     fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    if isinstance(fs, pyarrow.fs.LocalFileSystem):
-        source = pa.memory_map(path, "r")
-    else:
-        source = fs.open_input_file(path)
-    return pa.ipc.open_file(source).read_all()
+    source = fs.open_input_file(path)
+    names = pa.ipc.open_file(source).schema.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DataError(f"{location}: no column(s) {', '.join(missing)}: prepare the pool again with this hbt")
+    fields = [names.index(c) for c in columns]
+    return pa.ipc.open_file(source, options=pa.ipc.IpcReadOptions(included_fields=fields))
+
+
+class PoolReader:
+    """Rows of the pool by number (`take`), or whole columns (`read`), over its shards."""
+
+    def __init__(self, prepared_dir: str | Path, columns: Sequence[str]):
+        self.columns = list(columns)
+        self.readers = [_open_shard(location, self.columns) for location in shard_paths(prepared_dir)]
+        rows = [int(reader.schema.metadata[ROWS_KEY.encode()]) for reader in self.readers]
+        self.shard_start = np.concatenate(([0], np.cumsum(rows)))  # (shards + 1,) first row of each
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.shard_start[-1])
+
+    def read(self) -> pa.Table:
+        """Every row of the columns."""
+        return pa.concat_tables([reader.read_all() for reader in self.readers])
+
+    def take(self, rows: Sequence[int]) -> pa.Table:
+        """`rows` (global row numbers, any order, repeats allowed), in that order: one read per
+        record batch that holds some of them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shard = np.searchsorted(self.shard_start, rows, side="right") - 1
+        offset = rows - self.shard_start[shard]
+        batch = shard * (1 << 32) + offset // ROWS_PER_BATCH  # (shard, batch) as one sortable number
+        order = np.argsort(batch, kind="stable")
+        parts = []
+        for where in np.split(order, np.flatnonzero(np.diff(batch[order])) + 1):
+            record_batch = self.readers[shard[where[0]]].get_batch(int(offset[where[0]] // ROWS_PER_BATCH))
+            parts.append(record_batch.take(pa.array(offset[where] % ROWS_PER_BATCH)))
+        taken = pa.Table.from_batches(parts).combine_chunks()  # rows in `order`
+        back = np.empty(len(rows), dtype=np.int64)
+        back[order] = np.arange(len(rows))
+        return taken.take(back)
 
 
 def open_pool(prepared_dir: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """The whole pool as one table over its shards (memory-mapped when local: reading it
-    costs nothing until rows are taken); only `columns` if given."""
-    tables = [_open_shard(location) for location in shard_paths(prepared_dir)]
-    table = pa.concat_tables(tables)
-    return table.select(list(columns)) if columns is not None else table
+    """The whole pool as one table (only `columns` if given): for inspection and small pools;
+    training reads rows with `PoolReader`."""
+    from hbt.data.schema import TRAIN_PAIR_SCHEMA
+
+    columns = list(columns or TRAIN_PAIR_SCHEMA.names)
+    return PoolReader(prepared_dir, columns).read().select(columns)
 
 
 def read_index(prepared_dir: str | Path) -> pa.Table:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AbstractSet, Sequence
+from typing import TYPE_CHECKING, AbstractSet, Callable, Sequence
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from hbt.config import ModelConfig
 from hbt.data.candidates import candidate_text
 from hbt.data.composer import RecordSet
 from hbt.errors import DataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Example = tuple[int, str, str]  # (record, query_lang, passage_lang)
 TEXT_COLUMNS = ["parallel_id", "question", "positive", "context", "hard_negatives", "negative_keys"]
@@ -126,20 +129,28 @@ class PoolIndex:
 class PairPool:
     """The prepared pool for training: its index, and its texts read row by row.
 
-    `table` is TRAIN_PAIR_SCHEMA sorted by (record, lang), memory-mapped when opened from
-    disk (`open`): `texts` copies only the rows of the examples it is given.
+    `take(rows)` gives the TEXT_COLUMNS of the pool's rows by number: a `PoolReader` over
+    the shards (`open`), which reads only the record batches holding them, or an in-memory
+    table's `take` (`from_table`).
     """
 
-    def __init__(self, table, candidate_context: bool = False):
-        self.table = table
-        self.index = PoolIndex.from_table(table)
+    def __init__(self, take: Callable[[np.ndarray], "pa.Table"], index: PoolIndex, candidate_context: bool = False):
+        self.take = take
+        self.index = index
         self.candidate_context = candidate_context
 
     @classmethod
-    def open(cls, prepared_dir: str | Path, candidate_context: bool = False) -> "PairPool":
-        from hbt.data.pool import open_pool
+    def from_table(cls, table, candidate_context: bool = False) -> "PairPool":
+        """From TRAIN_PAIR_SCHEMA rows in memory, sorted by (record, lang)."""
+        return cls(table.select(TEXT_COLUMNS).take, PoolIndex.from_table(table), candidate_context)
 
-        return cls(open_pool(prepared_dir), candidate_context)
+    @classmethod
+    def open(cls, prepared_dir: str | Path, candidate_context: bool = False,
+             index: PoolIndex | None = None) -> "PairPool":
+        from hbt.data.pool import PoolReader
+
+        index = index if index is not None else PoolIndex.read(prepared_dir)
+        return cls(PoolReader(prepared_dir, TEXT_COLUMNS).take, index, candidate_context)
 
     def texts(self, examples: Sequence[Example], num_negatives: int, step: int,
               step_keys: AbstractSet[int] = frozenset()) -> StepTexts:
@@ -148,8 +159,8 @@ class PairPool:
         records = [record for record, _, _ in examples]
         query_rows = self.index.rows(records, [q for _, q, _ in examples])
         passage_rows = self.index.rows(records, [p for _, _, p in examples])
-        query = self.table.take(query_rows).select(["parallel_id", "question"]).to_pydict()
-        passage = self.table.take(passage_rows).select(TEXT_COLUMNS[2:]).to_pydict()
+        query = self.take(query_rows).select(["parallel_id", "question"]).to_pydict()
+        passage = self.take(passage_rows).select(TEXT_COLUMNS[2:]).to_pydict()
         context = self.candidate_context
         keys = self.index.keys[records].tolist()
         questions, positives, negatives, neg_keys = [], [], [], []

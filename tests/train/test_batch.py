@@ -25,7 +25,7 @@ def table():
 
 
 def test_texts_take_question_from_query_lang_and_negatives_from_passage_lang():
-    texts = PairPool(table()).texts([(P1, "de", "en"), (P2, "en", "de")], num_negatives=2, step=0)
+    texts = PairPool.from_table(table()).texts([(P1, "de", "en"), (P2, "en", "de")], num_negatives=2, step=0)
     assert texts.parallel_ids == ["p1", "p2"]
     assert texts.questions == ["q1 de", "q2 en"]
     assert texts.positives == ["a1 en", "a2 de"]
@@ -36,7 +36,7 @@ def test_texts_take_question_from_query_lang_and_negatives_from_passage_lang():
 
 
 def test_negatives_rotate_with_step_and_pad_when_short():
-    pairs = PairPool(table())
+    pairs = PairPool.from_table(table())
     assert pairs.texts([(P1, "en", "en")], 2, step=1).negatives == [["n2 en", "n3 en"]]
     assert pairs.texts([(P1, "en", "en")], 2, step=2).negatives == [["n3 en", "n1 en"]]
     short = pairs.texts([(P1, "de", "de"), (P2, "en", "en")], 2, step=5)
@@ -46,7 +46,7 @@ def test_negatives_rotate_with_step_and_pad_when_short():
 
 
 def test_a_step_positive_is_never_a_hard_negative():
-    pairs = PairPool(table())
+    pairs = PairPool.from_table(table())
     # p3 is in the step: its positive "n2 en" must not be drawn as p1's hard negative.
     texts = pairs.texts([(P1, "en", "en")], 3, step=0, step_keys=frozenset({P1, P3}))
     assert texts.negatives == [["n1 en", "n3 en", ""]]
@@ -54,7 +54,7 @@ def test_a_step_positive_is_never_a_hard_negative():
 
 
 def test_candidate_context_writes_passages_as_evaluation_does():
-    texts = PairPool(table(), candidate_context=True).texts([(P1, "de", "de")], 1, step=0)
+    texts = PairPool.from_table(table(), candidate_context=True).texts([(P1, "de", "de")], 1, step=0)
     assert texts.positives == ["a1 de ctx de"]
     assert texts.negatives == [["n1 de ctx de"]]
 
@@ -83,7 +83,7 @@ def test_the_pool_is_opened_from_a_path_or_a_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path.parent)  # a relative path is taken from the cwd
     for where in (tmp_path, f"{tmp_path.name}/", f"file://{tmp_path}"):
         pool = PairPool.open(where)
-        assert pool.table.num_rows == 5 and pool.index.num_records == 3, where
+        assert pool.index.num_records == 3, where
         assert pool.texts([(P3, "en", "en")], 0, step=0).questions == ["q3 en"]
     assert PoolIndex.read(tmp_path).start.tolist() == [0, 2, 4, 5]
 
@@ -100,7 +100,7 @@ class WordTokenizer:
 
 def test_tokenize_step_layout():
     cfg = ModelConfig(query_prefix="query: ", passage_prefix="passage: ", max_length=8)
-    texts = PairPool(table()).texts([(P1, "de", "en"), (P2, "en", "de")], num_negatives=2, step=0)
+    texts = PairPool.from_table(table()).texts([(P1, "de", "en"), (P2, "en", "de")], num_negatives=2, step=0)
     out = tokenize_step(WordTokenizer(), cfg, texts)
     assert out["input_ids"].shape[0] == 2 * (2 + 2) and out["input_ids"].dtype == np.int64
     assert out["negative_mask"].shape == (2, 2)
@@ -114,6 +114,23 @@ def test_tokenize_step_layout():
 
 def test_tokenize_step_without_negatives_keeps_shapes():
     cfg = ModelConfig(max_length=8)
-    texts = PairPool(table()).texts([(P1, "en", "en")], num_negatives=0, step=0)
+    texts = PairPool.from_table(table()).texts([(P1, "en", "en")], num_negatives=0, step=0)
     out = tokenize_step(WordTokenizer(), cfg, texts)
     assert out["negative_mask"].shape == (1, 0) and out["negative_key"].shape == (1, 0)
+
+
+def test_the_reader_takes_rows_across_shards_and_batches_in_the_order_asked(tmp_path, monkeypatch):
+    from hbt.data import pool as pool_files
+
+    # 5 rows as shards of 2 rows in batches of 1: every row its own batch, three shards.
+    monkeypatch.setattr(pool_files, "ROWS_PER_SHARD", 2)
+    monkeypatch.setattr(pool_files, "ROWS_PER_BATCH", 1)
+    assert pool_files.write_pool(table(), tmp_path / pool_files.TRAIN_POOL) == {
+        "part-00000.arrow": 2, "part-00001.arrow": 2, "part-00002.arrow": 1}
+    reader = pool_files.PoolReader(tmp_path, ["question", "negative_keys"])
+    assert reader.num_rows == 5
+    rows = [4, 0, 3, 0, 2, 1]  # any order, a repeat
+    got = reader.take(rows)
+    assert got.column_names == ["question", "negative_keys"]
+    assert got.to_pylist() == table().select(["question", "negative_keys"]).take(rows).to_pylist()
+    assert pool_files.open_pool(tmp_path).to_pylist() == table().to_pylist()

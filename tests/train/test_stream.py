@@ -79,7 +79,7 @@ def pool_of(records: dict[str, list[str]]):
              "question": f"{pid} {lang}?", "positive": f"{pid} {lang}.", "context": "", "hard_negatives": [],
              "positive_key": pid, "key": record, "negative_keys": []}
             for record, pid in enumerate(sorted(records)) for lang in sorted(records[pid])]
-    return PairPool(pa.Table.from_pylist(rows, schema=TRAIN_PAIR_SCHEMA))
+    return PairPool.from_table(pa.Table.from_pylist(rows, schema=TRAIN_PAIR_SCHEMA))
 
 
 def composer_state_after(index, cfg, steps: int) -> dict:
