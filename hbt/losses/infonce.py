@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hbt.collectives import all_gather_cat, all_gather_cat_with_grad
+
 
 def _flatten_negatives(hard_negatives: Optional[torch.Tensor], dim: int) -> Optional[torch.Tensor]:
     if hard_negatives is None:
@@ -99,33 +101,6 @@ def info_nce(
     return loss
 
 
-def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate `t` (B, ...) from all ranks along dim 0 -> (world*B, ...), keeping the local gradient.
-
-    Identity when torch.distributed is unavailable, uninitialised, or world_size == 1.
-    All ranks must pass the same shape.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
-        return t
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(t), dim=0)
-
-
-def gather_ids(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """`gather_with_grad` for integer tensors (no gradient): keys and masks as int64, which gloo
-    all-gathers exactly (a float all-gather would round 64-bit ids)."""
-    import torch.distributed as dist
-
-    if t is None or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts, dim=0)
-
-
 class InfoNCELoss(nn.Module):
     """`info_nce` with fixed temperature/symmetric flags; `gather=True` all-gathers embeddings
     across ranks first so every rank's queries see every rank's passages as negatives."""
@@ -149,13 +124,16 @@ class InfoNCELoss(nn.Module):
         negative_keys: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if self.gather:
-            query, positive = gather_with_grad(query), gather_with_grad(positive)  # (world*B, D)
+            # On the process group's device (hbt.collectives), back on the embeddings' device.
+            query, positive = all_gather_cat_with_grad(query), all_gather_cat_with_grad(positive)  # (world*B, D)
             if hard_negatives is not None:
-                hard_negatives = gather_with_grad(hard_negatives)
+                hard_negatives = all_gather_cat_with_grad(hard_negatives)  # (world*B, N, D)
             if negative_mask is not None:
                 # gloo has no bool all-gather: ship the mask as int64
-                negative_mask = gather_ids(negative_mask.to(torch.int64)) > 0  # (world*B, N)
-            positive_keys, negative_keys = gather_ids(positive_keys), gather_ids(negative_keys)  # (world*B[, N])
+                negative_mask = all_gather_cat(negative_mask.to(torch.int64)) > 0  # (world*B, N)
+            # int64, which gloo and NCCL gather exactly (a float gather would round 64-bit ids)
+            positive_keys, negative_keys = (None if keys is None else all_gather_cat(keys)
+                                            for keys in (positive_keys, negative_keys))  # (world*B[, N])
         return info_nce(query, positive, hard_negatives, self.temperature, self.symmetric, negative_mask,
                         positive_keys, negative_keys)
 

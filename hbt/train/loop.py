@@ -74,7 +74,8 @@ class ReportWindow:
     def __init__(self):
         self.started = time.perf_counter()
         # loss, count, then per kind in KINDS: loss, count; then pairs, tokens
-        self.sums = torch.zeros(2 + 2 * len(KINDS) + 2, dtype=torch.float64)
+        # on the CPU: `metrics` sums it over ranks on the process group's device
+        self.sums = torch.zeros(2 + 2 * len(KINDS) + 2, dtype=torch.float64)  # (S,)
         self.batch_ids: list[list[str]] = []
         self.kind: str | None = None
 
@@ -90,11 +91,9 @@ class ReportWindow:
 
     def metrics(self, step: int, lr: float) -> dict:
         """A collective when torch.distributed is up: every rank must call it at the same step."""
-        import torch.distributed as dist
+        from hbt.collectives import all_reduce_sum
 
-        sums = self.sums.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
+        sums = all_reduce_sum(self.sums)  # (S,) on the CPU, summed over ranks
         elapsed = max(time.perf_counter() - self.started, 1e-9)
 
         def mean(k: int) -> float | None:

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hbt.collectives import all_gather_cat_with_grad
 from hbt.config import TrainConfig
-from hbt.losses.infonce import InfoNCELoss, gather_with_grad, info_nce
+from hbt.losses.infonce import InfoNCELoss, info_nce
 
 
 def reference(q, p, negs, t, symmetric=False):
@@ -99,7 +100,7 @@ def test_bad_shapes_rejected():
 
 def test_gather_with_grad_identity_without_process_group():
     x = torch.randn(3, 4, requires_grad=True)
-    y = gather_with_grad(x)
+    y = all_gather_cat_with_grad(x)
     assert y is x
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones(3, 4))
