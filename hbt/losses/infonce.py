@@ -8,6 +8,11 @@ For queries q (B, D), positives p (B, D) and optional hard negatives h:
 The symmetric variant also scores each positive against all queries (p @ q.T / t, target i)
 and averages the two terms. Embeddings are expected to be L2-normalised (cosine similarity).
 
+Scores, logits and softmax are computed in float32 at least (outside any autocast region),
+whatever the embeddings' dtype: under bf16 (8 bits of mantissa) a cosine of 0.9 is only known
+to ~0.004, which a temperature of 0.05 turns into ~0.08 of logit, the size of the differences
+between a query's best candidates.
+
 A pair may have fewer hard negatives than the batch's N (a one-sentence paragraph has none):
 its padding rows are marked False in `negative_mask` (B, N) and scored -inf, so they drop out
 of the softmax while every rank keeps the same tensor shapes for the all-gather.
@@ -70,35 +75,41 @@ def info_nce(
         raise ValueError(f"query and positive must both be (B, D), got {tuple(query.shape)} and {tuple(positive.shape)}")
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
-    batch = query.shape[0]
-    negatives = _flatten_negatives(hard_negatives, query.shape[1])  # (K, D) | None
-    candidates = positive if negatives is None else torch.cat([positive, negatives], dim=0)  # (B + K, D)
-    scores = query @ candidates.T / temperature  # (B, B + K)
-    drop = torch.zeros_like(scores, dtype=torch.bool)  # (B, B + K)
-    if negatives is not None and negative_mask is not None:
-        keep = torch.cat([torch.ones(batch, dtype=torch.bool, device=scores.device),
-                          negative_mask.reshape(-1).to(scores.device)])  # (B + K,)
-        if keep.shape[0] != scores.shape[1]:
-            raise ValueError(f"negative_mask has {keep.shape[0] - batch} entries for {scores.shape[1] - batch} negatives")
-        drop |= ~keep[None, :]
-    if positive_keys is not None:
-        keys = positive_keys.reshape(-1).to(scores.device)  # (B,)
-        candidate_keys = keys if negatives is None else torch.cat([
-            keys, (negative_keys.reshape(-1).to(scores.device) if negative_keys is not None
-                   else torch.zeros(negatives.shape[0], dtype=keys.dtype, device=keys.device))])  # (B + K,)
-        if candidate_keys.shape[0] != scores.shape[1]:
-            raise ValueError(f"negative_keys has {candidate_keys.shape[0] - batch} entries for "
-                             f"{scores.shape[1] - batch} negatives")
-        drop |= _same_positive(keys, candidate_keys)
-    scores = scores.masked_fill(drop, float("-inf"))
-    target = torch.arange(batch, device=query.device)  # (B,)
-    loss = F.cross_entropy(scores, target)
-    if symmetric:
-        back = positive @ query.T / temperature  # (B, B): passage -> query
+    # autocast (DDP with bf16) would recast the matmuls to bf16: off for the loss
+    with torch.autocast(query.device.type, enabled=False):
+        # bf16 / fp16 embeddings -> float32; float64 stays (the exact tests compare in float64)
+        dtype = torch.promote_types(query.dtype, torch.float32)
+        query, positive = query.to(dtype), positive.to(dtype)  # (B, D) each
+        batch = query.shape[0]
+        negatives = _flatten_negatives(hard_negatives, query.shape[1])  # (K, D) | None
+        negatives = None if negatives is None else negatives.to(dtype)
+        candidates = positive if negatives is None else torch.cat([positive, negatives], dim=0)  # (B + K, D)
+        scores = query @ candidates.T / temperature  # (B, B + K), float32 or float64
+        drop = torch.zeros_like(scores, dtype=torch.bool)  # (B, B + K)
+        if negatives is not None and negative_mask is not None:
+            keep = torch.cat([torch.ones(batch, dtype=torch.bool, device=scores.device),
+                              negative_mask.reshape(-1).to(scores.device)])  # (B + K,)
+            if keep.shape[0] != scores.shape[1]:
+                raise ValueError(f"negative_mask has {keep.shape[0] - batch} entries for {scores.shape[1] - batch} negatives")
+            drop |= ~keep[None, :]
         if positive_keys is not None:
-            back = back.masked_fill(drop[:, :batch].T, float("-inf"))  # the same pairs, seen from the passage
-        loss = (loss + F.cross_entropy(back, target)) / 2
-    return loss
+            keys = positive_keys.reshape(-1).to(scores.device)  # (B,)
+            candidate_keys = keys if negatives is None else torch.cat([
+                keys, (negative_keys.reshape(-1).to(scores.device) if negative_keys is not None
+                       else torch.zeros(negatives.shape[0], dtype=keys.dtype, device=keys.device))])  # (B + K,)
+            if candidate_keys.shape[0] != scores.shape[1]:
+                raise ValueError(f"negative_keys has {candidate_keys.shape[0] - batch} entries for "
+                                 f"{scores.shape[1] - batch} negatives")
+            drop |= _same_positive(keys, candidate_keys)
+        scores = scores.masked_fill(drop, float("-inf"))
+        target = torch.arange(batch, device=query.device)  # (B,)
+        loss = F.cross_entropy(scores, target)
+        if symmetric:
+            back = positive @ query.T / temperature  # (B, B): passage -> query
+            if positive_keys is not None:
+                back = back.masked_fill(drop[:, :batch].T, float("-inf"))  # the same pairs, seen from the passage
+            loss = (loss + F.cross_entropy(back, target)) / 2
+        return loss
 
 
 class InfoNCELoss(nn.Module):
