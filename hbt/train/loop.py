@@ -41,7 +41,6 @@ micro-batch since the previous report, and on evaluated steps the `hbt.train.dev
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from functools import partial
@@ -158,9 +157,12 @@ def build_encoder(cfg: HbtConfig):
 
 
 def set_torch_threads(cfg: HbtConfig, local_world_size: int) -> int:
-    # Ray starts a fractional-CPU worker with one intra-op thread; by default the workers on
-    # a node share its cores instead (2 cores, 1 worker: 2 threads).
-    threads = cfg.train.torch_threads or max(1, (os.cpu_count() or 1) // local_world_size)
+    # Ray starts a fractional-CPU worker with one intra-op thread; by default a worker takes
+    # the CPUs Ray reserved for it, or (fractional) its share of the node's usable CPUs
+    # (2 cores, 1 worker: 2 threads), never more than its pod's quota (hbt.threads).
+    from hbt.threads import torch_threads
+
+    threads = cfg.train.torch_threads or torch_threads(sharing=local_world_size)
     torch.set_num_threads(threads)
     return threads
 
