@@ -3,10 +3,10 @@ fails with one line naming the versions hbt supports."""
 
 import importlib
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from hbt import compat
 from hbt.errors import HbtError

@@ -146,7 +146,6 @@ class EncodeActor:
         import torch
 
         from hbt.model.encoder import Encoder
-
         from hbt.threads import torch_threads
 
         torch.set_num_threads(threads or torch_threads())

@@ -182,8 +182,9 @@ def test_one_shard_actor_per_node_holds_every_shard(data, ray_local):
 def test_shards_run_on_cpus_and_take_no_gpu(data, monkeypatch):
     """The decision of docs/evaluation.md ("faiss on the CPU"): shard actors ask Ray for no GPU,
     an index is never moved to a GPU even where faiss sees some, and hbt requires faiss-cpu."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     assert ShardActor._default_options["num_gpus"] == 0 and ShardActor._default_options["num_cpus"] == 0
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from runs import assert_loss_falls, check_metrics, make_config, read_metrics, step_ids
 
 pytestmark = pytest.mark.timeout(300)
@@ -171,8 +170,9 @@ def test_dev_evaluation_picks_the_exported_checkpoint(ray_local, data_dir, tiny_
     prepared = prepare(load_config(None, [f"data.data_dir={data_dir}", "data.languages=[en,de,es]",
                                           "data.max_train_records=16", "data.eval_languages=[en,de,es]"]).data,
                        tmp_path / "prep")
-    import hbt.train.driver
     from fake_nccl import make_checked_train_func
+
+    import hbt.train.driver
 
     calls = tmp_path / "collectives"
     calls.mkdir()
