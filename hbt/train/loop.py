@@ -41,7 +41,6 @@ micro-batch since the previous report, and on evaluated steps the `hbt.train.dev
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from functools import partial
@@ -74,7 +73,8 @@ class ReportWindow:
     def __init__(self):
         self.started = time.perf_counter()
         # loss, count, then per kind in KINDS: loss, count; then pairs, tokens
-        self.sums = torch.zeros(2 + 2 * len(KINDS) + 2, dtype=torch.float64)
+        # on the CPU: `metrics` sums it over ranks on the process group's device
+        self.sums = torch.zeros(2 + 2 * len(KINDS) + 2, dtype=torch.float64)  # (S,)
         self.batch_ids: list[list[str]] = []
         self.kind: str | None = None
 
@@ -90,11 +90,9 @@ class ReportWindow:
 
     def metrics(self, step: int, lr: float) -> dict:
         """A collective when torch.distributed is up: every rank must call it at the same step."""
-        import torch.distributed as dist
+        from hbt.collectives import all_reduce_sum
 
-        sums = self.sums.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
+        sums = all_reduce_sum(self.sums)  # (S,) on the CPU, summed over ranks
         elapsed = max(time.perf_counter() - self.started, 1e-9)
 
         def mean(k: int) -> float | None:
@@ -159,9 +157,12 @@ def build_encoder(cfg: HbtConfig):
 
 
 def set_torch_threads(cfg: HbtConfig, local_world_size: int) -> int:
-    # Ray starts a fractional-CPU worker with one intra-op thread; by default the workers on
-    # a node share its cores instead (2 cores, 1 worker: 2 threads).
-    threads = cfg.train.torch_threads or max(1, (os.cpu_count() or 1) // local_world_size)
+    # Ray starts a fractional-CPU worker with one intra-op thread; by default a worker takes
+    # the CPUs Ray reserved for it, or (fractional) its share of the node's usable CPUs
+    # (2 cores, 1 worker: 2 threads), never more than its pod's quota (hbt.threads).
+    from hbt.threads import torch_threads
+
+    threads = cfg.train.torch_threads or torch_threads(sharing=local_world_size)
     torch.set_num_threads(threads)
     return threads
 

@@ -652,7 +652,7 @@ def fake_wheel(directory: Path) -> Path:
     return wheel
 
 
-@pytest.mark.parametrize("variant,faiss", [("cpu", "faiss-cpu"), ("cuda", "faiss-gpu")])
+@pytest.mark.parametrize("variant,faiss", [("cpu", "faiss-cpu"), ("cuda", "faiss-cpu")])
 def test_dockerfile_requirements_carry_exactly_one_faiss(variant, faiss, tmp_path):
     """The builder's requirements script, run on pyproject's dependencies: one faiss per variant."""
     (script,) = [text.split("\n", 1)[1] for keyword, text in stage_named("builder")["instructions"]

@@ -177,3 +177,30 @@ def test_one_shard_actor_per_node_holds_every_shard(data, ray_local):
     actors = start_shard_actors([(xb[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
     assert len(actors) == 1 and ray.get(actors[0].ntotal.remote()) == len(xb)
     _assert_brute_force(xb, ids, xq, *_searched_and_killed(actors, xq))
+
+
+def test_shards_run_on_cpus_and_take_no_gpu(data, monkeypatch):
+    """The decision of docs/evaluation.md ("faiss on the CPU"): shard actors ask Ray for no GPU,
+    an index is never moved to a GPU even where faiss sees some, and hbt requires faiss-cpu."""
+    from pathlib import Path
+
+    import tomllib
+
+    assert ShardActor._default_options["num_gpus"] == 0 and ShardActor._default_options["num_cpus"] == 0
+
+    def every_gpu(*args, **kwargs):
+        raise AssertionError("an index moved to the node's GPUs")
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 4)  # a faiss-gpu build on a 4-GPU node
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", every_gpu)
+    xb, ids, xq, _ = data
+    _assert_brute_force(xb, ids, xq, *IndexShard.from_vectors(xb, ids).search(xq, K))
+
+    root = Path(__file__).resolve().parents[2]
+    gpu_calls = [path for path in (root / "hbt").rglob("*.py")
+                 if any(word in path.read_text() for word in ("index_cpu_to_", "GpuResources", "get_num_gpus"))]
+    assert gpu_calls == []
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    assert "faiss-cpu" in {r.split(">")[0].split("=")[0] for r in requirements}
+    assert not any(r.startswith("faiss-gpu") for r in requirements)

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hbt.collectives import all_gather_cat_with_grad
 from hbt.config import TrainConfig
-from hbt.losses.infonce import InfoNCELoss, gather_with_grad, info_nce
+from hbt.losses.infonce import InfoNCELoss, info_nce
 
 
 def reference(q, p, negs, t, symmetric=False):
@@ -99,7 +100,7 @@ def test_bad_shapes_rejected():
 
 def test_gather_with_grad_identity_without_process_group():
     x = torch.randn(3, 4, requires_grad=True)
-    y = gather_with_grad(x)
+    y = all_gather_cat_with_grad(x)
     assert y is x
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones(3, 4))
@@ -180,3 +181,21 @@ def test_key_zero_never_masks():
     zero = torch.zeros(2, dtype=torch.int64)
     assert info_nce(q, p, negs, 0.1, positive_keys=zero, negative_keys=torch.zeros(2, 1, dtype=torch.int64)).item() \
         == pytest.approx(info_nce(q, p, negs, 0.1).item(), rel=1e-12)
+
+
+def test_bf16_embeddings_score_in_float32(monkeypatch):
+    """DeepSpeed bf16 hands the loss bf16 embeddings (DDP's autocast bf16 matmuls): the scores,
+    logits and softmax are float32, equal to the loss of the same embeddings upcast."""
+    g = torch.Generator().manual_seed(5)
+    q, p = (unit(torch.randn(6, 16, generator=g)).bfloat16() for _ in range(2))
+    negs = unit(torch.randn(6, 2, 16, generator=g)).bfloat16()
+    mask = torch.tensor([[True, False]] * 6)
+    logits = []
+    cross_entropy = F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda scores, target: logits.append(scores) or cross_entropy(scores, target))
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = info_nce(q, p, negs, 0.05, True, mask)
+    assert [s.dtype for s in logits] == [torch.float32, torch.float32] and loss.dtype == torch.float32
+    expected = info_nce(q.float(), p.float(), negs.float(), 0.05, True, mask)
+    assert loss.item() == expected.item()

@@ -119,3 +119,20 @@ def test_saved_encoder_loads_in_sentence_transformers_with_same_embeddings(tiny_
     theirs = st.encode(texts, prompt_name="query", convert_to_numpy=True)
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
     assert st.max_seq_length == 16
+
+
+def test_a_bf16_module_exports_float32(tiny_dir, tmp_path):
+    """DeepSpeed's bf16 casts the module to bfloat16: the export is float32 all the same, and
+    says so (AutoModel's dtype="auto" reads config.json), while the module stays bf16."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    encoder = Encoder.from_config(ModelConfig(name_or_path=str(tiny_dir), max_length=16))
+    encoder.model.to(torch.bfloat16)
+    out = encoder.save(tmp_path / "saved")
+    assert {t.dtype for t in load_file(out / "model.safetensors").values() if t.is_floating_point()} == {torch.float32}
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+    assert AutoModel.from_pretrained(out, dtype="auto").dtype == torch.float32
+    assert next(encoder.model.parameters()).dtype == torch.bfloat16

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from runs import assert_loss_falls, check_metrics, make_config, read_metrics, step_ids
 
 pytestmark = pytest.mark.timeout(300)
@@ -150,10 +149,14 @@ def test_ddp_grad_accum_with_hard_negatives(ray_local, prepared, tiny_model, ful
     assert step_ids(metrics) == step_ids(read_metrics(full_run))[:4]
 
 
-def test_dev_evaluation_picks_the_exported_checkpoint(ray_local, data_dir, tiny_model, tmp_path):
+def test_dev_evaluation_picks_the_exported_checkpoint(ray_local, data_dir, tiny_model, tmp_path, monkeypatch):
     """With train.eval_every, rank 0 scores the dev split at steps 2 and 4 (both checkpointed)
     and the export is the checkpoint with the best dev multi mAP: its weights are that
     checkpoint's, byte for byte, and re-scoring them on the dev split gives the reported figure.
+
+    The workers' process group refuses, as NCCL does on GPUs, every tensor that is not on its
+    device (tests/train/fake_nccl.py): the InfoNCE gathers (with hard negatives: their mask
+    and keys too), the reports' sums and the dev metrics' broadcast must all be moved there.
 
     The dev split is kept to the languages the tiny model's vocabulary covers: in the others
     every word is [UNK], so many texts embed identically and the tied scores make mAP flip
@@ -167,8 +170,21 @@ def test_dev_evaluation_picks_the_exported_checkpoint(ray_local, data_dir, tiny_
     prepared = prepare(load_config(None, [f"data.data_dir={data_dir}", "data.languages=[en,de,es]",
                                           "data.max_train_records=16", "data.eval_languages=[en,de,es]"]).data,
                        tmp_path / "prep")
-    out = train(make_config(tiny_model, prepared, steps=4, checkpoint_every=4, eval_every=2), prepared,
-                tmp_path / "dev")
+    from fake_nccl import make_checked_train_func
+
+    import hbt.train.driver
+
+    calls = tmp_path / "collectives"
+    calls.mkdir()
+    monkeypatch.setattr(hbt.train.driver, "train_func", make_checked_train_func(str(calls)))
+    out = train(make_config(tiny_model, prepared, steps=4, checkpoint_every=4, eval_every=2, hard_negatives=1),
+                prepared, tmp_path / "dev")
+    for rank in (0, 1):
+        ran = json.loads((calls / f"rank{rank}.json").read_text())
+        # 4 steps: forward gathers (query, positive, negatives, mask, 2 key sets), their backward
+        # (scatters), 4 reports' sums, 2 dev broadcasts
+        assert ran["all_gather"] >= 4 * 6 and ran["scatter"] > 0, ran
+        assert ran["all_reduce"] == 4 and ran["broadcast"] == 2, ran
     metrics = read_metrics(out)
     evaluated = [m for m in metrics if "dev/multi_map" in m]
     assert [m["step"] for m in evaluated] == [1, 3]
