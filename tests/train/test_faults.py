@@ -17,9 +17,8 @@ import psutil
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from runs import make_config, read_metrics, step_ids
+from safetensors.torch import load_file
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
