@@ -58,6 +58,10 @@ def _cmd_data_prepare(args) -> None:
     from hbt.data.stats import format_table, prepared_stats
 
     config = _config(args)
+    if args.download:
+        from hbt.data.download import download
+
+        print(f"downloaded the corpora to {download(config.data.data_dir)}")
     out = prepare(config.data, args.out)
     print(format_table(prepared_stats(out)))
     print(f"wrote {out}")
@@ -282,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = data.add_parser("prepare", help="write training pairs and the held-out eval corpus as Parquet")
     _add_config_options(prepare)
     prepare.add_argument("--out", type=Path, help="output dir (default: data.prepared_dir)")
+    # One command where a second one would not run in the same place (a KubeRay entrypoint).
+    prepare.add_argument("--download", action="store_true",
+                         help="first fetch XQuAD-R, XQuAD and Tatoeba into data.data_dir (as `hbt data download`)")
     prepare.set_defaults(run=_cmd_data_prepare)
 
     stats = data.add_parser("stats", help="queries and candidates per corpus and language")

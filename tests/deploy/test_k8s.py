@@ -211,14 +211,17 @@ def repo_file(docs: list[dict], pod: dict, path: str) -> Path:
 
 # ---- the entrypoints -------------------------------------------------------------------------------
 
-def commands(entrypoint: str) -> list[list[str]]:
-    """An entrypoint `hbt A && hbt B`: the argv of each `hbt`; nothing else of the shell."""
-    assert not re.search(r"[;|`$<>\\]", entrypoint) and "&" not in entrypoint.replace("&&", ""), \
-        f"entrypoint is more than `hbt ... && hbt ...`: {entrypoint!r}"
-    argvs = [shlex.split(part) for part in entrypoint.split("&&")]
-    for argv in argvs:
-        assert argv and argv[0] == "hbt", f"not an hbt command: {argv}"
-    return [argv[1:] for argv in argvs]
+# What would make an entrypoint more than one command, or more than words: KubeRay pastes it
+# unquoted into the submitter pod's shell, where everything after the first command runs.
+SHELL_OPERATOR = re.compile(r"&&|\|\||[;&|<>`\n\\]|\$\(")
+
+
+def command(entrypoint: str) -> list[str]:
+    """An entrypoint `hbt ARGS`: the ARGS of its one `hbt` command."""
+    assert not SHELL_OPERATOR.search(entrypoint), f"entrypoint is more than one hbt command: {entrypoint!r}"
+    argv = shlex.split(entrypoint)
+    assert argv and argv[0] == "hbt", f"not an hbt command: {argv}"
+    return argv[1:]
 
 
 def parse(argv: list[str]):
@@ -233,19 +236,16 @@ def rayjob(docs: list[dict], job: str) -> dict:
     return doc
 
 
-def steps(overlay: str) -> dict[str, list[tuple]]:
-    """job -> [(parsed args, [repo config files], loaded config or None)] of its commands."""
+def steps(overlay: str) -> dict[str, tuple]:
+    """job -> (parsed args, [repo config files], loaded config) of its one command."""
     docs = render(overlay)
     out = {}
     for job in JOBS:
         doc = rayjob(docs, job)
         head = doc["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]  # the driver runs here
-        out[job] = []
-        for argv in commands(doc["spec"]["entrypoint"]):
-            args = parse(argv)
-            files = [repo_file(docs, head, str(p)) for p in getattr(args, "config", [])]
-            config = load_config(files, args.overrides) if hasattr(args, "config") else None
-            out[job].append((args, files, config))
+        args = parse(command(doc["spec"]["entrypoint"]))
+        files = [repo_file(docs, head, str(p)) for p in args.config]
+        out[job] = (args, files, load_config(files, args.overrides))
     return out
 
 
@@ -428,26 +428,50 @@ def test_no_manifest_holds_a_token(overlay):
 
 # ---- tests: entrypoints, configs and spaces --------------------------------------------------------
 
+def entrypoints_of(docs) -> list[tuple[str, str]]:
+    return [(doc["metadata"]["name"], doc["spec"]["entrypoint"]) for doc in docs
+            if doc.get("kind") == "RayJob" and "entrypoint" in doc.get("spec", {})]
+
+
+@pytest.mark.parametrize("source", ["base", *OVERLAYS])
+def test_no_entrypoint_holds_a_shell_operator(source):
+    """The submitter runs `ray job submit ... -- ENTRYPOINT` in its shell: after a `&&` the rest of
+    the line would run in the submitter pod, without the volume, the configs or the CPUs."""
+    if source == "base":
+        docs = [d for d in yaml.safe_load_all((K8S / "base" / "rayjobs.yaml").read_text(encoding="utf-8")) if d]
+    else:
+        docs = render(source)
+    found = entrypoints_of(docs)
+    assert len(found) == len(JOBS)
+    for name, entrypoint in found:
+        assert not SHELL_OPERATOR.search(entrypoint), f"{source} {name}: {entrypoint!r}"
+
+
+@pytest.mark.parametrize("entrypoint", [
+    "hbt data download --out /d && hbt data prepare", "hbt a || hbt b", "hbt a; hbt b", "hbt a | tee x",
+    "hbt a > log", "hbt a < in", "hbt `x`", "hbt $(x)", "hbt a\nhbt b", "hbt a & hbt b",
+])
+def test_the_shell_operator_check_catches_each_operator(entrypoint):
+    assert SHELL_OPERATOR.search(entrypoint)
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("job", JOBS)
-def test_entrypoint_is_hbt_commands_whose_configs_are_the_repos_and_load(overlay, job):
+def test_entrypoint_is_one_hbt_command_whose_configs_are_the_repos_and_load(overlay, job):
     expected = OVERLAYS[overlay]["configs"] if job in GPU_STEPS else ["config.yaml"]
-    for args, files, config in steps(overlay)[job]:
-        if not hasattr(args, "config"):
-            continue
-        assert [str(p) for p in args.config] == [str(CONFIG_DIR / name) for name in expected]
-        assert [f.relative_to(REPO).as_posix() for f in files] == \
-            ["configs/cluster.yaml", "configs/gpu.yaml"][:len(expected)]
-        assert config is not None
-        assert config.cluster.use_gpu is (overlay == "gpu" and job in GPU_STEPS)
-        assert not config.cluster.address, "inside a RayJob hbt joins its own cluster through $RAY_ADDRESS"
+    args, files, config = steps(overlay)[job]
+    assert [str(p) for p in args.config] == [str(CONFIG_DIR / name) for name in expected]
+    assert [f.relative_to(REPO).as_posix() for f in files] == \
+        ["configs/cluster.yaml", "configs/gpu.yaml"][:len(expected)]
+    assert config.cluster.use_gpu is (overlay == "gpu" and job in GPU_STEPS)
+    assert not config.cluster.address, "inside a RayJob hbt joins its own cluster through $RAY_ADDRESS"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_tune_space_is_the_repos_and_checks_against_the_config(overlay):
     docs = render(overlay)
     head = rayjob(docs, "tune")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    ((args, _, config),) = steps(overlay)["tune"]
+    args, _, config = steps(overlay)["tune"]
     assert under(args.space, CONFIG_DIR)
     source = repo_file(docs, head, str(args.space))
     assert source.parent == REPO / "tune_spaces"
@@ -474,18 +498,17 @@ def test_configmap_is_exactly_the_repos_files(overlay):
 def test_steps_hand_each_other_their_outputs_on_the_volume(overlay):
     """prepare writes what train, tune and eval read; eval reads the model train writes."""
     jobs = steps(overlay)
-    (download, _, _), (prepare, _, prepare_config) = jobs["prepare"]
-    assert download.verb == "data" and download.action == "download"
+    prepare, _, prepare_config = jobs["prepare"]
     assert prepare.verb == "data" and prepare.action == "prepare"
-    assert download.out == prepare_config.data.data_dir  # prepare reads what download wrote
+    assert prepare.download  # fetches into data.data_dir, then prepares from there
     prepared = prepare.out or prepare_config.data.prepared_dir
-    ((train, _, train_config),) = jobs["train"]
-    ((tune, _, tune_config),) = jobs["tune"]
-    ((evaluate, _, _),) = jobs["eval"]
+    train, _, train_config = jobs["train"]
+    tune, _, tune_config = jobs["tune"]
+    evaluate, _, _ = jobs["eval"]
     assert (train.verb, tune.verb, evaluate.verb) == ("train", "tune", "eval")
     assert train_config.data.prepared_dir == prepared == tune_config.data.prepared_dir
     assert evaluate.corpus == prepared and evaluate.model == train.out / "model"
-    for path in (download.out, prepared, train.out, tune.out, evaluate.out, evaluate.model,
+    for path in (prepare_config.data.data_dir, prepared, train.out, tune.out, evaluate.out, evaluate.model,
                  train_config.cluster.storage_path, tune_config.cluster.storage_path):
         assert under(path, STORAGE), f"{path} is not on the shared volume {STORAGE}"
 
