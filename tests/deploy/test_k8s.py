@@ -576,6 +576,41 @@ def test_every_ray_pod_mounts_the_pvc_the_configmap_and_shm(overlay):
     assert pods == (1 + len(JOBS)) * (2 + OVERLAYS[overlay]["gpu_groups"])  # head + CPU (+ GPU) group
 
 
+UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(text) -> int:
+    """A Kubernetes memory quantity (16Gi, 512Mi, 8589934592) in bytes."""
+    number, unit = re.fullmatch(r"(\d+)([kMGT]i?)?", str(text)).groups()
+    return int(number) * UNITS[unit or ""]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_ray_pods_object_store_fits_its_shm_and_its_memory(overlay):
+    """Ray puts the object store on disk, with no more than a log line, when /dev/shm holds less;
+    left to Ray it is 30% of the container's memory. So: explicit, in /dev/shm with room to spare
+    (NCCL and torch's shared tensors use it too), and /dev/shm, memory that counts against the
+    container's limit, at most half of it."""
+    checked = 0
+    for doc in render(overlay):
+        for where, spec in cluster_specs(doc):
+            groups = [("head", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec["workerGroupSpecs"]]
+            for group, group_spec in groups:
+                pod = group_spec["template"]["spec"]
+                store = group_spec["rayStartParams"].get("object-store-memory")
+                assert store is not None, f"{where} {group}: object-store-memory is left to Ray"
+                (shm,) = [v["emptyDir"] for v in pod["volumes"] if v["name"] == "dshm"]
+                memory = quantity(pod["containers"][0]["resources"]["limits"]["memory"])
+                assert quantity(shm["sizeLimit"]) >= quantity(store) + 2**30, f"{where} {group}"
+                assert quantity(shm["sizeLimit"]) <= memory // 2, f"{where} {group}"
+                checked += 1
+    assert checked == (1 + len(JOBS)) * (2 + OVERLAYS[overlay]["gpu_groups"])
+
+
+def test_quantities():
+    assert [quantity(q) for q in ("8Gi", "512Mi", "4294967296", "2G")] == [8 * 2**30, 2**29, 2**32, 2 * 10**9]
+
+
 # ---- tests: GPUs -----------------------------------------------------------------------------------
 
 def gpus(container: dict) -> tuple[int, int]:
