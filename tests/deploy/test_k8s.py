@@ -312,6 +312,33 @@ def test_strictness_is_what_catches_a_typo_in_a_pod_template():
         validate(doc)
 
 
+KUBERAY_MIN = "v1.6.0"  # authOptions.secretName; authOptions itself came in v1.5.1
+
+
+def test_docs_and_manifests_state_the_operator_version_the_auth_fields_need():
+    assert f"KubeRay operator {KUBERAY_MIN} or newer" in (REPO / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    assert f"KubeRay operator {KUBERAY_MIN} or newer" in (K8S / "base" / "raycluster.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("kind,path", [("RayCluster", ["spec"]), ("RayJob", ["spec", "rayClusterSpec"])])
+def test_validation_uses_crds_that_have_the_auth_fields(kind, path):
+    """The CRDs the manifests are checked against are of an operator that keeps authOptions and its
+    secretName; against an older CRD, strict validation would fail instead of the field vanishing."""
+    schema = crd_schema(kind, "ray.io/v1")
+    for step in path:
+        schema = schema["properties"][step]
+    assert {"mode", "secretName"} <= set(schema["properties"]["authOptions"]["properties"])
+
+    doc = of_kind(render("cpu"), kind)[0]
+    older = copy.deepcopy(crd_schema(kind, "ray.io/v1"))  # the same CRD without secretName (before v1.6.0)
+    target = older
+    for step in path:
+        target = target["properties"][step]
+    del target["properties"]["authOptions"]["properties"]["secretName"]
+    with pytest.raises(jsonschema.ValidationError, match="secretName"):
+        jsonschema.Draft7Validator(strict(older)).validate(doc)
+
+
 # ---- tests: the cluster spec is written once -------------------------------------------------------
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
