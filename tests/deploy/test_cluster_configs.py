@@ -2,6 +2,7 @@
 local cluster script's usage (the cluster itself: tests/deploy/test_local_cluster.py)."""
 
 import copy
+import re
 import subprocess
 
 import jsonschema
@@ -52,6 +53,27 @@ def test_every_node_starts_ray_with_token_auth_and_the_token_stays_out_of_the_re
     (target, source), = config["file_mounts"].items()
     assert source.startswith("~/") and target.endswith("/.ray/auth_token")  # from the user's home
     assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][1]  # reached by `ray dashboard`
+
+
+DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+
+
+def test_every_node_boots_a_current_gpu_ami():
+    """Not `latest_dlami` (nor no ImageId): Ray fills in its own default, an Ubuntu 18.04 Deep
+    Learning AMI whose driver cannot run the image's CUDA 12.8. A fixed AMI id, or AWS's SSM
+    parameter of the Ubuntu 22.04 OSS-driver GPU Deep Learning AMI, resolved by EC2 at launch."""
+    for name, node_type in launcher()["available_node_types"].items():
+        image = node_type["node_config"].get("ImageId", "")
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", image) or image == f"resolve:ssm:{DLAMI_PARAMETER}", name
+
+
+def test_the_shared_file_system_is_writable_by_the_images_user():
+    """EFS's root is root's; the containers run as the image's USER, which must write /mnt/hbt."""
+    users = re.findall(r"^USER (\d+)$", (REPO_ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
+    commands = launcher()["initialization_commands"]
+    mount = next(i for i, c in enumerate(commands) if "mount -t nfs4" in c and c.rstrip().endswith("/mnt/hbt"))
+    chown = [i for i, c in enumerate(commands) if c == f"sudo chown {users[-1]}:{users[-1]} /mnt/hbt"]
+    assert chown and chown[0] > mount  # on the mounted file system, not the empty mount point
 
 
 def test_local_cluster_script_parses_and_refuses_a_bad_verb():

