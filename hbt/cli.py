@@ -259,8 +259,9 @@ def _cmd_jobs(args) -> None:
 
     jobs = Jobs(args.address)
     if args.action == "list":
-        for job in sorted(jobs.list(), key=lambda job: job.start_time or 0):
-            print(f"{job.submission_id or job.job_id}\t{job.status.value}\t{(job.metadata or {}).get('hbt_job', '')}")
+        for job in sorted(jobs.list(drivers=args.all), key=lambda job: job.start_time or 0):
+            row = f"{job.submission_id or job.job_id}\t{job.status.value}\t{(job.metadata or {}).get('hbt_job', '')}"
+            print(f"{row}\t{job.type.value.lower()}" if args.all else row)
     elif args.action == "status":
         info = jobs.info(args.job_id)
         print(f"{args.job_id}\t{info.status.value}\t{_first_line(info.message)}")
@@ -373,13 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = verbs.add_parser("jobs", help="jobs on a Ray cluster: list, status, logs, stop")
     job_actions = jobs.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    for action, text in (("list", "every job the server knows"), ("status", "a job's status"),
+    for action, text in (("list", "the submitted jobs: id, status, workload"), ("status", "a job's status"),
                          ("logs", "a job's logs so far (--follow: until it ends)"), ("stop", "stop a job")):
         sub = job_actions.add_parser(action, help=text)
         if action != "list":
             sub.add_argument("job_id", metavar="ID", help="submission id (hbt-NAME-...)")
         if action == "logs":
             sub.add_argument("--follow", action="store_true")
+        if action == "list":
+            sub.add_argument("--all", action="store_true", help="also Ray's drivers (each step of a job is one), "
+                             "with a fourth column: submission or driver")
         _add_address_option(sub)
         sub.set_defaults(run=_cmd_jobs)
 

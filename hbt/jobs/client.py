@@ -88,8 +88,12 @@ class Jobs:
     def info(self, job_id: str):
         return self._call(self._client.get_job_info, job_id)
 
-    def list(self) -> list:
-        return self._call(self._client.list_jobs)
+    def list(self, drivers: bool = False) -> list:
+        """The submitted jobs; with `drivers`, also Ray's DRIVER entries: every process that joins
+        the cluster with ray.init is one, each `hbt` step of a submitted job included."""
+        from ray.job_submission import JobType
+
+        return [job for job in self._call(self._client.list_jobs) if drivers or job.type == JobType.SUBMISSION]
 
     def logs(self, job_id: str) -> str:
         return self._call(self._client.get_job_logs, job_id)
