@@ -219,7 +219,9 @@ def _cmd_submit(args) -> None:
     command = entrypoint(spec, storage, data_dir, args.overrides, [str(path) for path in args.config])
     env_vars = dict(args.env)
     if args.dry_run:  # what would run, as the plain `ray job submit` would take it
-        print(json.dumps({"entrypoint": command, "runtime_env": runtime_env(spec, env_vars),
+        # --env values masked: they may be secrets, and this output gets pasted into issues and logs.
+        masked = {key: "***" for key in env_vars}
+        print(json.dumps({"entrypoint": command, "runtime_env": runtime_env(spec, masked),
                           "entrypoint_num_cpus": spec.entrypoint_num_cpus, "metadata": spec.metadata}, indent=2))
         return
     jobs = Jobs(args.address)
@@ -366,10 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key in every step that takes a config (repeatable)")
     submit.add_argument("--env", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                        help="environment variable of the job (repeatable)")
+                        help="environment variable of the job (repeatable); it is stored in the job's runtime "
+                             "env, which anyone who can read the job's info sees: no secrets")
     submit.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit 0 "
                         "only if it SUCCEEDED")
-    submit.add_argument("--dry-run", action="store_true", help="print the entrypoint and runtime env, submit nothing")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="print the entrypoint and runtime env (--env values masked), submit nothing")
     submit.set_defaults(run=_cmd_submit)
 
     jobs = verbs.add_parser("jobs", help="jobs on a Ray cluster: list, status, logs, stop")

@@ -101,3 +101,24 @@ def test_jobs_list_all_adds_the_drivers_labelled(fake_server, capsys):
         "01000000\tSUCCEEDED\t\tdriver",
         "02000000\tSUCCEEDED\t\tdriver",
     ]
+
+
+@pytest.mark.parametrize("address, warned", [
+    ("http://head.example:8265", True), ("http://203.0.113.7:8265", True), ("203.0.113.7:8265", True),
+    ("http://127.0.0.1:8265", False), ("http://localhost:8265", False), ("http://[::1]:8265", False),
+    ("https://head.example:8265", False),
+])
+def test_a_token_for_a_remote_plain_http_server_is_warned_about(fake_server, monkeypatch, capsys, address, warned):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    assert main(["jobs", "list", "--address", address]) == 0
+    err = capsys.readouterr().err
+    if warned:
+        assert err.count("\n") == 1 and err.startswith(f"hbt: warning: Ray's auth token goes to {address} unencrypted")
+        assert "ray dashboard" in err and "kubectl port-forward" in err and "https://" in err
+    else:
+        assert err == ""
+
+
+def test_no_token_no_warning(fake_server, capsys):
+    assert main(["jobs", "list", "--address", "http://head.example:8265"]) == 0
+    assert capsys.readouterr().err == ""
