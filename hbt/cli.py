@@ -58,6 +58,10 @@ def _cmd_data_prepare(args) -> None:
     from hbt.data.stats import format_table, prepared_stats
 
     config = _config(args)
+    if args.download:
+        from hbt.data.download import download
+
+        print(f"downloaded the corpora to {download(config.data.data_dir)}")
     out = prepare(config.data, args.out)
     print(format_table(prepared_stats(out)))
     print(f"wrote {out}")
@@ -215,7 +219,9 @@ def _cmd_submit(args) -> None:
     command = entrypoint(spec, storage, data_dir, args.overrides, [str(path) for path in args.config])
     env_vars = dict(args.env)
     if args.dry_run:  # what would run, as the plain `ray job submit` would take it
-        print(json.dumps({"entrypoint": command, "runtime_env": runtime_env(spec, env_vars),
+        # --env values masked: they may be secrets, and this output gets pasted into issues and logs.
+        masked = {key: "***" for key in env_vars}
+        print(json.dumps({"entrypoint": command, "runtime_env": runtime_env(spec, masked),
                           "entrypoint_num_cpus": spec.entrypoint_num_cpus, "metadata": spec.metadata}, indent=2))
         return
     jobs = Jobs(args.address)
@@ -255,8 +261,9 @@ def _cmd_jobs(args) -> None:
 
     jobs = Jobs(args.address)
     if args.action == "list":
-        for job in sorted(jobs.list(), key=lambda job: job.start_time or 0):
-            print(f"{job.submission_id or job.job_id}\t{job.status.value}\t{(job.metadata or {}).get('hbt_job', '')}")
+        for job in sorted(jobs.list(drivers=args.all), key=lambda job: job.start_time or 0):
+            row = f"{job.submission_id or job.job_id}\t{job.status.value}\t{(job.metadata or {}).get('hbt_job', '')}"
+            print(f"{row}\t{job.type.value.lower()}" if args.all else row)
     elif args.action == "status":
         info = jobs.info(args.job_id)
         print(f"{args.job_id}\t{info.status.value}\t{_first_line(info.message)}")
@@ -282,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = data.add_parser("prepare", help="write training pairs and the held-out eval corpus as Parquet")
     _add_config_options(prepare)
     prepare.add_argument("--out", type=Path, help="output dir (default: data.prepared_dir)")
+    # One command where a second one would not run in the same place (a KubeRay entrypoint).
+    prepare.add_argument("--download", action="store_true",
+                         help="first fetch XQuAD-R, XQuAD and Tatoeba into data.data_dir (as `hbt data download`)")
     prepare.set_defaults(run=_cmd_data_prepare)
 
     stats = data.add_parser("stats", help="queries and candidates per corpus and language")
@@ -358,21 +368,26 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key in every step that takes a config (repeatable)")
     submit.add_argument("--env", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                        help="environment variable of the job (repeatable)")
+                        help="environment variable of the job (repeatable); it is stored in the job's runtime "
+                             "env, which anyone who can read the job's info sees: no secrets")
     submit.add_argument("--follow", action="store_true", help="stream the job's logs until it ends; exit 0 "
                         "only if it SUCCEEDED")
-    submit.add_argument("--dry-run", action="store_true", help="print the entrypoint and runtime env, submit nothing")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="print the entrypoint and runtime env (--env values masked), submit nothing")
     submit.set_defaults(run=_cmd_submit)
 
     jobs = verbs.add_parser("jobs", help="jobs on a Ray cluster: list, status, logs, stop")
     job_actions = jobs.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    for action, text in (("list", "every job the server knows"), ("status", "a job's status"),
+    for action, text in (("list", "the submitted jobs: id, status, workload"), ("status", "a job's status"),
                          ("logs", "a job's logs so far (--follow: until it ends)"), ("stop", "stop a job")):
         sub = job_actions.add_parser(action, help=text)
         if action != "list":
             sub.add_argument("job_id", metavar="ID", help="submission id (hbt-NAME-...)")
         if action == "logs":
             sub.add_argument("--follow", action="store_true")
+        if action == "list":
+            sub.add_argument("--all", action="store_true", help="also Ray's drivers (each step of a job is one), "
+                             "with a fourth column: submission or driver")
         _add_address_option(sub)
         sub.set_defaults(run=_cmd_jobs)
 

@@ -50,6 +50,19 @@ def test_prepare_writes_split_parquet_and_manifest(prepared):
     assert [s["name"] for s in manifest["sources"]] == ["xquad"]
 
 
+def test_prepare_download_fetches_into_the_data_dir_then_prepares_from_it(data_dir, tmp_path, monkeypatch):
+    """One command does both (a KubeRay entrypoint runs one command in the job's cluster)."""
+    from hbt.data import download
+
+    for corpus, (_, names) in download.SOURCES.items():  # served from the data dir, as file:// URLs
+        monkeypatch.setitem(download.SOURCES, corpus, ((data_dir / corpus).as_uri(), names))
+    fetched, out = tmp_path / "data", tmp_path / "prepared"
+    assert main(["data", "prepare", "--download", "--data-dir", str(fetched), "--out", str(out),
+                 "--set", "data.num_languages=2"]) == 0
+    assert sorted(p.name for p in fetched.iterdir()) == sorted(download.SOURCES)
+    assert load_manifest(out)
+
+
 def test_prepare_keeps_at_most_max_train_records_with_all_their_languages(data_dir, tmp_path):
     out = tmp_path / "small"
     assert main(["data", "prepare", "--data-dir", str(data_dir), "--out", str(out),

@@ -10,9 +10,12 @@ stays on: the token comes from `$RAY_AUTH_TOKEN`, the file `$RAY_AUTH_TOKEN_PATH
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
+import sys
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Callable, Optional
@@ -38,6 +41,18 @@ def _use_token_if_any() -> None:
         os.environ[AUTH_MODE] = "token"
 
 
+def _token_in_the_clear(address: str) -> bool:
+    """Whether a token sent to `address` crosses a network unencrypted: not https, not loopback."""
+    scheme, _, rest = address.rpartition("://")
+    host = urllib.parse.urlsplit(f"//{rest}").hostname or ""
+    if scheme == "https" or host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return True
+
+
 def _one_line(error: Exception, address: str) -> HbtError:
     text = str(error)
     if "status code 401" in text or "Authentication required" in text:
@@ -58,6 +73,11 @@ class Jobs:
         # --address wins here, as a flag should.
         os.environ["RAY_API_SERVER_ADDRESS"] = self.address
         _use_token_if_any()
+        if os.environ.get(AUTH_MODE) == "token" and _token_in_the_clear(self.address):
+            # Ray sends the token in a header of every request: over plain HTTP anyone on the way reads it.
+            print(f"hbt: warning: Ray's auth token goes to {self.address} unencrypted: reach the job server "
+                  "through a tunnel on this machine (`ray dashboard CLUSTER.yaml`, `kubectl port-forward "
+                  "svc/CLUSTER-head-svc 8265`: --address http://127.0.0.1:8265) or over https://", file=sys.stderr)
         self._client = self._call(self._connect)
         # After the import, which sets the SDK logger's level: its "WebSocket closed" is noise.
         logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
@@ -88,8 +108,12 @@ class Jobs:
     def info(self, job_id: str):
         return self._call(self._client.get_job_info, job_id)
 
-    def list(self) -> list:
-        return self._call(self._client.list_jobs)
+    def list(self, drivers: bool = False) -> list:
+        """The submitted jobs; with `drivers`, also Ray's DRIVER entries: every process that joins
+        the cluster with ray.init is one, each `hbt` step of a submitted job included."""
+        from ray.job_submission import JobType
+
+        return [job for job in self._call(self._client.list_jobs) if drivers or job.type == JobType.SUBMISSION]
 
     def logs(self, job_id: str) -> str:
         return self._call(self._client.get_job_logs, job_id)

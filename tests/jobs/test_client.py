@@ -1,6 +1,7 @@
 """hbt's side of the Ray job server: address, token, and one-line failures (no server needed)."""
 
 import pytest
+from ray.job_submission import JobDetails, JobStatus, JobType
 
 from hbt.cli import main
 from hbt.jobs import client
@@ -62,3 +63,62 @@ def test_an_unreachable_server_is_one_line_exit_2_and_the_flag_beats_the_env(cle
     assert main(["jobs", "list", "--address", "http://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "http://127.0.0.1:1" in err and "Traceback" not in err
+
+
+class FakeServer:
+    """A job server's list after one `hbt submit`: the submission, and the Ray drivers of its two
+    steps (each `hbt` step joins the cluster with ray.init), as Ray's JobSubmissionClient lists them."""
+
+    def __init__(self, address):
+        pass
+
+    def list_jobs(self):
+        return [
+            JobDetails(type=JobType.DRIVER, job_id="01000000", entrypoint="", status=JobStatus.SUCCEEDED,
+                       start_time=2),
+            JobDetails(type=JobType.SUBMISSION, job_id="03000000", submission_id="hbt-smoke-1a2b3c4d",
+                       entrypoint="hbt data prepare ... && hbt train ...", status=JobStatus.RUNNING,
+                       start_time=1, metadata={"hbt_job": "smoke", "workload": "smoke"}),
+            JobDetails(type=JobType.DRIVER, job_id="02000000", entrypoint="", status=JobStatus.SUCCEEDED,
+                       start_time=3),
+        ]
+
+
+@pytest.fixture
+def fake_server(clean_env, monkeypatch):
+    monkeypatch.setattr("ray.job_submission.JobSubmissionClient", FakeServer)
+
+
+def test_jobs_list_shows_the_submitted_jobs(fake_server, capsys):
+    assert main(["jobs", "list"]) == 0
+    assert capsys.readouterr().out == "hbt-smoke-1a2b3c4d\tRUNNING\tsmoke\n"
+
+
+def test_jobs_list_all_adds_the_drivers_labelled(fake_server, capsys):
+    assert main(["jobs", "list", "--all"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "hbt-smoke-1a2b3c4d\tRUNNING\tsmoke\tsubmission",
+        "01000000\tSUCCEEDED\t\tdriver",
+        "02000000\tSUCCEEDED\t\tdriver",
+    ]
+
+
+@pytest.mark.parametrize("address, warned", [
+    ("http://head.example:8265", True), ("http://203.0.113.7:8265", True), ("203.0.113.7:8265", True),
+    ("http://127.0.0.1:8265", False), ("http://localhost:8265", False), ("http://[::1]:8265", False),
+    ("https://head.example:8265", False),
+])
+def test_a_token_for_a_remote_plain_http_server_is_warned_about(fake_server, monkeypatch, capsys, address, warned):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    assert main(["jobs", "list", "--address", address]) == 0
+    err = capsys.readouterr().err
+    if warned:
+        assert err.count("\n") == 1 and err.startswith(f"hbt: warning: Ray's auth token goes to {address} unencrypted")
+        assert "ray dashboard" in err and "kubectl port-forward" in err and "https://" in err
+    else:
+        assert err == ""
+
+
+def test_no_token_no_warning(fake_server, capsys):
+    assert main(["jobs", "list", "--address", "http://head.example:8265"]) == 0
+    assert capsys.readouterr().err == ""

@@ -103,11 +103,14 @@ def test_a_bad_override_from_the_caller_is_refused_before_submitting(tmp_path, m
 def test_dry_run_prints_what_ray_job_submit_takes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO_ROOT)
     assert main(["submit", str(REPO_ROOT / "jobs/train.yaml"), "--storage", "runs/shared", "--dry-run",
-                 "--env", "HF_HOME=/hf"]) == 0
-    shown = json.loads(capsys.readouterr().out)
+                 "--env", "HF_HOME=/hf", "--env", "HF_TOKEN=hf_s3cr3t"]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
     # A relative storage path is made absolute where hbt submit runs (a cluster on this machine).
     assert f"--out {REPO_ROOT / 'runs/shared'}/runs/train" in shown["entrypoint"]
-    assert shown["runtime_env"]["env_vars"] == {"PYTHONUNBUFFERED": "1", "HF_HOME": "/hf"}
+    # --env values may be secrets: named, not shown; the spec's own variables are shown.
+    assert shown["runtime_env"]["env_vars"] == {"PYTHONUNBUFFERED": "1", "HF_HOME": "***", "HF_TOKEN": "***"}
+    assert "s3cr3t" not in out
 
 
 def test_steps_without_a_config_get_no_config_flags(monkeypatch):
