@@ -101,8 +101,16 @@ class PoolReader:
         return int(self.shard_start[-1])
 
     def read(self) -> pa.Table:
-        """Every row of the columns."""
-        return pa.concat_tables([reader.read_all() for reader in self.readers])
+        """Every row of the columns, copied a record batch at a time: a batch read holds an
+        allocation the size of its whole body (every column), which `read_all` would keep for
+        every batch at once (measured: 1.2 GB of memory to read a 5 MB column of a 1 GB shard)."""
+        batches = []
+        for reader in self.readers:
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                batches.append(pa.RecordBatch.from_arrays([pa.concat_arrays([c]) for c in batch.columns],
+                                                          schema=batch.schema))
+        return pa.Table.from_batches(batches, schema=self.readers[0].schema).combine_chunks()
 
     def take(self, rows: Sequence[int]) -> pa.Table:
         """`rows` (global row numbers, any order, repeats allowed), in that order: one read per

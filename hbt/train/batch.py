@@ -159,8 +159,9 @@ class PairPool:
         records = [record for record, _, _ in examples]
         query_rows = self.index.rows(records, [q for _, q, _ in examples])
         passage_rows = self.index.rows(records, [p for _, _, p in examples])
-        query = self.take(query_rows).select(["parallel_id", "question"]).to_pydict()
-        passage = self.take(passage_rows).select(TEXT_COLUMNS[2:]).to_pydict()
+        rows = self.take(np.concatenate([query_rows, passage_rows]))  # one read per record batch
+        query = rows.slice(0, len(examples)).select(["parallel_id", "question"]).to_pydict()
+        passage = rows.slice(len(examples)).select(TEXT_COLUMNS[2:]).to_pydict()
         context = self.candidate_context
         keys = self.index.keys[records].tolist()
         questions, positives, negatives, neg_keys = [], [], [], []
