@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hbt.config import load_config
+from hbt.data.positives import number_records
 from hbt.data.prepare import load_manifest, prepare
 from hbt.data.sources import mix, read_source, read_training_pool
 from hbt.errors import ConfigError, DataError
@@ -45,6 +46,7 @@ def test_weights_resize_each_source_to_its_share(own_pairs, tmp_path, data_dir):
     # 8 records in all: own gets 1/4 (2 of its 6, a seeded subset), other 3/4 (6: its 2 records 3 times).
     assert counts == {"own": {"records_read": 6, "records_in_pool": 2, "rows_in_pool": 4},
                       "other": {"records_read": 2, "records_in_pool": 6, "rows_in_pool": 6}}
+    pool = number_records(pool)
     keys = dict(zip(pool.column("parallel_id").to_pylist(), pool.column("positive_key").to_pylist()))
     assert keys["other:o0#2"] == keys["other:o0#3"] == keys["other:o0"]  # copies never meet in a batch
     unweighted, counts = read_training_pool(data_config(data_dir, sources.replace(", weight: 1", "").replace(
@@ -127,6 +129,7 @@ def test_the_documented_mmarco_style_example_reads(tmp_path, data_dir):
     data = data_config(data_dir, f"data.sources=[{{kind: pairs, path: {path}}}]", "data.languages=[en,de,es]")
     pool, counts = read_training_pool(data, ())
     assert counts["mmarco_pairs"]["records_in_pool"] == 4 and pool.num_rows == 8
+    pool = number_records(pool)
     keys = dict(zip(pool.column("parallel_id").to_pylist(), pool.column("positive_key").to_pylist()))
     # Two queries answered by passage 0: one key, in both languages; four records, three keys.
     assert keys["mmarco_pairs:1185869"] == keys["mmarco_pairs:1185870"]
