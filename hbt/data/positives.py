@@ -53,22 +53,42 @@ def link_positives(table: pa.Table) -> pa.Table:
     """`table` (raw pair columns, `source`, prefixed `parallel_id`) with COMPONENT and
     NEGATIVE_COMPONENTS appended (module doc)."""
     record, records = codes(table.column("parallel_id"))
-    lang, langs = codes(table.column("lang"))
-    text, texts = codes(table.column("positive"))
-    text_identity, text_identities = codes(pa.array(text * len(langs) + lang))  # a (lang, text) pair's code
+    text_identity, negative_identity, num_text_identities = _text_identities(table)
     source, sources = codes(table.column("source"))
     passage, _ = codes(table.column("positive_id"))
     named = passage >= 0
     id_identity, id_identities = codes(pa.array(passage[named] * len(sources) + source[named]))
     # Graph nodes: the records, then the (lang, text) identities, then the (source, positive_id) ones.
-    first_text, first_id = len(records), len(records) + len(text_identities)
+    first_text, first_id = len(records), len(records) + num_text_identities
     labels = _components(np.concatenate([record, record[named]]),
                          np.concatenate([text_identity + first_text, id_identity + first_id]),
                          first_id + len(id_identities))
-    negative_components = _negative_components(table.column("hard_negatives"), lang, len(langs), texts,
-                                               text_identities, labels[first_text:first_id])
+    matched = negative_identity < num_text_identities
+    negative_component = np.full(len(negative_identity), NO_KEY, np.int64)
+    negative_component[matched] = labels[first_text + negative_identity[matched]]
     return (table.append_column(COMPONENT, pa.array(labels[record]))
-            .append_column(NEGATIVE_COMPONENTS, negative_components))
+            .append_column(NEGATIVE_COMPONENTS, _like_lists(table.column("hard_negatives"), negative_component)))
+
+
+def _text_identities(table: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
+    """(the (lang, positive) identity of every row, the (lang, text) identity of every hard
+    negative, the number of positives' identities). Identities are numbered positives first, so a
+    hard negative is some row's positive exactly when its number is below that count."""
+    lang, langs = codes(table.column("lang"))
+    text, texts = codes(table.column("positive"))
+    negatives = table.column("hard_negatives")
+    negative_text = pc.fill_null(pc.index_in(pc.list_flatten(negatives), value_set=texts), -1).to_numpy()
+    negative_pair = np.where(negative_text >= 0, negative_text * len(langs) + lang[_owners(negatives)], -1)
+    identity, _ = codes(pa.array(np.concatenate([text * len(langs) + lang, negative_pair])))
+    positives = identity[:table.num_rows]
+    return positives, identity[table.num_rows:], int(positives.max(initial=-1)) + 1
+
+
+def _owners(lists: pa.ChunkedArray) -> np.ndarray:
+    """The row of every element of `lists`, flattened."""
+    starts = np.cumsum([0] + [len(chunk) for chunk in lists.chunks])
+    return np.concatenate([np.zeros(0, np.int64)] + [pc.list_parent_indices(chunk).to_numpy() + start
+                                                     for chunk, start in zip(lists.chunks, starts)])
 
 
 def _components(rows: np.ndarray, nodes: np.ndarray, num_nodes: int) -> np.ndarray:
@@ -78,21 +98,11 @@ def _components(rows: np.ndarray, nodes: np.ndarray, num_nodes: int) -> np.ndarr
     return labels.astype(np.int64)
 
 
-def _negative_components(negatives: pa.ChunkedArray, row_lang: np.ndarray, num_langs: int, texts: pa.Array,
-                         text_identities: pa.Array, text_labels: np.ndarray) -> pa.ChunkedArray:
-    """Per hard negative, the component of the (lang, text) identity it matches among the
-    positives, or NO_KEY; lists shaped as `negatives`."""
-    starts = np.cumsum([0] + [len(chunk) for chunk in negatives.chunks])
-    owner = np.concatenate([np.zeros(0, np.int64)] + [pc.list_parent_indices(chunk).to_numpy() + start
-                                                      for chunk, start in zip(negatives.chunks, starts)])
-    text = pc.fill_null(pc.index_in(pc.list_flatten(negatives), value_set=texts), -1).to_numpy().astype(np.int64)
-    identity = pc.index_in(pa.array(text * num_langs + row_lang[owner]), value_set=text_identities)
-    identity = pc.fill_null(identity, -1).to_numpy().astype(np.int64)
-    identity[text < 0] = -1  # no positive's text: its code above is meaningless
-    component = np.where(identity >= 0, text_labels[identity], NO_KEY)
-    lengths = pc.fill_null(pc.list_value_length(negatives), 0).to_numpy()
+def _like_lists(lists: pa.ChunkedArray, values: np.ndarray) -> pa.ChunkedArray:
+    """`values` (one per element of `lists`, flattened) as lists shaped as `lists` (a null list: empty)."""
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return pa.chunked_array([pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(component, pa.int64()))])
+    return pa.chunked_array([pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int64()))])
 
 
 def _ranks(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:

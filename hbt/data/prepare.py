@@ -133,11 +133,12 @@ def _check_no_eval_questions(train: pa.Table, heldin: list[str], evals: dict[str
                             f"(e.g. {shared[0]}): the XQuAD and XQuAD-R files disagree")
     xquad = {source_name(s) for s in data.sources if s.kind == "xquad"}
     others = train.filter(pc.invert(pc.is_in(train.column("source"), value_set=pa.array(sorted(xquad), pa.string()))))
+    # The few training rows whose question is the text of an evaluation question in any language;
+    # (lang, text) is compared on those rows only.
+    eval_texts = pa.chunked_array([c.queries.column("text") for c in evals.values()], pa.string())
+    suspects = others.filter(pc.is_in(others.column("question"), value_set=eval_texts))
     for name, split_corpus in evals.items():
         queries = split_corpus.queries
-        # The few training rows whose question is an evaluation question's text in any language,
-        # then their (lang, text): the join runs on those rows only.
-        suspects = others.filter(pc.is_in(others.column("question"), value_set=queries.column("text")))
         leaked = pc.is_in(_lang_text(queries, "text"), value_set=_lang_text(suspects, "question")).to_numpy()
         if leaked.any():
             first = int(np.flatnonzero(leaked)[0])
