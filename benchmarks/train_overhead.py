@@ -45,7 +45,8 @@ import torch
 from bench_rounds import positive_int, report, rotating_rounds
 
 from hbt.config import REPO_ROOT, HbtConfig, load_config
-from hbt.data.prepare import TRAIN_PAIRS, prepare
+from hbt.data.pool import TRAIN_POOL
+from hbt.data.prepare import prepare
 from hbt.losses.infonce import InfoNCELoss
 from hbt.train.batch import PairTexts, tokenize_step
 from hbt.train.engine import DDPStrategy
@@ -157,7 +158,7 @@ def hbt_step_seconds(config: HbtConfig, prepared: Path, warmup: int) -> list[flo
 
 def prepared_dir(args: argparse.Namespace, config: HbtConfig, tmp: Path) -> Path:
     for candidate in (args.prepared, config.data.prepared_dir):
-        if candidate is not None and (Path(candidate) / TRAIN_PAIRS).is_file():
+        if candidate is not None and (Path(candidate) / TRAIN_POOL).is_dir():
             return Path(candidate)
     return Path(prepare(config.data, tmp / "prepared"))
 
