@@ -132,7 +132,8 @@ def _check_no_eval_questions(train: pa.Table, heldin: list[str], evals: dict[str
             raise DataError(f"{len(shared)} {name} question id(s) are also in the training pool "
                             f"(e.g. {shared[0]}): the XQuAD and XQuAD-R files disagree")
     xquad = {source_name(s) for s in data.sources if s.kind == "xquad"}
-    others = train.filter(pc.invert(pc.is_in(train.column("source"), value_set=pa.array(sorted(xquad), pa.string()))))
+    not_xquad = pc.invert(pc.is_in(train.column("source"), value_set=pa.array(sorted(xquad), pa.string())))
+    others = kept(train.select(["lang", "question"]), not_xquad)
     # The few training rows whose question is the text of an evaluation question in any language;
     # (lang, text) is compared on those rows only.
     eval_texts = pa.chunked_array([c.queries.column("text") for c in evals.values()], pa.string())
