@@ -280,7 +280,6 @@ def _split_glob(location: str) -> tuple[str, list[str]]:
     return location, []
 
 
-
 def _listing(fs: pafs.FileSystem, path: str, recursive: bool = False) -> list[pafs.FileInfo]:
     try:
         return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
@@ -333,7 +332,10 @@ def pair_files(location) -> tuple[list[Shard], bool]:
     if pattern:
         return _glob(given, base, pattern), False
     fs, path = _filesystem(where)
-    info = fs.get_file_info(path)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as e:
+        raise DataError(f"{given}: cannot open: {str(e).splitlines()[0]}") from None
     if info.type == pafs.FileType.Directory:
         if _is_datasets_dir(fs, path):
             files = [info for info in _listing(fs, path, recursive=True) if info.type == pafs.FileType.File]
