@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
@@ -55,10 +56,18 @@ class XquadSource(SourceBase):
 
 
 class PairsSource(SourceBase):
-    """Parallel pairs from a .jsonl / .parquet file or a `datasets.save_to_disk` dir (hbt.data.pairs)."""
+    """Parallel pairs from a .jsonl / .parquet file, a directory or glob of such shards, or a
+    `datasets.save_to_disk` dir (hbt.data.pairs)."""
 
     kind: Literal["pairs"]
-    path: Path
+    # A string, not a Path: a URI (s3://bucket/dir) would lose a slash as a Path.
+    path: str = Field(description="a file, a directory or glob of .jsonl / .parquet shards (local or a URI "
+                      "pyarrow reads: s3://, gs://...), or a datasets.save_to_disk dir")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_as_text(cls, path):
+        return os.fspath(path) if isinstance(path, os.PathLike) else path
 
 
 class TatoebaSource(SourceBase):
@@ -147,11 +156,13 @@ class DataConfig(Section):
 
 
 def source_name(source) -> str:
-    """A source's name: its `name`, else the pairs file's stem, else its kind."""
+    """A source's name: its `name`, else the stem of the pairs path (of its part before any glob
+    character: `data/mmarco/*.parquet` -> mmarco), else its kind."""
     if source.name:
         return source.name
     if source.kind == "pairs":
-        return Path(source.path).stem or "pairs"
+        fixed = re.split(r"[*?[]", source.path, maxsplit=1)[0]
+        return Path(fixed if fixed == source.path else fixed.rsplit("/", 1)[0]).stem or "pairs"
     return source.kind
 
 

@@ -91,11 +91,10 @@ def prepared(tmp_path_factory, data_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, prepared) -> Path:
     """A tiny random BERT whose word-level vocabulary covers the training text (so few [UNK])."""
-    import pyarrow.parquet as pq
-
+    from hbt.data.pool import open_pool
     from hbt.model.tiny import tiny_bert
 
-    table = pq.read_table(prepared / "train_pairs.parquet", columns=["question", "positive", "hard_negatives"])
+    table = open_pool(prepared, ["question", "positive", "hard_negatives"])
     texts = table.column("question").to_pylist() + table.column("positive").to_pylist()
     texts += [text for negatives in table.column("hard_negatives").to_pylist() for text in negatives or ()]
     words = {word for text in texts for word in re.findall(r"\w+", text.lower())}

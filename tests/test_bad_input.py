@@ -70,12 +70,29 @@ def pairs_file(env: Env, lines: list, name: str = "pairs.jsonl") -> Path:
     return path
 
 
+def pairs_shards(env: Env, shards: dict[str, list[dict]]) -> Path:
+    """A directory of pairs shards: {file name: rows} (.jsonl or .parquet)."""
+    directory = env.tmp / "shards"
+    directory.mkdir()
+    for name, rows in shards.items():
+        if name.endswith(".parquet"):
+            pq.write_table(pa.Table.from_pylist(rows), directory / name)
+        else:
+            (directory / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return directory
+
+
+def good_rows(prefix: str, n: int) -> list[dict]:
+    return [{"parallel_id": f"{prefix}{i}", "lang": "en", "question": f"q {prefix}{i}?", "positive": f"p {prefix}{i}."}
+            for i in range(n)]
+
+
 def prepare_argv(env: Env, *sets) -> list[str]:
     return ["data", "prepare", "--data-dir", str(env.data), "--out", str(env.out), "--set", "data.languages=[en,de]",
             *(a for s in sets for a in ("--set", s))]
 
 
-def pairs_argv(env: Env, path: Path) -> list[str]:
+def pairs_argv(env: Env, path: Path | str) -> list[str]:
     return prepare_argv(env, f"data.sources=[{{kind: pairs, path: {path}}}]")
 
 
@@ -207,6 +224,16 @@ CASES: list[tuple[str, Callable[[Env], list[str]], list[str]]] = [
                                                                        "question": "q", "positive": "p"}])),
      ["pairs.jsonl", "line 1.lang", "unknown language code 'xx'"]),
     ("pairs path does not exist", lambda e: pairs_argv(e, e.tmp / "none.jsonl"), ["none.jsonl", "not found"]),
+    ("pairs malformed row in a later shard", lambda e: pairs_argv(e, pairs_shards(e, {
+        "part-0.jsonl": good_rows("a", 3), "part-1.jsonl": good_rows("b", 2) + [{**good_rows("b", 3)[2], "lang": 7}]})),
+     ["shards/part-1.jsonl: line 3.lang: expected str, got int"]),
+    ("pairs record language repeated across shards", lambda e: pairs_argv(e, pairs_shards(e, {
+        "part-0.jsonl": good_rows("a", 3), "part-1.parquet": good_rows("a", 1)})),
+     ["shards/part-0.jsonl and ", "shards/part-1.parquet: parallel_id 'a0' has two rows in language 'en'"]),
+    ("pairs glob matching no shard", lambda e: pairs_argv(e, f"{pairs_shards(e, {})}/*.jsonl"),
+     ["*.jsonl: no .jsonl or .parquet file matches"]),
+    ("pairs not UTF-8", lambda e: pairs_argv(e, _file_bytes(e, "pairs.jsonl", '{"question": "caf\u00e9"}\n'.encode("latin-1"))),
+     ["pairs.jsonl: not valid UTF-8"]),
     ("data dir does not exist", lambda e: ["data", "prepare", "--data-dir", str(e.tmp / "no-data"), "--out", str(e.out)],
      ["no-data", "not found"]),
     ("prepare output under a file", lambda e: ["data", "prepare", "--data-dir", str(e.data), "--out",
@@ -231,6 +258,12 @@ CASES: list[tuple[str, Callable[[Env], list[str]], list[str]]] = [
     ("report of a dir that is no eval run", lambda e: ["report", str(e.prepared), str(e.prepared)],
      ["not an eval run"]),
 ]
+
+
+def _file_bytes(env: Env, name: str, data: bytes) -> Path:
+    path = env.tmp / name
+    path.write_bytes(data)
+    return path
 
 
 def _file(env: Env, name: str, text: str) -> Path:

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hbt.cli import main
+from hbt.data.pool import open_pool
 from hbt.data.prepare import load_manifest
 
 
@@ -21,7 +22,7 @@ def prepared(data_dir, tmp_path_factory):
     return out
 
 
-def test_prepare_writes_split_parquet_and_manifest(prepared):
+def test_prepare_writes_pool_split_and_manifest(prepared):
     manifest = load_manifest(prepared)
     assert manifest["train_languages"] == ["en", "de", "es"]
     split = manifest["split"]
@@ -29,7 +30,7 @@ def test_prepare_writes_split_parquet_and_manifest(prepared):
     assert sum(map(len, parts)) == 48 == len(set().union(*parts))
     assert [len(p) for p in parts] == [19, 5, 24] and split["protocol"] == "held-out articles"
 
-    train = pq.read_table(prepared / "train_pairs.parquet")
+    train = open_pool(prepared)
     assert set(train.column("article").to_pylist()) <= set(split["train_articles"])
     assert set(train.column("lang").to_pylist()) == {"en", "de", "es"}
     assert set(train.column("source").to_pylist()) == {"xquad"}
@@ -45,7 +46,7 @@ def test_prepare_writes_split_parquet_and_manifest(prepared):
         assert not set(queries.column("id").to_pylist()) & heldin
         assert set(manifest["counts"][f"{name}_queries"]) == {"ar", "de", "el", "en", "es", "hi", "ru", "th", "tr",
                                                                "vi", "zh"}
-    assert set(manifest["files"]) == {"train_pairs.parquet"} | {
+    assert set(manifest["files"]) == {"train_pairs/part-00000.arrow"} | {
         f"{name}/{table}.parquet" for name in ("dev", "test") for table in ("queries", "candidates", "qrels")}
     assert [s["name"] for s in manifest["sources"]] == ["xquad"]
 
@@ -67,7 +68,7 @@ def test_prepare_keeps_at_most_max_train_records_with_all_their_languages(data_d
     out = tmp_path / "small"
     assert main(["data", "prepare", "--data-dir", str(data_dir), "--out", str(out),
                  "--set", "data.languages=[en,de]", "--set", "data.max_train_records=10"]) == 0
-    train = pq.read_table(out / "train_pairs.parquet")
+    train = open_pool(out)
     pids = train.column("parallel_id").to_pylist()
     assert len(set(pids)) == 10 and len(pids) == 20  # every kept record in both languages
     assert load_manifest(out)["counts"]["train_parallel_ids"] == 10

@@ -16,72 +16,134 @@ negative in any language pairing:
     q1 (en: S1, th: T)   q2 (en: S2, th: T)   q3 (en: S2, th: U)
     -> q1 ~ q2 (Thai T), q2 ~ q3 (English S2): one key for all three
 
-The key is the smallest parallel_id of the component. A hard negative's key is the key of
-the records whose positive it is (same language and text), else "": the loop masks it for
-exactly those queries (`hbt.losses.infonce`), and the stream never picks it for a batch
-that holds them (`hbt.train.batch`).
+How, for millions of rows: every record and every identity is a node of a bipartite graph,
+each row an edge (record, its (lang, text) identity) plus one (record, its (source,
+positive_id) identity); identities are dictionary codes (`pyarrow.compute.dictionary_encode`),
+and the components are scipy's `connected_components` of that graph: no Python loop over rows.
+
+Two steps, because the pool loses rows between them (`data.max_train_records`,
+`data.imbalance`): `link_positives` finds the components on every row read, so a record keeps
+its link through a row (a language) that is dropped later, whose positive is still the
+translation of its partner's; `number_records` then numbers the records that remain. A
+record's `key` is the smallest record number of its component and `positive_key` that record's
+parallel id (the component's smallest id). A hard negative's key is the key of the records whose
+positive it is (same language and text), else -1: the loop masks it for exactly those queries
+(`hbt.losses.infonce`), and the composer never picks it for a batch that holds them.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
+from hbt.data.columns import codes
 from hbt.data.schema import TRAIN_PAIR_SCHEMA
 
-
-class _Components:
-    """Union-find over parallel ids."""
-
-    def __init__(self):
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        parent = self.parent
-        root = parent.setdefault(x, x)
-        while root != parent[root]:
-            root = parent[root]
-        while x != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            # The smaller id becomes the root, so a component's root is its smallest id.
-            lo, hi = (ra, rb) if ra < rb else (rb, ra)
-            self.parent[hi] = lo
+COMPONENT = "component"                     # per row: its record's component
+NEGATIVE_COMPONENTS = "negative_components"  # per hard negative: the component it is a positive of, or -1
+NO_KEY = -1
 
 
-def assign_positive_keys(table: pa.Table) -> pa.Table:
-    """`table` (the raw pair columns, `source`, prefixed `parallel_id`) -> TRAIN_PAIR_SCHEMA rows
-    with `positive_key` and `negative_keys` (see the module doc)."""
-    pids = table.column("parallel_id").to_pylist()
-    langs = table.column("lang").to_pylist()
-    positives = table.column("positive").to_pylist()
-    sources = table.column("source").to_pylist()
-    positive_ids = table.column("positive_id").to_pylist()
+def link_positives(table: pa.Table) -> pa.Table:
+    """`table` (raw pair columns, `source`, prefixed `parallel_id`) with COMPONENT and
+    NEGATIVE_COMPONENTS appended (module doc)."""
+    record, records = codes(table.column("parallel_id"))
+    text_identity, negative_identity, num_text_identities = _text_identities(table)
+    source, sources = codes(table.column("source"))
+    passage, _ = codes(table.column("positive_id"))
+    named = passage >= 0
+    id_identity, id_identities = codes(pa.array(passage[named] * len(sources) + source[named]))
+    # Graph nodes: the records, then the (lang, text) identities, then the (source, positive_id) ones.
+    first_text, first_id = len(records), len(records) + num_text_identities
+    labels = _components(np.concatenate([record, record[named]]),
+                         np.concatenate([text_identity + first_text, id_identity + first_id]),
+                         first_id + len(id_identities))
+    matched = negative_identity < num_text_identities
+    negative_component = np.full(len(negative_identity), NO_KEY, np.int64)
+    negative_component[matched] = labels[first_text + negative_identity[matched]]
+    return (table.append_column(COMPONENT, pa.array(labels[record]))
+            .append_column(NEGATIVE_COMPONENTS, _like_lists(table.column("hard_negatives"), negative_component)))
 
-    components = _Components()
-    first_with: dict[tuple, str] = {}  # passage identity -> first record holding it as positive
-    for pid, lang, text, source, positive_id in zip(pids, langs, positives, sources, positive_ids):
-        identities = [("text", lang, text)]
-        if positive_id is not None:
-            identities.append(("id", source, positive_id))
-        components.find(pid)
-        for identity in identities:
-            other = first_with.setdefault(identity, pid)
-            components.union(pid, other)
 
-    keys = [components.find(pid) for pid in pids]
-    by_text = {identity[1:]: components.find(pid) for identity, pid in first_with.items() if identity[0] == "text"}
-    negative_keys = [[by_text.get((lang, text), "") for text in negatives or ()]
-                     for lang, negatives in zip(langs, table.column("hard_negatives").to_pylist())]
+def _text_identities(table: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
+    """(the (lang, positive) identity of every row, the (lang, text) identity of every hard
+    negative, the number of positives' identities). Identities are numbered positives first, so a
+    hard negative is some row's positive exactly when its number is below that count."""
+    lang, langs = codes(table.column("lang"))
+    text, texts = codes(table.column("positive"))
+    negatives = table.column("hard_negatives")
+    negative_text = pc.fill_null(pc.index_in(pc.list_flatten(negatives), value_set=texts), -1).to_numpy()
+    negative_pair = np.where(negative_text >= 0, negative_text * len(langs) + lang[_owners(negatives)], -1)
+    identity, _ = codes(pa.array(np.concatenate([text * len(langs) + lang, negative_pair])))
+    positives = identity[:table.num_rows]
+    return positives, identity[table.num_rows:], int(positives.max(initial=-1)) + 1
+
+
+def _owners(lists: pa.ChunkedArray) -> np.ndarray:
+    """The row of every element of `lists`, flattened."""
+    starts = np.cumsum([0] + [len(chunk) for chunk in lists.chunks])
+    return np.concatenate([np.zeros(0, np.int64)] + [pc.list_parent_indices(chunk).to_numpy() + start
+                                                     for chunk, start in zip(lists.chunks, starts)])
+
+
+def _components(rows: np.ndarray, nodes: np.ndarray, num_nodes: int) -> np.ndarray:
+    """The connected component of every node of the graph with edges `rows[i]`-`nodes[i]`."""
+    edges = coo_matrix((np.ones(len(rows), np.int8), (rows, nodes)), shape=(num_nodes, num_nodes))
+    _, labels = connected_components(edges, directed=False)
+    return labels.astype(np.int64)
+
+
+def _like_lists(lists: pa.ChunkedArray, values: np.ndarray) -> pa.ChunkedArray:
+    """`values` (one per element of `lists`, flattened) as lists shaped as `lists` (a null list: empty)."""
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return pa.chunked_array([pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int64()))])
+
+
+def _ranks(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(each value's rank among the column's distinct values in sorted order, those values sorted)."""
+    code, distinct = codes(column)
+    order = pc.array_sort_indices(distinct).to_numpy()
+    rank = np.empty(len(distinct), np.int64)
+    rank[order] = np.arange(len(distinct))
+    return rank[code], distinct.take(order)
+
+
+def number_records(table: pa.Table) -> pa.Table:
+    """`link_positives`' table, after any rows were dropped -> TRAIN_PAIR_SCHEMA rows sorted by
+    (record, lang): `record` is the rank of `parallel_id` among the table's distinct ids in
+    sorted order; `key` and `negative_keys` are record numbers (module doc)."""
+    record, sorted_ids = _ranks(table.column("parallel_id"))
+    component = table.column(COMPONENT).to_numpy()
+    none = np.iinfo(np.int64).max
+    smallest = np.full(int(component.max(initial=-1)) + 1, none)  # per component: its smallest record left
+    np.minimum.at(smallest, component, record)
+    key = smallest[component]
+
+    negative_components = table.column(NEGATIVE_COMPONENTS).combine_chunks()
+    flat = negative_components.flatten().to_numpy()
+    negative_key = np.full(len(flat), NO_KEY, np.int64)
+    known = (flat >= 0) & (flat < len(smallest))
+    negative_key[known] = smallest[flat[known]]
+    negative_key[negative_key == none] = NO_KEY  # the positive of records that were all dropped
+    offsets = negative_components.offsets.to_numpy() - negative_components.offsets[0].as_py()
+
     columns = {name: table.column(name) for name in TRAIN_PAIR_SCHEMA.names if name in table.column_names}
-    columns["positive_key"] = pa.array(keys, pa.string())
-    columns["negative_keys"] = pa.array(negative_keys, pa.list_(pa.string()))
-    return pa.table([columns[name] for name in TRAIN_PAIR_SCHEMA.names], schema=TRAIN_PAIR_SCHEMA)
+    columns["record"] = pa.array(record.astype(np.int32))
+    columns["key"] = pa.array(key.astype(np.int32))
+    columns["positive_key"] = sorted_ids.take(pa.array(key))
+    columns["negative_keys"] = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
+                                                        pa.array(negative_key.astype(np.int32)))
+    out = pa.table([columns[name] for name in TRAIN_PAIR_SCHEMA.names], schema=TRAIN_PAIR_SCHEMA)
+    lang, _ = _ranks(table.column("lang"))
+    # One take of the whole table: pyarrow concatenates a chunked string column to take from it,
+    # so a take per batch would copy the column once per batch.
+    return out.take(np.lexsort((lang, record)))
 
 
 def key_id(key: str) -> int:

@@ -1,8 +1,10 @@
-"""`hbt data prepare`: the training pool and the dev / test evaluation corpora as Parquet + manifest.
+"""`hbt data prepare`: the training pool as Arrow shards, the dev / test evaluation corpora as
+Parquet, and a manifest.
 
 Layout of the prepared dir (replaced whole, atomically):
 
-    train_pairs.parquet                      TRAIN_PAIR_SCHEMA: every source, mixed (hbt.data.sources)
+    train_pairs/part-NNNNN.arrow             TRAIN_PAIR_SCHEMA: every source, mixed (hbt.data.sources),
+                                             sorted by (record, lang) (hbt.data.pool)
     dev/{queries,candidates,qrels}.parquet   XQuAD-R's dev articles (absent with data.dev_fraction=0)
     test/{queries,candidates,qrels}.parquet  XQuAD-R's test articles
     manifest.json                            sources, split, counts, the XQuAD question ids trained
@@ -11,6 +13,7 @@ Layout of the prepared dir (replaced whole, atomically):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -21,13 +24,16 @@ import pyarrow.parquet as pq
 
 from hbt import __version__
 from hbt.config import DataConfig, source_name
+from hbt.data.columns import kept, sorted_distinct
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
+from hbt.data.pairs import Shard, pair_files
+from hbt.data.pool import TRAIN_POOL, write_pool
+from hbt.data.positives import number_records
 from hbt.data.sources import read_training_pool, rows_in_articles
 from hbt.data.splits import SPLITS, ArticleSplit, split_articles
 from hbt.errors import DataError
 from hbt.io import atomic_directory, sha256_file, write_json_atomic
 
-TRAIN_PAIRS = "train_pairs.parquet"
 EVAL_TABLES = ("queries", "candidates", "qrels")
 MANIFEST = "manifest.json"
 TRAINING_MANIFEST = "hbt_training.json"  # the manifest, copied into a model hbt trained
@@ -38,22 +44,21 @@ def keep_fraction(table: pa.Table, imbalance: dict[str, float], seed: int) -> pa
     if not imbalance:
         return table
     rng = np.random.default_rng(seed)
-    langs = table.column("lang").to_numpy(zero_copy_only=False)
-    keep = np.ones(len(langs), dtype=bool)
+    keep = np.ones(table.num_rows, dtype=bool)
     for lang, fraction in sorted(imbalance.items()):
-        rows = np.flatnonzero(langs == lang)
+        rows = np.flatnonzero(pc.equal(table.column("lang"), lang).to_numpy())
         dropped = rng.permutation(rows)[round(len(rows) * fraction):]
         keep[dropped] = False
-    return table.filter(pa.array(keep))
+    return kept(table, pa.array(keep))
 
 
 def keep_records(table: pa.Table, max_records: int | None, seed: int) -> pa.Table:
     """At most `max_records` parallel ids (a seeded choice), each with all its languages."""
-    pids = sorted(set(table.column("parallel_id").to_pylist()))
+    pids = sorted_distinct(table.column("parallel_id"))  # the seeded choice indexes the sorted ids
     if max_records is None or max_records >= len(pids):
         return table
     chosen = np.random.default_rng(seed).choice(len(pids), size=max_records, replace=False)
-    return table.filter(pc.is_in(table.column("parallel_id"), value_set=pa.array([pids[i] for i in sorted(chosen)])))
+    return table.filter(pc.is_in(table.column("parallel_id"), value_set=pids.take(np.sort(chosen))))
 
 
 def counts_by_lang(table: pa.Table) -> dict[str, int]:
@@ -72,16 +77,16 @@ def corpus_in_articles(corpus: LareqaCorpus, articles) -> LareqaCorpus:
 def xquad_question_ids(train: pa.Table, data: DataConfig) -> list[str]:
     """The XQuAD question ids of the pool: its xquad sources' parallel ids without the source
     prefix and copy suffix. XQuAD-R shares these ids, so they say what a model trained on."""
-    names = {source_name(s) for s in data.sources if s.kind == "xquad"}
-    ids = set()
-    for pid, source in zip(train.column("parallel_id").to_pylist(), train.column("source").to_pylist()):
-        if source in names:
-            ids.add(pid.removeprefix(f"{source}:").split("#")[0])
-    return sorted(ids)
+    ids = []
+    for name in sorted({source_name(s) for s in data.sources if s.kind == "xquad"}):
+        pids = train.filter(pc.equal(train.column("source"), name)).column("parallel_id")
+        unprefixed = pc.utf8_slice_codeunits(pids, len(name) + 1)
+        ids.append(pc.list_element(pc.split_pattern(unprefixed, "#", max_splits=1), 0))
+    return sorted_distinct(pa.chunked_array(ids, pa.string())).to_pylist()
 
 
 def prepare(data: DataConfig, out_dir: Path | None = None) -> Path:
-    """Read the training sources and XQuAD-R, split XQuAD-R by article, write Parquet (module doc).
+    """Read the training sources and XQuAD-R, split XQuAD-R by article, write them (module doc).
 
     The whole output directory is replaced atomically, so a failed run leaves the
     previous one intact. Returns the output directory.
@@ -98,18 +103,20 @@ def prepare(data: DataConfig, out_dir: Path | None = None) -> Path:
     split = split_articles(num_articles, data.heldout_fraction, data.split_seed, data.dev_fraction,
                            train=data.trains_on_xquad)
     pool, source_counts = read_training_pool(data, split.train_articles)
-    train = keep_fraction(keep_records(pool, data.max_train_records, data.split_seed), data.imbalance, data.split_seed)
+    train = number_records(keep_fraction(keep_records(pool, data.max_train_records, data.split_seed), data.imbalance,
+                                         data.split_seed))
+    del pool  # the unsorted rows: freed before writing
     evals = {name: corpus_in_articles(corpus, split.articles(name)) for name in SPLITS if split.articles(name)}
     heldin = xquad_question_ids(train, data)
     _check_no_eval_questions(train, heldin, evals, data)
 
     with atomic_directory(out_dir) as staging:
-        outputs = {TRAIN_PAIRS: train}
+        outputs = [f"{TRAIN_POOL}/{name}" for name in write_pool(train, staging / TRAIN_POOL)]
         for name, split_corpus in evals.items():
             (staging / name).mkdir()
-            outputs.update({f"{name}/{table}.parquet": getattr(split_corpus, table) for table in EVAL_TABLES})
-        for name, table in outputs.items():
-            pq.write_table(table, staging / name)
+            for table in EVAL_TABLES:
+                pq.write_table(getattr(split_corpus, table), staging / name / f"{table}.parquet")
+                outputs.append(f"{name}/{table}.parquet")
         manifest = _manifest(data, split, train, heldin, evals, source_counts, outputs, staging)
         write_json_atomic(staging / MANIFEST, manifest)
     return out_dir
@@ -120,33 +127,49 @@ def _check_no_eval_questions(train: pa.Table, heldin: list[str], evals: dict[str
     """No dev or test question may be trained on: by id for XQuAD (XQuAD-R shares its ids; an
     id on both sides means the two files' article order disagrees), by text for other sources."""
     for name, split_corpus in evals.items():
-        shared = set(heldin) & set(split_corpus.queries.column("id").to_pylist())
+        shared = sorted(set(heldin) & set(split_corpus.queries.column("id").to_pylist()))
         if shared:
             raise DataError(f"{len(shared)} {name} question id(s) are also in the training pool "
-                            f"(e.g. {sorted(shared)[0]}): the XQuAD and XQuAD-R files disagree")
+                            f"(e.g. {shared[0]}): the XQuAD and XQuAD-R files disagree")
     xquad = {source_name(s) for s in data.sources if s.kind == "xquad"}
-    others = train.filter(pc.invert(pc.is_in(train.column("source"), value_set=pa.array(sorted(xquad), pa.string()))))
-    if others.num_rows == 0:
-        return
-    trained = set(zip(others.column("lang").to_pylist(), others.column("question").to_pylist()))
+    not_xquad = pc.invert(pc.is_in(train.column("source"), value_set=pa.array(sorted(xquad), pa.string())))
+    others = kept(train.select(["lang", "question"]), not_xquad)
+    # The few training rows whose question is the text of an evaluation question in any language;
+    # (lang, text) is compared on those rows only.
+    eval_texts = pa.chunked_array([c.queries.column("text") for c in evals.values()], pa.string())
+    suspects = others.filter(pc.is_in(others.column("question"), value_set=eval_texts))
     for name, split_corpus in evals.items():
-        q = split_corpus.queries
-        leaked = [(lang, text) for lang, text in zip(q.column("lang").to_pylist(), q.column("text").to_pylist())
-                  if (lang, text) in trained]
-        if leaked:
-            lang, text = leaked[0]
-            raise DataError(f"{len(leaked)} {name} question(s) are also training questions (e.g. {lang}: {text!r}): "
-                            f"drop them from the training source")
+        queries = split_corpus.queries
+        leaked = pc.is_in(_lang_text(queries, "text"), value_set=_lang_text(suspects, "question")).to_numpy()
+        if leaked.any():
+            first = int(np.flatnonzero(leaked)[0])
+            lang, text = queries.column("lang")[first].as_py(), queries.column("text")[first].as_py()
+            raise DataError(f"{int(leaked.sum())} {name} question(s) are also training questions "
+                            f"(e.g. {lang}: {text!r}): drop them from the training source")
 
 
-def _source_files(source, data: DataConfig) -> list[Path]:
+def _lang_text(table: pa.Table, column: str) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(table.column("lang"), table.column(column), "\x00")
+
+
+def _source_files(source, data: DataConfig) -> dict[str, str]:
+    """Every file the source was read from -> its sha256."""
     root = Path(data.data_dir)
+    if source.kind == "pairs":
+        return {shard.location: _sha256(shard) for shard in pair_files(source.path)[0]}
     if source.kind == "xquad":
-        return sorted((root / "xquad").glob("xquad.*.json")) + sorted((root / "xquad-r").glob("*.json"))
-    path = Path(source.path) if source.path is not None else root / "tatoeba-laser"
-    if source.kind == "tatoeba":
-        return sorted(path.glob("tatoeba.*-eng.*"))
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        paths = sorted((root / "xquad").glob("xquad.*.json")) + sorted((root / "xquad-r").glob("*.json"))
+    else:
+        paths = sorted((Path(source.path) if source.path is not None else root / "tatoeba-laser").glob("tatoeba.*-eng.*"))
+    return {str(path): sha256_file(path) for path in paths}
+
+
+def _sha256(shard: Shard) -> str:
+    digest = hashlib.sha256()
+    with shard.filesystem.open_input_stream(shard.path) as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _manifest(data: DataConfig, split: ArticleSplit, train, heldin, evals, source_counts, outputs, staging) -> dict:
@@ -154,12 +177,12 @@ def _manifest(data: DataConfig, split: ArticleSplit, train, heldin, evals, sourc
     for source in data.sources:
         name = source_name(source)
         entry = {"name": name, **source.model_dump(mode="json", exclude={"name"}), **source_counts[name]}
-        entry["files"] = {str(path): sha256_file(path) for path in _source_files(source, data)}
+        entry["files"] = _source_files(source, data)
         sources.append(entry)
     counts = {
         "train_pairs": counts_by_lang(train),
-        "train_parallel_ids": len(set(train.column("parallel_id").to_pylist())),
-        "train_positive_keys": len(set(train.column("positive_key").to_pylist())),
+        "train_parallel_ids": pc.count_distinct(train.column("record")).as_py(),
+        "train_positive_keys": pc.count_distinct(train.column("key")).as_py(),
     }
     for name, split_corpus in evals.items():
         counts[f"{name}_queries"] = counts_by_lang(split_corpus.queries)

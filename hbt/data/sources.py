@@ -5,8 +5,9 @@ Sources (`hbt.config`):
 
 * `xquad`: XQuAD's training articles (the split's `train_articles`), cut into XQuAD-R's
   sentences (`hbt.data.squad`);
-* `pairs`: a .jsonl / .parquet file or `datasets.save_to_disk` dir of parallel pairs
-  (`hbt.data.pairs`: schema and a worked mMARCO-style example in docs/training.md);
+* `pairs`: a .jsonl / .parquet file, a directory or glob of such shards (local or a URI), or
+  a `datasets.save_to_disk` dir of parallel pairs (`hbt.data.pairs`: schema and a worked
+  mMARCO-style example in docs/training.md);
 * `tatoeba`: LASER-layout bitext; a sentence and its English translation form one parallel
   record whose question and positive in each language are that language's sentence, so an
   X-Y example is "find the translation" (in an X-X batch the positive is the query's own
@@ -18,6 +19,9 @@ reuse ids. Weights: without them each source contributes all its records. With t
 under its share is cut to a seeded subset, one over it repeated (whole copies, then a seeded
 part; a copy's id gets `#2`, `#3`... and shares its original's positive key, so the two are
 never in one batch).
+
+The mixed pool is linked (`hbt.data.positives.link_positives`): which records share a positive
+passage is settled on every row read, before `hbt data prepare` drops any.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hbt.config import DataConfig, source_name
+from hbt.data.columns import kept, sorted_distinct
 from hbt.data.pairs import read_pairs
-from hbt.data.positives import assign_positive_keys
+from hbt.data.positives import link_positives
 from hbt.data.schema import RAW_PAIR_SCHEMA
 from hbt.data.squad import read_squad_parallel
 from hbt.data.tatoeba import read_tatoeba
@@ -72,26 +77,26 @@ def read_source(source, data: DataConfig, train_articles) -> pa.Table:
     """One source's rows in the training languages, ids prefixed, with a `source` column."""
     name = source_name(source)
     table = _read_raw(source, data, train_articles)
-    table = table.filter(pc.is_in(table.column("lang"), value_set=pa.array(data.train_languages)))
+    table = kept(table, pc.is_in(table.column("lang"), value_set=pa.array(data.train_languages)))
     if table.num_rows == 0:
         raise DataError(f"source {name!r} has no record in the training languages {data.train_languages}")
     prefixed = pc.binary_join_element_wise(pa.scalar(name), table.column("parallel_id"), ":")
     table = table.set_column(0, "parallel_id", prefixed)
-    return table.append_column("source", pa.array([name] * table.num_rows, pa.string()))
+    return table.append_column("source", pa.repeat(pa.scalar(name, pa.string()), table.num_rows))
 
 
-def _record_ids(table: pa.Table) -> list[str]:
-    return sorted(set(table.column("parallel_id").to_pylist()))
+def num_records(table: pa.Table) -> int:
+    return pc.count_distinct(table.column("parallel_id")).as_py()
 
 
 def _resize(table: pa.Table, size: int, rng: np.random.Generator) -> pa.Table:
     """`size` records of `table`: a seeded subset, or whole copies plus a seeded part (see module doc)."""
-    ids = _record_ids(table)
+    ids = sorted_distinct(table.column("parallel_id"))  # the seeded choice indexes the sorted ids
     copies, rest = divmod(size, len(ids))
     parts = [table] * copies
     if rest:
-        chosen = [ids[i] for i in sorted(rng.choice(len(ids), size=rest, replace=False))]
-        parts.append(table.filter(pc.is_in(table.column("parallel_id"), value_set=pa.array(chosen))))
+        chosen = ids.take(np.sort(rng.choice(len(ids), size=rest, replace=False)))
+        parts.append(table.filter(pc.is_in(table.column("parallel_id"), value_set=chosen)))
     out = []
     for copy, part in enumerate(parts, start=1):
         if copy > 1:
@@ -105,7 +110,7 @@ def mix(tables: dict[str, pa.Table], weights: dict[str, float] | None, seed: int
     """Concatenate the sources' tables; with `weights`, resize each to its share (module doc)."""
     if weights is None:
         return pa.concat_tables(tables.values())
-    total = sum(len(_record_ids(t)) for t in tables.values())
+    total = sum(num_records(t) for t in tables.values())
     weight_sum = sum(weights.values())
     rng = np.random.default_rng(seed)
     resized = []
@@ -116,14 +121,14 @@ def mix(tables: dict[str, pa.Table], weights: dict[str, float] | None, seed: int
 
 
 def read_training_pool(data: DataConfig, train_articles) -> tuple[pa.Table, dict]:
-    """(TRAIN_PAIR_SCHEMA table of every source mixed, per-source counts for the manifest)."""
+    """(every source mixed and linked: `link_positives`' columns, per-source counts for the manifest)."""
     tables = {source_name(s): read_source(s, data, train_articles) for s in data.sources}
     weighted = all(s.weight is not None for s in data.sources)
     weights = {source_name(s): s.weight for s in data.sources} if weighted else None
-    pool = assign_positive_keys(mix(tables, weights, data.split_seed))
-    counts = {}
-    for name, table in tables.items():
-        mixed = pool.filter(pc.equal(pool.column("source"), name))
-        counts[name] = {"records_read": len(_record_ids(table)), "records_in_pool": len(_record_ids(mixed)),
-                        "rows_in_pool": mixed.num_rows}
+    pool = link_positives(mix(tables, weights, data.split_seed))
+    in_pool = pool.group_by("source").aggregate([("parallel_id", "count_distinct"), ("parallel_id", "count")])
+    in_pool = {row["source"]: row for row in in_pool.to_pylist()}
+    counts = {name: {"records_read": num_records(table), "records_in_pool": in_pool[name]["parallel_id_count_distinct"],
+                     "rows_in_pool": in_pool[name]["parallel_id_count"]}
+              for name, table in tables.items()}
     return pool, counts

@@ -3,10 +3,12 @@
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from hbt.config import load_config
+from hbt.data.positives import number_records
 from hbt.data.prepare import load_manifest, prepare
 from hbt.data.sources import mix, read_source, read_training_pool
 from hbt.errors import ConfigError, DataError
@@ -45,6 +47,7 @@ def test_weights_resize_each_source_to_its_share(own_pairs, tmp_path, data_dir):
     # 8 records in all: own gets 1/4 (2 of its 6, a seeded subset), other 3/4 (6: its 2 records 3 times).
     assert counts == {"own": {"records_read": 6, "records_in_pool": 2, "rows_in_pool": 4},
                       "other": {"records_read": 2, "records_in_pool": 6, "rows_in_pool": 6}}
+    pool = number_records(pool)
     keys = dict(zip(pool.column("parallel_id").to_pylist(), pool.column("positive_key").to_pylist()))
     assert keys["other:o0#2"] == keys["other:o0#3"] == keys["other:o0"]  # copies never meet in a batch
     unweighted, counts = read_training_pool(data_config(data_dir, sources.replace(", weight: 1", "").replace(
@@ -127,7 +130,37 @@ def test_the_documented_mmarco_style_example_reads(tmp_path, data_dir):
     data = data_config(data_dir, f"data.sources=[{{kind: pairs, path: {path}}}]", "data.languages=[en,de,es]")
     pool, counts = read_training_pool(data, ())
     assert counts["mmarco_pairs"]["records_in_pool"] == 4 and pool.num_rows == 8
+    pool = number_records(pool)
     keys = dict(zip(pool.column("parallel_id").to_pylist(), pool.column("positive_key").to_pylist()))
     # Two queries answered by passage 0: one key, in both languages; four records, three keys.
     assert keys["mmarco_pairs:1185869"] == keys["mmarco_pairs:1185870"]
     assert len(set(keys.values())) == 3
+
+
+def test_prepare_of_a_sharded_source_writes_the_pool_in_shards(tmp_path, data_dir, monkeypatch):
+    """A pairs source of JSONL and Parquet shards: the pool is written as several Arrow shards
+    (a small ROWS_PER_SHARD), sorted by (record, lang), and the manifest hashes every file read
+    and written."""
+    from hbt.data import pool as pool_module
+    from hbt.data.pool import open_pool, read_index
+
+    shards = tmp_path / "own"
+    shards.mkdir()
+    write_pairs(shards / "part-0.jsonl", {f"{i}": {"en": (f"question {i}?", f"passage {i}.")} for i in range(5)})
+    rows = [{"parallel_id": f"{i}", "lang": "de", "question": f"Frage {i}?", "positive": f"Passage {i}."}
+            for i in range(3, 9)]
+    pq.write_table(pa.Table.from_pylist(rows), shards / "part-1.parquet")
+    monkeypatch.setattr(pool_module, "ROWS_PER_SHARD", 4)
+    data = data_config(data_dir, f"data.sources=[{{kind: pairs, path: '{shards}/part-*'}}]", "data.eval_languages=[en]")
+    manifest = load_manifest(prepare(data, tmp_path / "prep"))
+
+    assert [s["name"] for s in manifest["sources"]] == ["own"]
+    assert set(manifest["sources"][0]["files"]) == {str(shards / "part-0.jsonl"), str(shards / "part-1.parquet")}
+    pool_files = sorted(name for name in manifest["files"] if name.startswith("train_pairs/"))
+    assert pool_files == [f"train_pairs/part-0000{i}.arrow" for i in range(3)]  # 11 rows, 4 a shard
+    pool = open_pool(tmp_path / "prep")
+    pairs = list(zip(pool.column("parallel_id").to_pylist(), pool.column("lang").to_pylist()))
+    assert pairs == sorted(pairs) and len(pairs) == 11
+    index = read_index(tmp_path / "prep")
+    assert index.column("record").to_pylist() == [0, 1, 2, 3, 3, 4, 4, 5, 6, 7, 8]
+    assert manifest["counts"]["train_parallel_ids"] == 9 and manifest["counts"]["train_pairs"] == {"de": 6, "en": 5}
