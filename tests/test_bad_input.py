@@ -241,7 +241,7 @@ CASES: list[tuple[str, Callable[[Env], list[str]], list[str]]] = [
     # -- train --------------------------------------------------------------------------------
     ("train batch larger than distinct positives", lambda e: train_argv(e, "batching.batch_size=500"),
      ["need 500 records", "batch_size*world_size=500*1"]),
-    ("train prepared dir without pairs", lambda e: train_argv(e, prepared=e.tmp), ["train_pairs.parquet not found"]),
+    ("train prepared dir without pairs", lambda e: train_argv(e, prepared=e.tmp), ["no training pool (run `hbt data prepare` first)"]),
     ("train eval_every without a dev split", lambda e: train_argv(e, "train.eval_every=5", prepared=_without_dev(e)),
      ["no dev split"]),
     ("train resume a dir that holds no run", lambda e: ["train", "--resume", str(e.out), "--set",

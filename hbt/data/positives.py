@@ -33,8 +33,6 @@ positive it is (same language and text), else -1: the loop masks it for exactly 
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -144,12 +142,3 @@ def number_records(table: pa.Table) -> pa.Table:
     # One take of the whole table: pyarrow concatenates a chunked string column to take from it,
     # so a take per batch would copy the column once per batch.
     return out.take(np.lexsort((lang, record)))
-
-
-def key_id(key: str) -> int:
-    """A positive key as a nonzero int64 for tensors (0: no key): 8 bytes of its BLAKE2b hash.
-    Two distinct keys of one batch collide with probability ~ 1e-16."""
-    if not key:
-        return 0
-    value = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little", signed=True)
-    return value or 1

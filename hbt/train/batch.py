@@ -7,8 +7,8 @@ it, so they produce identical tensors.
 
 An example names its record by number (`record`: rows of the pool are sorted by record, then
 language), so the composer and the index are integer arrays, tens of megabytes for millions
-of records; the texts stay in the memory-mapped pool (`hbt.data.pool`) and a step reads only
-its own rows.
+of records; the texts stay in the pool's shards (`hbt.data.pool`) and a step reads only its
+own rows.
 
 Passages (positives and hard negatives) are formed as the evaluation forms its candidates
 (`hbt.data.candidates`): the sentence, followed by its paragraph when

@@ -4,7 +4,7 @@
                                                        the pool fills a batch
     ray.data.from_items(steps) -> TokenizeSteps        one actor per rank: composes its steps
       (StepMaker: HybridBatchComposer + PairPool)      (seeded), reads their rows from the
-                                                       memory-mapped pool, tokenizes
+                                                       pool's shards, tokenizes
       -> ray.train.get_dataset_shard("train_rank{r}")  worker r: iter_steps(shard)
 
 One dataset row is one (micro-step, rank) unit: that rank's whole slice of the composer's
@@ -31,9 +31,9 @@ backpressure). An actor that Ray restarts, or that is asked for an earlier step,
 composer from the run's start state and replays the composition (cheap: ids only) up to it.
 
 Memory: the driver reads the pool's three index columns (record, lang, key) once; each actor
-builds the same index from the memory-mapped shards and copies only its steps' rows
-(`PairPool.texts`). The pool's pages are the OS's page cache, shared by every actor, run and
-Tune trial on a node: nothing is copied per run.
+builds the same index from the shards and reads only the record batches that hold its steps'
+rows (`PairPool.texts`). Every actor, run and Tune trial reads the same prepared files
+(the OS's page cache keeps them once per node): nothing is copied per run.
 
 Each rank's steps are their own dataset, handed to the trainer unsplit (`DataConfig(
 datasets_to_split=[])`) so worker r reads exactly `train_rank{r}`; `streaming_split` would

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hbt.data.positives import NO_KEY, key_id, link_positives, number_records
+from hbt.data.positives import NO_KEY, link_positives, number_records
 from hbt.data.schema import RAW_PAIR_SCHEMA, TRAIN_PAIR_SCHEMA
 
 
@@ -149,13 +149,6 @@ def test_keys_match_a_row_at_a_time_union_find(rows):
     assert table.column("key").to_pylist() == [record[k] for _, _, k, _ in expected]
 
 
-def test_key_id_is_nonzero_stable_int64():
-    assert key_id("") == 0
-    assert key_id("xquad:56be") == key_id("xquad:56be") != 0
-    assert key_id("a") != key_id("b")
-    assert -2**63 <= key_id("anything") < 2**63
-
-
 @pytest.fixture(scope="module")
 def real_pool(data_dir):
     """The default training pool: XQuAD's training articles in the paper's 9 languages."""
@@ -194,24 +187,22 @@ def test_long_run_global_batch_100_has_no_shared_positive(real_pool, mode):
     articles: no two examples share a positive key, and no hard negative is the positive of a
     record in the step."""
     from hbt.config import load_config
-    from hbt.train.batch import PairTexts
-    from hbt.train.stream import plan_micro_steps
+    from hbt.train.batch import PairPool
+    from hbt.train.stream import build_composer
 
     cfg = load_config(None, [f"batching.mode={mode}", "batching.batch_size=50", "train.hard_negatives=3"])
-    pairs = PairTexts(real_pool)
-    keys = pairs.positive_keys()
-    plans = plan_micro_steps(pairs, cfg, world_size=2, stop=300)
-    assert [len(plan) for plan in plans] == [300, 300]
+    pool = PairPool.from_table(real_pool)
+    keys = dict(zip(real_pool.column("parallel_id").to_pylist(), real_pool.column("key").to_pylist()))
+    composer = build_composer(pool.index, cfg, world_size=2)
     kinds = set()
-    for rank0, rank1 in zip(*plans):
-        pids = rank0["parallel_id"] + rank1["parallel_id"]
-        step_keys = [keys[pid] for pid in pids]
-        assert len(pids) == 100 and len(set(step_keys)) == 100, rank0["step"]
-        assert sorted(set(step_keys)) == rank0["step_keys"] == rank1["step_keys"]
-        kinds.add(rank0["kind"])
-        for plan in (rank0, rank1):
-            examples = list(zip(plan["parallel_id"], plan["query_lang"], plan["passage_lang"]))
-            texts = pairs.texts(examples, 3, plan["step"], frozenset(plan["step_keys"]))
-            chosen = {k for row in texts.negative_keys for k in row if k}
+    for _ in range(300):
+        batch = composer.next_global_batch()
+        step_keys = pool.index.keys[[record for record, _, _ in batch.examples]].tolist()
+        assert len(batch.examples) == 100 and len(set(step_keys)) == 100, batch.step
+        kinds.add(batch.kind)
+        for rank in range(2):
+            texts = pool.texts(batch.examples[rank * 50:(rank + 1) * 50], 3, batch.step, frozenset(step_keys))
+            assert [keys[pid] for pid in texts.parallel_ids] == texts.positive_keys
+            chosen = {k for row in texts.negative_keys for k in row if k != NO_KEY}
             assert not chosen & set(step_keys)
     assert kinds == ({"xx", "xy"} if mode == "hybrid" else {mode})

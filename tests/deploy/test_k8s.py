@@ -18,11 +18,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path, PurePosixPath
 
 import jsonschema
 import pytest
+import tomllib
 import yaml
 
 from hbt.cli import build_parser
