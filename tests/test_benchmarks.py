@@ -206,3 +206,79 @@ def test_tree_memory_sums_every_descendant_and_tells_roles_apart():
     shard = memory.peak_by_role["shard"]
     assert shard > 190 * 2**20 and memory.peak_by_role["encode"] == 0
     assert memory.peak_total >= shard + own * 0.5
+
+
+def test_pairs_pool_is_valid_deterministic_and_the_same_in_shards(tmp_path):
+    """The synthetic mMARCO-shaped pool reads as `pairs`, is the same for the same seed (one
+    file or shards), and has its shape: every language per record, ~10% shared positives,
+    0-3 hard negatives, mMARCO's lengths."""
+    import collections
+
+    import pyarrow.compute as pc
+
+    from hbt.data.pairs import read_pairs
+
+    make = load_benchmark("make_pairs_pool")
+    records, languages = 1200, ["en", "de", "zh"]  # over one generation chunk
+    make.CHUNK_RECORDS = 500
+    one = make.write_pool(tmp_path / "one.jsonl", records, languages, seed=3)
+    make.write_pool(tmp_path / "again.jsonl", records, languages, seed=3)
+    shards = make.write_pool(tmp_path / "shards", records, languages, seed=3, shards=4)
+    other = make.write_pool(tmp_path / "other.jsonl", records, languages, seed=4)
+    data = (tmp_path / "one.jsonl").read_bytes()
+    assert data == (tmp_path / "again.jsonl").read_bytes() != (tmp_path / "other.jsonl").read_bytes()
+    parts = sorted((tmp_path / "shards").iterdir())
+    assert [p.name for p in parts] == [f"part-{k:05d}.jsonl" for k in range(4)]
+    assert b"".join(p.read_bytes() for p in parts) == data
+    assert one["rows"] == shards["rows"] == other["rows"] == records * 3 and one["bytes"] == len(data)
+    assert not list(tmp_path.glob("*.partial"))
+
+    table = read_pairs(tmp_path / "one.jsonl")
+    assert table.num_rows == records * 3
+    assert collections.Counter(table.column("lang").to_pylist()) == {lang: records for lang in languages}
+    en = table.filter(pc.equal(table.column("lang"), "en"))
+    uses = collections.Counter(en.column("positive_id").to_pylist())
+    assert sum(n for n in uses.values() if n > 1) == pytest.approx(0.1 * records, abs=3)  # shared in pairs
+    positives = collections.defaultdict(set)  # a shared passage is one text per language
+    for row in table.select(["lang", "positive_id", "positive"]).to_pylist():
+        positives[row["lang"], row["positive_id"]].add(row["positive"])
+    assert max(map(len, positives.values())) == 1
+    assert set(pc.list_value_length(table.column("hard_negatives")).to_pylist()) == {0, 1, 2, 3}
+    assert 40 <= pc.mean(pc.utf8_length(en.column("question"))).as_py() <= 80
+    assert 250 <= pc.mean(pc.utf8_length(en.column("positive"))).as_py() <= 400
+
+
+@pytest.mark.slow  # three local Rays (two `hbt train` runs and the stream's): 3.5 min on a busy 2-core machine
+@pytest.mark.timeout(600)
+def test_data_scale_benchmark_smoke(tmp_path):
+    """`data_scale.py --smoke`: every figure is measured and printed, the tokenize actor found."""
+    import contextlib
+    import io
+
+    out = tmp_path / "scale.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = load_benchmark("data_scale").main(["--smoke", "--work", str(tmp_path / "work"), "--json", str(out)])
+    text = printed.getvalue()
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    small, large = result["sizes"]
+    assert (small["rows"], large["rows"]) == (1000, 2000)
+    for row in result["sizes"]:
+        assert row["prepare"]["aborted"] is None and row["train"]["aborted"] is None
+        assert row["prepare"]["rows_per_s"] == pytest.approx(row["rows"] / row["prepare"]["seconds"])
+        train = row["train"]
+        assert 0 < train["first_step_s"] < train["seconds"]
+        assert 0 < train["peak_tokenize_mb"] and 0 < train["peak_driver_mb"] < train["peak_total_mb"]
+        assert train["tokenize_titles"]  # the pattern still names the actor's process
+    stream = result["stream"]
+    assert stream["stream_steps"] == 3 and stream["trainer_steps"] == 1
+    assert stream["ratio"] == pytest.approx(stream["stream_steps_per_s"] / stream["trainer_steps_per_s"])
+    goals = result["goals"]
+    assert set(goals) == set(load_benchmark("data_scale").GOALS)
+    assert goals["driver_pss"]["ratio"] == pytest.approx(
+        large["train"]["peak_driver_mb"] / small["train"]["peak_driver_mb"])
+    for label in ("prepare: us/row", "prepare: rows/s", "prepare: peak PSS", "train: first step",
+                  "train: driver peak PSS", "train: tokenize actor peak PSS", "train: all processes peak PSS",
+                  "(a) stream", "(b) trainer", "(a) / (b)"):
+        assert label in text, label
+    assert sum(line.startswith(("PASS", "FAIL")) for line in text.splitlines()) == len(goals)
