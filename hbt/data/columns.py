@@ -32,3 +32,26 @@ def kept(table: pa.Table, mask) -> pa.Table:
     if pc.all(mask).as_py() is not False:
         return table
     return table.filter(mask)
+
+
+def _large(data_type: pa.DataType) -> pa.DataType:
+    """`data_type` with 64-bit offsets wherever it had 32-bit ones (strings, lists)."""
+    if pa.types.is_string(data_type):
+        return pa.large_string()
+    if pa.types.is_list(data_type):
+        return pa.large_list(_large(data_type.value_type))
+    return data_type
+
+
+def take_rows(table: pa.Table, indices: np.ndarray, rows_per_chunk: int = 1 << 20) -> pa.Table:
+    """`table.take(indices)` that also works when a string column holds more than 2 GB.
+
+    pyarrow concatenates a chunked column's chunks to take from it, and a string column's
+    32-bit offsets overflow past 2 GB (a pool of 5M rows has 2.3 GB of hard negatives). So the
+    table is made one chunk with 64-bit offsets, once, and taken from `rows_per_chunk` rows at a
+    time, each piece cast back to the table's types (a piece stays far below 2 GB)."""
+    large = table.cast(pa.schema([field.with_type(_large(field.type)) for field in table.schema]))
+    large = large.combine_chunks()
+    pieces = [large.take(indices[start:start + rows_per_chunk]).cast(table.schema)
+              for start in range(0, len(indices), rows_per_chunk)]
+    return pa.concat_tables(pieces) if pieces else table.slice(0, 0)

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from hbt.data.columns import codes
+from hbt.data.columns import codes, take_rows
 from hbt.data.schema import TRAIN_PAIR_SCHEMA
 
 COMPONENT = "component"                     # per row: its record's component
@@ -139,6 +139,4 @@ def number_records(table: pa.Table) -> pa.Table:
                                                         pa.array(negative_key.astype(np.int32)))
     out = pa.table([columns[name] for name in TRAIN_PAIR_SCHEMA.names], schema=TRAIN_PAIR_SCHEMA)
     lang, _ = _ranks(table.column("lang"))
-    # One take of the whole table: pyarrow concatenates a chunked string column to take from it,
-    # so a take per batch would copy the column once per batch.
-    return out.take(np.lexsort((lang, record)))
+    return take_rows(out, np.lexsort((lang, record)))
