@@ -47,11 +47,15 @@ def take_rows(table: pa.Table, indices: np.ndarray, rows_per_chunk: int = 1 << 2
     """`table.take(indices)` that also works when a string column holds more than 2 GB.
 
     pyarrow concatenates a chunked column's chunks to take from it, and a string column's
-    32-bit offsets overflow past 2 GB (a pool of 5M rows has 2.3 GB of hard negatives). So the
-    table is made one chunk with 64-bit offsets, once, and taken from `rows_per_chunk` rows at a
-    time, each piece cast back to the table's types (a piece stays far below 2 GB)."""
-    large = table.cast(pa.schema([field.with_type(_large(field.type)) for field in table.schema]))
-    large = large.combine_chunks()
-    pieces = [large.take(indices[start:start + rows_per_chunk]).cast(table.schema)
-              for start in range(0, len(indices), rows_per_chunk)]
-    return pa.concat_tables(pieces) if pieces else table.slice(0, 0)
+    32-bit offsets overflow past 2 GB (a pool of 5M rows has 2.3 GB of hard negatives). So each
+    column in turn is made one chunk with 64-bit offsets and taken from `rows_per_chunk` rows at
+    a time, each piece cast back to the column's type (a piece stays far below 2 GB). A column at
+    a time: the copy beside the table and its result is one column, not the whole table."""
+    columns = []
+    for field, column in zip(table.schema, table.columns):
+        large = column.cast(_large(field.type)).combine_chunks()
+        pieces = [large.take(indices[start:start + rows_per_chunk]).cast(field.type)
+                  for start in range(0, len(indices), rows_per_chunk)]
+        del large
+        columns.append(pa.chunked_array(pieces, field.type))
+    return pa.table(columns, schema=table.schema)

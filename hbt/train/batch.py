@@ -75,38 +75,58 @@ class PoolIndex:
     start: np.ndarray                # (R + 1,) int64 row offsets
     languages: tuple[str, ...]       # (L,) sorted: every language of the pool
     has_language: np.ndarray         # (R, L) bool
-    keys: np.ndarray                 # (R,) int64 positive key of each record
+    keys: np.ndarray                 # (R,) int32 positive key of each record
+
+    @classmethod
+    def from_columns(cls, record: np.ndarray, lang: np.ndarray, languages: Sequence[str],
+                     key: np.ndarray) -> "PoolIndex":
+        """From every row's record number, language (its index in `languages`) and key."""
+        order = np.argsort(languages)  # languages sorted; a row's language renumbered to match
+        rank = np.empty(len(languages), dtype=np.int8)
+        rank[order] = np.arange(len(languages))
+        lang = rank[lang] if len(languages) else lang.astype(np.int8)
+        step = np.diff(record)
+        sorted_rows = np.all((step > 0) | ((step == 0) & (np.diff(lang) > 0))) if len(record) > 1 else True
+        if not sorted_rows or (len(record) and record[0] != 0):
+            raise DataError("the training pool's rows are not sorted by (record, lang) with records "
+                            "numbered from 0: prepare it again with this hbt (`hbt data prepare`)")
+        num_records = int(record[-1]) + 1 if len(record) else 0
+        start = np.searchsorted(record, np.arange(num_records + 1, dtype=record.dtype)).astype(np.int64)
+        if np.any(np.diff(start) == 0):
+            raise DataError("the training pool skips a record number: prepare it again (`hbt data prepare`)")
+        has_language = np.zeros((num_records, len(languages)), dtype=bool)
+        has_language[record, lang] = True
+        return cls(start, tuple(sorted(languages)), has_language, key[start[:-1]])
 
     @classmethod
     def from_table(cls, table) -> "PoolIndex":
         """From a table with the `hbt.data.pool.INDEX_COLUMNS` (record, lang, key)."""
         import pyarrow.compute as pc
 
-        record = table.column("record").to_numpy()
         encoded = pc.dictionary_encode(table.column("lang")).combine_chunks()
-        names = encoded.dictionary.to_pylist()
-        languages = tuple(sorted(names))
-        to_sorted = np.array([languages.index(name) for name in names], dtype=np.int64)
-        lang = to_sorted[encoded.indices.to_numpy()] if len(names) else np.zeros(0, dtype=np.int64)
-        num_records = int(record[-1]) + 1 if len(record) else 0
-        order_key = record.astype(np.int64) * max(len(languages), 1) + lang
-        if np.any(np.diff(order_key) <= 0) or (len(record) and record[0] != 0):
-            raise DataError("the training pool's rows are not sorted by (record, lang) with records "
-                            "numbered from 0: prepare it again with this hbt (`hbt data prepare`)")
-        start = np.searchsorted(record, np.arange(num_records + 1)).astype(np.int64)
-        if np.any(np.diff(start) == 0):
-            raise DataError("the training pool skips a record number: prepare it again (`hbt data prepare`)")
-        has_language = np.zeros((num_records, len(languages)), dtype=bool)
-        has_language[record, lang] = True
-        keys = table.column("key").to_numpy()[start[:-1]].astype(np.int64)
-        return cls(start, languages, has_language, keys)
+        return cls.from_columns(table.column("record").to_numpy(), encoded.indices.to_numpy(),
+                                encoded.dictionary.to_pylist(), table.column("key").to_numpy())
 
     @classmethod
     def read(cls, prepared_dir: str | Path) -> "PoolIndex":
-        """The index of `prepared_dir`'s pool: three columns read, no text."""
-        from hbt.data.pool import read_index
+        """The index of `prepared_dir`'s pool: three columns read, no text, each record batch
+        turned into compact arrays as it is read (9 bytes a row)."""
+        import pyarrow.compute as pc
 
-        return cls.from_table(read_index(prepared_dir))
+        from hbt.data.pool import INDEX_COLUMNS, PoolReader
+
+        languages: dict[str, int] = {}
+        records, langs, keys = [], [], []
+        for batch in PoolReader(prepared_dir, INDEX_COLUMNS).batches():
+            encoded = pc.dictionary_encode(batch.column("lang"))
+            codes = np.array([languages.setdefault(lang, len(languages)) for lang in encoded.dictionary.to_pylist()],
+                             dtype=np.int8)
+            langs.append(codes[encoded.indices.to_numpy()])
+            records.append(batch.column("record").to_numpy().copy())
+            keys.append(batch.column("key").to_numpy().copy())
+        empty = np.zeros(0, dtype=np.int32)
+        return cls.from_columns(np.concatenate(records or [empty]), np.concatenate(langs or [empty.astype(np.int8)]),
+                                list(languages), np.concatenate(keys or [empty]))
 
     @property
     def num_records(self) -> int:
