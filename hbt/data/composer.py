@@ -386,8 +386,8 @@ class HybridBatchComposer:
         """The next step for all ranks at once: ``batch_size * world_size`` examples, rank
         ``r``'s slice being ``examples[r * batch_size:(r + 1) * batch_size]``.
 
-        Advances the state exactly as ``next_batch`` does, so a driver that plans every
-        rank's batches composes each step once instead of once per rank.
+        Advances the state exactly as ``next_batch`` does; a caller that needs the whole
+        step (its positive keys, every rank's slice) composes it once.
         """
         step = self._step
         kind, examples = self._compose_global(step)
