@@ -55,7 +55,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Literal, Mapping, Sequence, Union
 
 import numpy as np
+import pyarrow as pa
 
+from hbt.data.columns import codes
 from hbt.errors import ConfigError
 
 _MODES = ("xx", "xy", "hybrid")
@@ -149,7 +151,7 @@ class RecordSet:
         for i, name in enumerate(names):
             has_language[i, [column[str(lang)] for lang in records[name]]] = True
         keys = positive_keys or {}
-        return cls(languages, has_language, _codes([str(keys.get(name, name)) for name in names]), names)
+        return cls(languages, has_language, _key_codes([str(keys.get(name, name)) for name in names]), names)
 
     def label(self, record: int) -> Union[str, int]:
         return self.names[record] if self.names is not None else record
@@ -310,7 +312,7 @@ class HybridBatchComposer:
         }, sort_keys=True, default=str).encode())
         # The records as arrays: which languages each has and which share a positive.
         digest.update(np.ascontiguousarray(self._set.has_language).tobytes())
-        digest.update(_first_seen_codes(self._set.keys).tobytes())  # the grouping, not the key names
+        digest.update(codes(pa.array(self._set.keys))[0].tobytes())  # the grouping, not the key names
         return digest.hexdigest()
 
     # -- sampling ------------------------------------------------------------
@@ -429,35 +431,19 @@ def pack_distinct(order: Sequence[str], keys: Mapping[str, str], size: int) -> l
         ['a', 'c', 'b', 'd']
     """
     names = list(order)
-    packing = _EpochPacking(np.arange(len(names)), _codes([keys[name] for name in names]), size)
+    packing = _EpochPacking(np.arange(len(names)), _key_codes([keys[name] for name in names]), size)
     packed: list[str] = []
     while (batch := packing.next()) is not None:
         packed += [names[i] for i in batch]
     return packed
 
 
-def _codes(values: Sequence[str]) -> np.ndarray:
-    """Equal strings -> equal int64 codes (their rank among the distinct values)."""
-    if not values:
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(np.array(values, dtype=str), return_inverse=True)[1].astype(np.int64)
+def _key_codes(keys: Sequence[str]) -> np.ndarray:
+    """Equal keys -> equal int64 codes."""
+    return codes(pa.array(keys, pa.string()))[0]
 
 
 def _count_distinct(values: np.ndarray) -> int:
-    # A sort, not np.unique: numpy's hash-based unique takes ~1 s per million int64 here.
+    # A sort: numpy's hash-based unique and pyarrow's count_distinct both take several times
+    # longer on a million int keys here.
     return int(np.count_nonzero(np.diff(np.sort(values)))) + 1 if len(values) else 0
-
-
-def _first_seen_codes(values: np.ndarray) -> np.ndarray:
-    """Codes numbering `values` by first appearance: equal for two arrays with the same grouping."""
-    if not len(values):
-        return np.zeros(0, dtype=np.int64)
-    order = np.argsort(values, kind="stable")
-    starts = np.concatenate(([True], np.diff(values[order]) != 0))
-    group = np.cumsum(starts) - 1                       # (n,) group of each sorted value
-    first = order[starts]                               # first position of each group
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first)] = np.arange(len(first))
-    codes = np.empty(len(values), dtype=np.int64)
-    codes[order] = rank[group]
-    return codes
