@@ -200,10 +200,15 @@ def atomic_directory(final: Path):
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+        return sha256_stream(handle, chunk)
+
+
+def sha256_stream(stream, chunk: int = 1 << 20) -> str:
+    """sha256 of what a binary stream (a file, a pyarrow input stream) reads to its end."""
+    digest = hashlib.sha256()
+    while block := stream.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 

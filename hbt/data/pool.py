@@ -15,7 +15,7 @@ as Feather v2.
 
 Rows sorted by `record` (the rank of `parallel_id` among the pool's records) make the index
 the trainer needs (record -> rows, languages, positive key) three small columns of the same
-files (`read_index`), read without their texts.
+files (`hbt.train.batch.PoolIndex.read`), read without their texts.
 """
 
 from __future__ import annotations
@@ -139,8 +139,3 @@ def open_pool(prepared_dir: str | Path, columns: Sequence[str] | None = None) ->
 
     columns = list(columns or TRAIN_PAIR_SCHEMA.names)
     return PoolReader(prepared_dir, columns).read().select(columns)
-
-
-def read_index(prepared_dir: str | Path) -> pa.Table:
-    """The INDEX_COLUMNS of every row: all the driver and the composer read of the pool."""
-    return open_pool(prepared_dir, INDEX_COLUMNS)

@@ -13,7 +13,6 @@ Layout of the prepared dir (replaced whole, atomically):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from hbt.data.positives import number_records
 from hbt.data.sources import read_training_pool, rows_in_articles
 from hbt.data.splits import SPLITS, ArticleSplit, split_articles
 from hbt.errors import DataError
-from hbt.io import atomic_directory, sha256_file, write_json_atomic
+from hbt.io import atomic_directory, sha256_file, sha256_stream, write_json_atomic
 
 EVAL_TABLES = ("queries", "candidates", "qrels")
 MANIFEST = "manifest.json"
@@ -165,11 +164,8 @@ def _source_files(source, data: DataConfig) -> dict[str, str]:
 
 
 def _sha256(shard: Shard) -> str:
-    digest = hashlib.sha256()
     with shard.filesystem.open_input_stream(shard.path) as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_stream(stream)
 
 
 def _manifest(data: DataConfig, split: ArticleSplit, train, heldin, evals, source_counts, outputs, staging) -> dict:

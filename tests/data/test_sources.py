@@ -142,7 +142,7 @@ def test_prepare_of_a_sharded_source_writes_the_pool_in_shards(tmp_path, data_di
     (a small ROWS_PER_SHARD), sorted by (record, lang), and the manifest hashes every file read
     and written."""
     from hbt.data import pool as pool_module
-    from hbt.data.pool import open_pool, read_index
+    from hbt.data.pool import INDEX_COLUMNS, open_pool
 
     shards = tmp_path / "own"
     shards.mkdir()
@@ -161,6 +161,6 @@ def test_prepare_of_a_sharded_source_writes_the_pool_in_shards(tmp_path, data_di
     pool = open_pool(tmp_path / "prep")
     pairs = list(zip(pool.column("parallel_id").to_pylist(), pool.column("lang").to_pylist()))
     assert pairs == sorted(pairs) and len(pairs) == 11
-    index = read_index(tmp_path / "prep")
+    index = open_pool(tmp_path / "prep", INDEX_COLUMNS)
     assert index.column("record").to_pylist() == [0, 1, 2, 3, 3, 4, 4, 5, 6, 7, 8]
     assert manifest["counts"]["train_parallel_ids"] == 9 and manifest["counts"]["train_pairs"] == {"de": 6, "en": 5}
