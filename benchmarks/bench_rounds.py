@@ -1,4 +1,5 @@
-"""Interleaved rounds and the scripts' common ending, shared by the benchmarks.
+"""Interleaved rounds, the scripts' common ending and a process tree's memory, shared by the
+benchmarks.
 
 On a shared machine the same loop runs +-15% apart from one minute to the next, more than the
 differences measured. So contenders take turns over several rounds, and the order rotates by
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Callable, TypeVar
+
+import psutil
 
 from hbt.errors import HbtError
 from hbt.io import write_json_atomic
@@ -51,3 +54,23 @@ def report(args: argparse.Namespace, run: Callable[[argparse.Namespace], dict],
     if args.json is not None:
         write_json_atomic(args.json, result)
     return result
+
+
+def process_tree(root: psutil.Process) -> list[psutil.Process]:
+    """`root` and its descendants (none when `root` has ended)."""
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_pss(root: psutil.Process) -> list[tuple[psutil.Process, str, int]]:
+    """(process, command line, PSS in bytes) of every process of `root`'s tree; a process that
+    ends between the listing and the read is left out."""
+    sizes = []
+    for process in process_tree(root):
+        try:
+            sizes.append((process, " ".join(process.cmdline()), process.memory_full_info().pss))
+        except psutil.Error:
+            continue
+    return sizes

@@ -48,7 +48,7 @@ from typing import Optional
 
 import psutil
 import yaml
-from bench_rounds import positive_int
+from bench_rounds import positive_int, process_tree, tree_pss
 from make_pairs_pool import LANGUAGES, vocabulary, write_pool
 
 from hbt.config import REPO_ROOT, default_data_dir
@@ -136,20 +136,9 @@ class Sampler:
         for thread in self._threads:
             thread.join()
 
-    def _tree(self) -> list[psutil.Process]:
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            return []
-
     def _sample(self) -> None:
         total = 0
-        for process in self._tree():
-            try:
-                pss = process.memory_full_info().pss
-                title = " ".join(process.cmdline())
-            except psutil.Error:
-                continue  # ended between the listing and the read
+        for process, title, pss in tree_pss(self.root):
             total += pss
             if process.pid == self.root.pid:
                 self.peak["driver"] = max(self.peak["driver"], pss)
@@ -180,7 +169,7 @@ class Sampler:
 
     def kill(self) -> None:
         """SIGKILL every process of the tree (started by this benchmark), leaves first."""
-        for process in reversed(self._tree()):
+        for process in reversed(process_tree(self.root)):
             try:
                 process.send_signal(signal.SIGKILL)
             except psutil.Error:

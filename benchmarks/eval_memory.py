@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 import psutil
-from bench_rounds import positive_int
+from bench_rounds import positive_int, tree_pss
 
 from hbt.config import REPO_ROOT, default_data_dir
 from hbt.data.lareqa import read_lareqa
@@ -96,12 +96,7 @@ class TreeMemory:
 
     def _sample(self) -> None:
         total = 0
-        for process in [self.root, *self.root.children(recursive=True)]:
-            try:
-                pss = process.memory_full_info().pss
-                title = " ".join(process.cmdline())
-            except psutil.Error:
-                continue  # ended between the listing and the read
+        for _, title, pss in tree_pss(self.root):
             total += pss
             for role, marker in ROLES.items():
                 if marker in title:
