@@ -121,14 +121,21 @@ def test_same_seed_same_output(data_dir, prepared, tmp_path):
         (["train", "--set", "data.prepared_dir=/no/such/prepared"], "run `hbt data prepare` first"),
         (["nosuchverb"], "invalid choice"),
         (["data", "prepare", "--bogus-flag"], "unrecognized arguments"),
+        (["tune", "--num-samples", "0"], "hbt tune: error: argument --num-samples"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(argv, fragment):
-    result = subprocess.run([sys.executable, "-m", "hbt.cli", *argv], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert fragment in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
+def test_bad_input_exits_2_with_one_line(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_python_m_hbt_cli_is_the_entry_point():
+    """The one subprocess case: `python -m hbt.cli` runs `main` and exits with its code."""
+    result = subprocess.run([sys.executable, "-m", "hbt.cli", "data", "prepare", "--bogus-flag"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "hbt: error: unrecognized arguments: --bogus-flag\n"
 
 
 def test_config_show_applies_overrides(capsys):

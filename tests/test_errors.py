@@ -91,7 +91,7 @@ def test_ray_losing_a_process_is_one_line_and_exit_1(monkeypatch, capsys):
     def lose_an_actor(args):
         raise RuntimeError("while encoding") from died
 
-    monkeypatch.setattr(cli, "_cmd_config_show", lose_an_actor)
+    monkeypatch.setitem(cli.COMMANDS, "config show", lose_an_actor)
     assert cli.main(["config", "show"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("hbt: error: Ray lost a process or node: ActorDiedError") and "\n" not in err

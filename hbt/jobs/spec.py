@@ -18,8 +18,6 @@ a real `hbt` command whose config loads, and joins the steps into the job's shel
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import shlex
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -27,6 +25,7 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hbt.cli_parser import UsageError, build_parser
 from hbt.errors import ConfigError, HbtError
 
 DEFAULT_STORAGE = "/mnt/hbt"
@@ -73,17 +72,12 @@ def runtime_env(spec: JobSpec, env_vars: dict[str, str]) -> dict:
 
 
 def _parsed(argv: list[str], line: str) -> argparse.Namespace:
-    from hbt.cli import build_parser
-
     if not argv or argv[0] != "hbt":
         raise HbtError(f"job step {line!r} is not an `hbt` command")
-    said = io.StringIO()
     try:
-        with contextlib.redirect_stderr(said):
-            return build_parser().parse_args(argv[1:])
-    except SystemExit:  # argparse's one line, said here as part of ours
-        why = said.getvalue().strip().removeprefix("hbt: error: ")
-        raise HbtError(f"job step {line!r} is not a valid hbt command: {why}") from None
+        return build_parser().parse_args(argv[1:])
+    except UsageError as error:
+        raise HbtError(f"job step {line!r} is not a valid hbt command: {error}") from None
 
 
 def _filled(text: str, places: dict[str, str], line: str) -> str:

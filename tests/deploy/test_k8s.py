@@ -25,7 +25,7 @@ import pytest
 import tomllib
 import yaml
 
-from hbt.cli import build_parser
+from hbt.cli_parser import UsageError, build_parser
 from hbt.config import load_config
 from hbt.tune.space import parse_space
 
@@ -240,8 +240,8 @@ def command(entrypoint: str) -> list[str]:
 def parse(argv: list[str]):
     try:
         return build_parser().parse_args(argv)
-    except SystemExit as error:
-        pytest.fail(f"`hbt {shlex.join(argv)}` does not parse (exit {error.code})")
+    except UsageError as error:
+        pytest.fail(f"`hbt {shlex.join(argv)}` does not parse ({error})")
 
 
 def rayjob(docs: list[dict], job: str) -> dict:

@@ -115,11 +115,7 @@ def test_cli_usage_errors_are_one_line_exit_2(argv, message, tmp_path, capsys, m
 
     monkeypatch.chdir(tmp_path)
     argv = [str(tmp_path / "dir") if a == "DIR" else a for a in argv]
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's own usage errors
-        code = exit_.code
-    assert code == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()  # nothing written

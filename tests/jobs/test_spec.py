@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hbt.cli import build_parser, main
+from hbt.cli import main
+from hbt.cli_parser import build_parser
 from hbt.config import REPO_ROOT, load_config
 from hbt.errors import HbtError
 from hbt.jobs.spec import JobSpec, entrypoint, load_spec, runtime_env
