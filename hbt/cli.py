@@ -15,6 +15,7 @@ import yaml
 from hbt.cli_parser import UsageError, build_parser
 from hbt.config import HbtConfig, load_config
 from hbt.errors import HbtError, RunFailed, ray_failure, user_error
+from hbt.layout import RUN_CONFIG
 
 USAGE_ERROR = 2
 RAY_FAILED = 1  # not the user's input: exit 1, as a crash would, but one line
@@ -77,7 +78,7 @@ def _train_run_dir(args) -> Path:
 
 
 def _cmd_train(args) -> None:
-    from hbt.train.driver import RUN_CONFIG, train
+    from hbt.train.driver import train
 
     out = _train_run_dir(args)
     resume = args.resume is not None

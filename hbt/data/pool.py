@@ -28,8 +28,8 @@ import pyarrow as pa
 
 from hbt.errors import DataError
 from hbt.io import absolute_location
+from hbt.layout import TRAIN_POOL
 
-TRAIN_POOL = "train_pairs"
 ROWS_PER_SHARD = 1_000_000
 # Rows per record batch: the unit a reader reads to get one row (~1,000 rows of a few hundred
 # bytes); a million-row shard has ~1,000 batches, listed in its footer.

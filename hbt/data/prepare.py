@@ -26,16 +26,13 @@ from hbt.config import DataConfig, source_name
 from hbt.data.columns import kept, sorted_distinct
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
 from hbt.data.pairs import Shard, pair_files
-from hbt.data.pool import TRAIN_POOL, write_pool
+from hbt.data.pool import write_pool
 from hbt.data.positives import number_records
 from hbt.data.sources import read_training_pool, rows_in_articles
 from hbt.data.splits import SPLITS, ArticleSplit, split_articles
 from hbt.errors import DataError
 from hbt.io import atomic_directory, sha256_file, sha256_stream, write_json_atomic
-
-EVAL_TABLES = ("queries", "candidates", "qrels")
-MANIFEST = "manifest.json"
-TRAINING_MANIFEST = "hbt_training.json"  # the manifest, copied into a model hbt trained
+from hbt.layout import EVAL_TABLES, MANIFEST, TRAIN_POOL
 
 
 def keep_fraction(table: pa.Table, imbalance: dict[str, float], seed: int) -> pa.Table:

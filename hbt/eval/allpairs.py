@@ -40,9 +40,9 @@ from hbt.eval.metrics import (
 )
 from hbt.io import atomic_directory, write_json_atomic
 from hbt.languages import cross_pairs
+from hbt.layout import HEATMAP, PAIRS_CSV, PER_QUERY, RESULTS, SUMMARY
 
 PAIR_METRICS = ["map", "r@1", "r@10", "hit@1", "hit@10", "ndcg@10", "mrr"]
-PER_QUERY = "per_query.parquet"
 
 
 # ---------------------------------------------------------------- corpus view
@@ -324,9 +324,9 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     result["eval"] = {**config.eval.model_dump(), "candidate_context": model_cfg.candidate_context}
     per_query = result.pop("per_query")
     with atomic_directory(Path(out_dir)) as staging:
-        write_json_atomic(staging / "results.json", result)
+        write_json_atomic(staging / RESULTS, result)
         pq.write_table(per_query, staging / PER_QUERY)
-        write_pairs_csv(staging / "pairs.csv", result)
-        write_summary(staging / "summary.md", result)
-        write_heatmap(staging / "heatmap.png", result)
+        write_pairs_csv(staging / PAIRS_CSV, result)
+        write_summary(staging / SUMMARY, result)
+        write_heatmap(staging / HEATMAP, result)
     return result

@@ -30,10 +30,11 @@ import pyarrow.parquet as pq
 
 from hbt.config import DEFAULT_CANDIDATE_CONTEXT, ModelConfig
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
-from hbt.data.prepare import EVAL_TABLES, MANIFEST, TRAINING_MANIFEST, corpus_in_articles, load_manifest
+from hbt.data.prepare import corpus_in_articles, load_manifest
 from hbt.data.splits import SPLITS
 from hbt.errors import DataError
 from hbt.languages import check_languages
+from hbt.layout import EVAL_TABLES, MANIFEST, TRAINING_MANIFEST
 
 
 @dataclass

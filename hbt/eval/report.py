@@ -24,10 +24,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from hbt.errors import HbtError
-from hbt.eval.allpairs import PER_QUERY
 from hbt.io import write_json_atomic, write_text_atomic
+from hbt.layout import PER_QUERY, RESULTS
 
-RESULTS = "results.json"
 #: metric key -> (column label, key path in results.json settings)
 METRICS = {
     "mono_map": ("Mo", ("mono", "map")),

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from hbt.config import HbtConfig
 from hbt.errors import DataError
 from hbt.eval import beir, bitext
-from hbt.eval.allpairs import PER_QUERY
 from hbt.io import atomic_directory, write_json_atomic
+from hbt.layout import PER_QUERY, RESULTS, SUMMARY
 
 
 def is_scored_corpus(path) -> bool:
@@ -76,7 +76,7 @@ def run_scored_eval(model_dir, corpus_dir, out_dir, languages, config: HbtConfig
             result["corpus_note"] = "the model trained on Tatoeba pairs: these are not held-out scores"
     result["metrics"] = metrics
     with atomic_directory(Path(out_dir)) as staging:
-        write_json_atomic(staging / "results.json", result)
+        write_json_atomic(staging / RESULTS, result)
         pq.write_table(per_query, staging / PER_QUERY)
-        (staging / "summary.md").write_text(_summary(result), encoding="utf-8")
+        (staging / SUMMARY).write_text(_summary(result), encoding="utf-8")
     return result

@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from hbt.errors import HbtError
-from hbt.eval.allpairs import PER_QUERY
 from hbt.eval.report import (
     CONFIDENCE,
     METRICS,
@@ -42,6 +41,7 @@ from hbt.eval.report import (
 )
 from hbt.experiment.spec import Experiment
 from hbt.io import write_file_atomic, write_json_atomic, write_text_atomic
+from hbt.layout import PER_QUERY
 
 RESAMPLES = 1000
 HITS = ("hit@1", "hit@10")  # from each run's results.json, multi setting (no per-query rows: no CI)

@@ -29,6 +29,7 @@ from hbt.config import HbtConfig, load_config
 from hbt.errors import HbtError, RunFailed, user_error
 from hbt.experiment.spec import Experiment, RunPlan, load_experiment
 from hbt.io import write_text_atomic
+from hbt.layout import MANIFEST, RESULTS
 from hbt.train.progress import to_stderr
 
 STATE = "experiment.yaml"
@@ -54,7 +55,7 @@ def _read_state(out: Path) -> Experiment:
 
 def _prepare_pools(experiment: Experiment, out: Path, progress) -> dict[str, Path]:
     """Run name -> its prepared dir; a pool an earlier invocation prepared is kept."""
-    from hbt.data.prepare import MANIFEST, prepare
+    from hbt.data.prepare import prepare
 
     prepared = {}
     for pool, plans in experiment.pools().items():
@@ -167,7 +168,6 @@ def _evaluate(experiment: Experiment, configs: dict[str, HbtConfig], prepared: d
               progress) -> None:
     """Every run on every corpus, each to DIR/eval/CORPUS/RUN; an existing result is kept."""
     from hbt.eval.allpairs import run_eval
-    from hbt.eval.report import RESULTS
 
     for corpus in experiment.corpora:
         for name, config in configs.items():

@@ -38,18 +38,17 @@ import yaml
 from hbt.config import HbtConfig
 from hbt.errors import HbtError
 from hbt.io import absolute_location, atomic_directory, write_text_atomic
+from hbt.layout import CHECKPOINT_SNAPSHOT, COMPOSER_STATE, METRICS_LOG, MODEL_DIR, RUN_CONFIG, TRAINING_MANIFEST
 from hbt.ray_session import cluster_address, ensure_ray
 from hbt.shared_paths import check_shared, local_model_dir
 from hbt.train.batch import PoolIndex
 from hbt.train.dev import load_dev_corpus
-from hbt.train.loop import COMPOSER_STATE, train_func
+from hbt.train.loop import train_func
 from hbt.train.progress import MetricsFile, following, progress_line, to_stderr
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT = "checkpoint_manager_snapshot.json"
 POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-RUN_CONFIG = "config.yaml"
 
 
 def _check_strategy(config: HbtConfig) -> None:
@@ -67,7 +66,7 @@ def holds_run(run_path: str) -> bool:
     import pyarrow.fs
 
     fs, path = pyarrow.fs.FileSystem.from_uri(run_path)
-    return fs.get_file_info(f"{path}/{SNAPSHOT}").type != pyarrow.fs.FileType.NotFound
+    return fs.get_file_info(f"{path}/{CHECKPOINT_SNAPSHOT}").type != pyarrow.fs.FileType.NotFound
 
 
 def _resolved_model(config: HbtConfig) -> HbtConfig:
@@ -97,12 +96,12 @@ def selected_checkpoint(result, config: HbtConfig) -> tuple[object, dict]:
 
 def export_model(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtConfig, selection: dict) -> None:
     """Copy the checkpoint's model dir to `model_dir` (all or nothing), with the training manifest."""
-    from hbt.data.prepare import TRAINING_MANIFEST, load_manifest
+    from hbt.data.prepare import load_manifest
 
     manifest = {**load_manifest(prepared_dir), "train_config": config.model_dump(mode="json"),
                 "exported_checkpoint": selection}
     with checkpoint.as_directory() as directory, atomic_directory(model_dir) as staging:
-        shutil.copytree(Path(directory) / "model", staging, dirs_exist_ok=True)
+        shutil.copytree(Path(directory) / MODEL_DIR, staging, dirs_exist_ok=True)
         (staging / TRAINING_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
@@ -285,7 +284,7 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / RUN_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    metrics_path = out / "metrics.jsonl"
+    metrics_path = out / METRICS_LOG
     if not resume:
         metrics_path.write_text("")
     metrics_path.touch()
@@ -296,6 +295,6 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     if result.checkpoint is None:
         raise HbtError("training finished without a checkpoint")
     checkpoint, selection = selected_checkpoint(result, config)
-    export_model(checkpoint, out / "model", prepared_dir, config, selection)
-    log.info("model exported to %s", out / "model")
+    export_model(checkpoint, out / MODEL_DIR, prepared_dir, config, selection)
+    log.info("model exported to %s", out / MODEL_DIR)
     return out

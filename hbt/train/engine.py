@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from hbt.config import HbtConfig
+from hbt.layout import MODEL_DIR
 from hbt.model.encoder import Encoder
 
 LossOf = Callable[[nn.Module], torch.Tensor]  # model -> scalar loss of one micro-batch
@@ -127,13 +128,13 @@ class DDPStrategy:
     def save(self, directory: Path, rank: int) -> None:
         if rank != 0:
             return
-        self.encoder.save(directory / "model")
+        self.encoder.save(directory / MODEL_DIR)
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                    directory / TRAIN_STATE)
 
     def load(self, directory: Path) -> None:
         # Loaded the way the encoder loads any model dir (e.g. without a pooler head), so the keys match.
-        saved = Encoder.from_config(self.cfg.model.model_copy(update={"name_or_path": str(directory / "model")}))
+        saved = Encoder.from_config(self.cfg.model.model_copy(update={"name_or_path": str(directory / MODEL_DIR)}))
         self.encoder.model.load_state_dict(saved.model.state_dict())
         # Tensors and plain values only: a checkpoint is never a way to run code.
         state = torch.load(directory / TRAIN_STATE, map_location=self.device, weights_only=True)
@@ -210,7 +211,7 @@ class DeepSpeedStrategy:
     def save(self, directory: Path, rank: int) -> None:
         with self._full_parameters():
             if rank == 0:
-                self.encoder.save(directory / "model")
+                self.encoder.save(directory / MODEL_DIR)
         self.engine.save_checkpoint(str(directory / DEEPSPEED_DIR))
 
     def load(self, directory: Path) -> None:

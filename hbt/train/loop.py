@@ -50,9 +50,9 @@ from typing import Iterator
 import torch
 
 from hbt.config import HbtConfig
+from hbt.layout import COMPOSER_STATE
 
 KINDS = ("xx", "xy")
-COMPOSER_STATE = "composer.json"
 
 
 def contrastive_loss(model, loss_fn, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -77,7 +77,8 @@ def test_an_unsorted_pool_is_refused_with_one_line():
 
 
 def test_the_pool_is_opened_from_a_path_or_a_uri(tmp_path, monkeypatch):
-    from hbt.data.pool import TRAIN_POOL, write_pool
+    from hbt.data.pool import write_pool
+    from hbt.layout import TRAIN_POOL
 
     write_pool(table(), tmp_path / TRAIN_POOL)
     monkeypatch.chdir(tmp_path.parent)  # a relative path is taken from the cwd
