@@ -14,7 +14,7 @@ import yaml
 
 from hbt.cli_parser import UsageError, build_parser
 from hbt.config import HbtConfig, load_config
-from hbt.errors import HbtError, RunFailed, ray_failure, user_error
+from hbt.errors import HbtError, RunFailed, first_line, ray_failure, user_error
 from hbt.layout import RUN_CONFIG
 
 USAGE_ERROR = 2
@@ -195,18 +195,13 @@ def _cmd_submit(args) -> None:
     _follow(jobs, args)
 
 
-def _first_line(message: str | None) -> str:
-    """The first line of a job's status message ('' for none)."""
-    return message.splitlines()[0] if message else ""
-
-
 def _follow(jobs, args) -> None:
     try:
         status = jobs.follow(args.job_id, _write_now)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"job {args.job_id} keeps running: `hbt jobs stop {args.job_id}` stops it") from None
     if status != "SUCCEEDED":
-        message = _first_line(jobs.info(args.job_id).message)
+        message = first_line(jobs.info(args.job_id).message)
         raise JobNotSucceeded(f"job {args.job_id} {status}{': ' + message if message else ''}")
     print(f"job {args.job_id} SUCCEEDED", file=sys.stderr)
 
@@ -225,7 +220,7 @@ def _cmd_jobs(args) -> None:
             print(f"{row}\t{job.type.value.lower()}" if args.all else row)
     elif args.action == "status":
         info = jobs.info(args.job_id)
-        print(f"{args.job_id}\t{info.status.value}\t{_first_line(info.message)}")
+        print(f"{args.job_id}\t{info.status.value}\t{first_line(info.message)}")
     elif args.action == "logs" and args.follow:
         _follow(jobs, args)
     elif args.action == "logs":

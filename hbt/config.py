@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hbt.errors import ConfigError
+from hbt.errors import ConfigError, validation_line
 from hbt.languages import PAPER_TRAIN_ORDER, XQUAD_R_LANGUAGES, check_languages
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -324,16 +324,6 @@ def apply_override(tree: dict, path: list[str], value: object) -> None:
 MOVED_KEYS = {"eval.candidate_context": "model.candidate_context"}
 
 
-def _one_line(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "<root>"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = f"moved to {MOVED_KEYS[where]}" if where in MOVED_KEYS else "unknown key"
-    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{source}: {where}: {message}{more}"
-
-
 def merge_layer(tree: dict, layer: dict) -> dict:
     """`layer` over `tree`: sections merge key by key, any other value (lists too) replaces."""
     for key, value in layer.items():
@@ -381,4 +371,4 @@ def load_config(paths: ConfigPaths = None, overrides: list[str] = (), base: Opti
     try:
         return HbtConfig.model_validate(tree)
     except ValidationError as error:
-        raise ConfigError(_one_line(error, source)) from None
+        raise ConfigError(validation_line(error, source, moved=MOVED_KEYS)) from None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Optional, Union
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class HbtError(Exception):
@@ -21,6 +24,34 @@ class DataError(HbtError):
 class RunFailed(Exception):
     """Something ran and failed for a reason that is not the user's input (a job, an
     experiment's run): the CLI prints its one line and exits 1."""
+
+
+def first_line(error: Union[BaseException, str, None]) -> str:
+    """The first non-blank line of an error's message (or of a text), stripped.
+
+    An exception with no message gives its type's name; a text with none gives ''.
+    """
+    text = "" if error is None else str(error)
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line or (type(error).__name__ if isinstance(error, BaseException) else "")
+
+
+def validation_line(error: "ValidationError", source: str, *, prefix: str = "",
+                    moved: Mapping[str, str] = {}, hidden: Collection[str] = ()) -> str:
+    """A pydantic `ValidationError` as one line: `SOURCE: KEY.PATH: MESSAGE (+N more)`.
+
+    Args: `source` names the file (or "--set"); `prefix` is put before the key path (a section
+    validated on its own, e.g. "tune."); `moved` maps a key that moved to its new place;
+    `hidden` are location parts that are pydantic's, not the user's (a union's tag).
+    The same mistake reads the same in a config, a job spec, a tune space and an experiment spec.
+    """
+    first = error.errors()[0]
+    where = prefix + ".".join(str(part) for part in first["loc"] if part not in hidden) or "<root>"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = f"moved to {moved[where]}" if where in moved else "unknown key"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{source}: {where}: {message}{more}"
 
 
 def _wrapped(error: BaseException) -> Iterator[BaseException]:
@@ -76,6 +107,6 @@ def ray_failure(error: BaseException) -> Optional[str]:
     found = _find(error, lambda e: isinstance(e, kinds), set())
     if found is None:
         return None
-    lines = [line.strip() for line in str(found).splitlines() if line.strip()]
-    why = next((line for line in lines[1:] if "because" in line), "")
-    return " ".join(part for part in (f"{type(found).__name__}:", lines[0] if lines else "", why) if part)
+    first = first_line(str(found))
+    why = next((line.strip() for line in str(found).splitlines() if "because" in line and line.strip() != first), "")
+    return " ".join(part for part in (f"{type(found).__name__}:", first, why) if part)

@@ -95,3 +95,38 @@ def test_ray_losing_a_process_is_one_line_and_exit_1(monkeypatch, capsys):
     assert cli.main(["config", "show"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("hbt: error: Ray lost a process or node: ActorDiedError") and "\n" not in err
+
+
+def test_first_line_of_an_error_or_a_text():
+    from hbt.errors import first_line
+
+    assert first_line(RuntimeError("\n  cannot load\nTraceback ...")) == "cannot load"
+    assert first_line(KeyError()) == "KeyError"  # no message: the type says what happened
+    assert first_line("Job failed\nwith details") == "Job failed" and first_line(None) == first_line("") == ""
+
+
+@pytest.mark.parametrize("write, expected", [
+    (lambda d: ("config", d / "c.yaml", "train:\n  stpes: 3\n"), "train.stpes: unknown key"),
+    (lambda d: ("job", d / "j.yaml", "description: d\nsteps: [hbt train]\nstpes: 3\n"), "stpes: unknown key"),
+    (lambda d: ("space", d / "s.yaml", "space: {batching.alpha: {grid: [0.1]}}\nstpes: 3\n"), "stpes: unknown key"),
+    (lambda d: ("experiment", d / "e.yaml", "description: d\nreference: a\narms: {a: {}, b: {}}\nstpes: 3\n"),
+     "stpes: unknown key"),
+])
+def test_the_same_mistake_reads_the_same_in_every_kind_of_file(tmp_path, write, expected):
+    """One wording for a pydantic error (hbt.errors.validation_line) in a config, a job spec, a tune space
+    and an experiment spec: `FILE: KEY: unknown key`."""
+    import yaml
+
+    from hbt.config import load_config
+    from hbt.errors import ConfigError
+    from hbt.experiment.spec import parse_spec
+    from hbt.jobs.spec import load_spec
+    from hbt.tune.space import load_space
+
+    kind, path, text = write(tmp_path)
+    path.write_text(text)
+    load = {"config": lambda p: load_config([p]), "job": load_spec, "space": load_space,
+            "experiment": lambda p: parse_spec(p, yaml.safe_load(p.read_text()))}[kind]
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    assert str(refused.value) == f"{path}: {expected}"

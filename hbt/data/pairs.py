@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from hbt.data.columns import codes
 from hbt.data.schema import RAW_PAIR_SCHEMA
-from hbt.errors import DataError
+from hbt.errors import DataError, first_line
 from hbt.io import absolute_location
 from hbt.languages import KNOWN_LANGUAGES
 
@@ -239,8 +239,7 @@ def _read_parquet(shard: Shard) -> pa.Table:
     try:
         table = pq.read_table(shard.path, filesystem=shard.filesystem)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{shard.location}: not a readable parquet file: {msg}") from None
+        raise DataError(f"{shard.location}: not a readable parquet file: {first_line(e)}") from None
     _check_columns(table, shard.location)
     conformed = _conform(table)
     return conformed if conformed is not None else _check_table_rows(table, shard.location)
@@ -252,8 +251,7 @@ def _read_datasets_dir(location: str) -> pa.Table:
     try:
         ds = datasets.load_from_disk(location)
     except Exception as e:  # noqa: BLE001 - any failure here is a bad dataset dir
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{location}: not a datasets.save_to_disk directory: {msg}") from None
+        raise DataError(f"{location}: not a datasets.save_to_disk directory: {first_line(e)}") from None
     if isinstance(ds, datasets.DatasetDict):
         raise DataError(f"{location}: holds a DatasetDict ({', '.join(ds)}); give one split's directory")
     table = ds.with_format("arrow")[:]  # respects select/shuffle indices
@@ -268,7 +266,7 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(location)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-        raise DataError(f"{location}: cannot open: {str(e).splitlines()[0]}") from None
+        raise DataError(f"{location}: cannot open: {first_line(e)}") from None
 
 
 def _split_glob(location: str) -> tuple[str, list[str]]:
@@ -284,7 +282,7 @@ def _listing(fs: pafs.FileSystem, path: str, recursive: bool = False) -> list[pa
     try:
         return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
     except (OSError, pa.ArrowInvalid) as e:
-        raise DataError(f"{path}: cannot list: {str(e).splitlines()[0]}") from None
+        raise DataError(f"{path}: cannot list: {first_line(e)}") from None
 
 
 def _is_shard(relative: str) -> bool:
@@ -335,7 +333,7 @@ def pair_files(location) -> tuple[list[Shard], bool]:
     try:
         info = fs.get_file_info(path)
     except OSError as e:
-        raise DataError(f"{given}: cannot open: {str(e).splitlines()[0]}") from None
+        raise DataError(f"{given}: cannot open: {first_line(e)}") from None
     if info.type == pafs.FileType.Directory:
         if _is_datasets_dir(fs, path):
             files = [info for info in _listing(fs, path, recursive=True) if info.type == pafs.FileType.File]

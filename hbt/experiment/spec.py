@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hbt.config import REPO_ROOT, HbtConfig, load_config, read_yaml_mapping
-from hbt.errors import ConfigError
+from hbt.errors import ConfigError, validation_line
 from hbt.languages import check_languages
 
 
@@ -215,10 +215,7 @@ def parse_spec(path: Path, raw: dict) -> ExperimentSpec:
     try:
         return ExperimentSpec.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "<root>"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {where}: {message}") from None
+        raise ConfigError(validation_line(error, str(path))) from None
 
 
 def base_config(path: Path, raw: dict, size: str, config_paths=(), overrides=()) -> dict:

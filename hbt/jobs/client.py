@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Optional
 
-from hbt.errors import HbtError
+from hbt.errors import HbtError, first_line
 from hbt.jobs.spec import JobSpec, runtime_env
 
 LOCAL_ADDRESS = "http://127.0.0.1:8265"
@@ -53,15 +53,14 @@ def _token_in_the_clear(address: str) -> bool:
         return True
 
 
-def _one_line(error: Exception, address: str) -> HbtError:
+def _server_error(error: Exception, address: str) -> HbtError:
     text = str(error)
     if "status code 401" in text or "Authentication required" in text:
         return HbtError(f"the job server at {address} wants Ray's auth token: set RAY_AUTH_TOKEN or "
                         "RAY_AUTH_TOKEN_PATH (cluster/local.sh env prints them for the local cluster)")
     if "status code 403" in text or "Authentication failed" in text:
         return HbtError(f"the job server at {address} refused the token in RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-    return HbtError(f"job server {address}: {first}")
+    return HbtError(f"job server {address}: {first_line(error)}")
 
 
 class Jobs:
@@ -93,7 +92,7 @@ class Jobs:
         except HbtError:
             raise
         except Exception as error:  # noqa: BLE001 - the SDK's failures (HTTP, auth, connection) are one line
-            raise _one_line(error, self.address) from None
+            raise _server_error(error, self.address) from None
 
     def submit(self, spec: JobSpec, entrypoint: str, name: str, env_vars: dict[str, str]) -> str:
         submission_id = f"hbt-{name}-{uuid.uuid4().hex[:8]}"

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hbt.cli_parser import UsageError, build_parser
-from hbt.errors import ConfigError, HbtError
+from hbt.errors import ConfigError, HbtError, validation_line
 
 DEFAULT_STORAGE = "/mnt/hbt"
 
@@ -53,9 +53,7 @@ def load_spec(path: Path) -> JobSpec:
     except yaml.YAMLError:
         raise ConfigError(f"{path}: not valid YAML") from None
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "<root>"
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        raise ConfigError(validation_line(error, str(path))) from None
 
 
 def runtime_env(spec: JobSpec, env_vars: dict[str, str]) -> dict:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hbt.config import ModelConfig
-from hbt.errors import HbtError
+from hbt.errors import HbtError, first_line
 
 Kind = Literal["query", "passage"]
 
@@ -76,11 +76,6 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "sp
                    "vocab.json")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def check_model(name_or_path: str) -> str:
     """Refuse, before any Ray worker or actor would load it, a model that cannot load: a dir
     without config, weights or tokenizer, or a hub name this machine cannot fetch (no hub).
@@ -139,7 +134,7 @@ def _loaded(name: str, load: Callable[[str], object]):
     try:
         return load(name)
     except (OSError, ValueError) as error:
-        raise HbtError(f"cannot load model {name}: {_first_line(error)}") from None
+        raise HbtError(f"cannot load model {name}: {first_line(error)}") from None
 
 
 def load_tokenizer(name_or_path: str):

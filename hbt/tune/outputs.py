@@ -18,7 +18,7 @@ from typing import Optional
 import yaml
 
 from hbt.config import GROUP_METRICS, TuneConfig
-from hbt.errors import user_error
+from hbt.errors import first_line, user_error
 from hbt.io import write_file_atomic, write_text_atomic
 from hbt.train.dev import DEV_METRICS, selection_mode
 from hbt.train.progress import DEV_COLUMNS
@@ -34,8 +34,7 @@ def _error_line(error: BaseException) -> str:
     cause = user_error(error)
     if cause is not None:
         return str(cause)
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+    return f"{type(error).__name__}: {first_line(str(error))}"[:300]
 
 
 def trial_rows(grid, space: SearchSpace, base: dict, settings: TuneConfig) -> list[dict]:

@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from hbt.config import HbtConfig, Section, TuneConfig, load_config, read_yaml_mapping
-from hbt.errors import ConfigError
+from hbt.errors import ConfigError, validation_line
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 # What a trial may vary under data.*: which of the prepared pool's languages it trains on.
@@ -140,8 +140,7 @@ class SearchSpace:
         try:
             return TuneConfig.model_validate(merged)
         except ValidationError as error:
-            first = error.errors()[0]
-            raise ConfigError(f"{self.path}: tune.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            raise ConfigError(validation_line(error, str(self.path), prefix="tune.")) from None
 
     def param_space(self) -> dict:
         return {key: dist.to_tune() for key, dist in self.spec.space.items()}
@@ -188,12 +187,7 @@ def parse_space(path: Path, raw) -> SearchSpace:
     try:
         return SearchSpace(path, SpaceFile.model_validate(raw), raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"] if part not in DISTRIBUTIONS) or "<root>"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        raise ConfigError(f"{path}: {where}: {message}") from None
+        raise ConfigError(validation_line(error, str(path), hidden=DISTRIBUTIONS)) from None
 
 
 def grid_size(space: SearchSpace) -> int:

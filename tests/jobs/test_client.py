@@ -53,7 +53,7 @@ def test_the_default_token_file_counts(clean_env, tmp_path):
     ("Request failed with status code 404: Job x does not exist.\ntrace", "404: Job x does not exist."),
 ])
 def test_server_failures_are_one_line(text, fragment):
-    message = str(client._one_line(RuntimeError(text), "http://h:8265"))
+    message = str(client._server_error(RuntimeError(text), "http://h:8265"))
     assert fragment in message and "\n" not in message
 
 

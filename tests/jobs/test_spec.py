@@ -77,7 +77,7 @@ GOOD = "description: d\nconfig: [configs/local.yaml]\nsteps:\n  - hbt train --ou
 
 @pytest.mark.parametrize("text, fragment", [
     ("description: d\nsteps: []\n", "steps: List should have at least 1 item"),
-    ("description: d\nstep: [hbt train]\nsteps: [hbt train]\n", "step: Extra inputs are not permitted"),
+    ("description: d\nstep: [hbt train]\nsteps: [hbt train]\n", "step: unknown key"),
     ("description: d\nsteps: [python train.py]\n", "is not an `hbt` command"),
     ("description: d\nsteps: [hbt trian]\n", "is not a valid hbt command"),
     ("description: d\nsteps:\n  - hbt train --out {storge}/t\n", "bad placeholder"),
