@@ -41,9 +41,11 @@ run: venv
 		--out $(RUN_DIR)/eval/trained $(if $(EVAL_LANGS),--languages $(EVAL_LANGS))
 	$(HBT) report $(RUN_DIR)/eval/base $(RUN_DIR)/eval/trained --out-md $(RUN_DIR)/report.md
 
-# PYTHONFAULTHANDLER: a crash in native code (torch, faiss, Ray) prints every thread's
-# Python stack, also after pytest has finished.
+# ruff first (pyproject's [tool.ruff]: unused / undefined names, import order, 120 columns): seconds,
+# before minutes of tests. PYTHONFAULTHANDLER: a crash in native code (torch, faiss, Ray) prints
+# every thread's Python stack, also after pytest has finished.
 test: venv
+	$(VENV)/bin/ruff check hbt tests benchmarks scripts
 	PYTHONFAULTHANDLER=1 $(VENV)/bin/python -m pytest
 
 # On the first GPU machine: 20 steps of DDP and 20 of DeepSpeed ZeRO-2 + bf16 on one GPU through

@@ -210,7 +210,8 @@ def tiny_model(work: Path, languages: list[str]) -> Path:
 def pool(args, records: int) -> tuple[Path, dict]:
     """The pool of `records` records, written unless the work dir holds it already (keyed by the
     arguments only: remove `WORK/pools` after changing make_pairs_pool.py)."""
-    name = f"pairs-{records}x{'-'.join(args.languages)}-seed{args.seed}" + (f"-{args.shards}shards" if args.shards else ".jsonl")
+    name = (f"pairs-{records}x{'-'.join(args.languages)}-seed{args.seed}"
+            + (f"-{args.shards}shards" if args.shards else ".jsonl"))
     path = args.work / "pools" / name
     if path.exists():
         return path, {"path": str(path), "cached": True}
@@ -244,7 +245,8 @@ def measure_size(args, records: int, model: Path) -> dict:
     pool_path, generated = pool(args, records)
     config = write_config(args, pool_path, model, work / "config.yaml")
     rows = records * len(args.languages)
-    row = {"records": records, "rows": rows, "pool": generated, "config": str(config), "prepared": str(work / "prepared")}
+    row = {"records": records, "rows": rows, "pool": generated, "config": str(config),
+           "prepared": str(work / "prepared")}
     print(f"{rows} rows: prepare ...", file=sys.stderr)
     prepare = run_measured(hbt_command("data", "prepare", "--config", str(config), "--out", str(work / "prepared")),
                            args, work / "prepare.log")
@@ -420,10 +422,12 @@ def format_table(result: dict) -> str:
             lines += [f"stream against trainer at {stream['rows']:,} rows ({stream['model']}, batch {stream['batch']}, "
                       f"padded {stream['padded_shape'][0]}):",
                       f"  (a) stream: {stream['stream_steps']} steps after the first in {stream['stream_s']:.2f} s = "
-                      f"{stream['stream_steps_per_s']:.2f} steps/s (the first step {stream['first_step_s']:.1f} s after the "
+                      f"{stream['stream_steps_per_s']:.2f} steps/s (the first step {stream['first_step_s']:.1f} s "
+                      "after the "
                       f"build began, {stream['build_s']:.1f} s of it building: with that start-up "
                       f"{stream['stream_steps'] + 1} steps in {stream['first_step_s'] + stream['stream_s']:.1f} s)",
-                      f"  (b) trainer: {stream['trainer_steps']} steps after one warm-up in {stream['trainer_s']:.2f} s = "
+                      f"  (b) trainer: {stream['trainer_steps']} steps after one warm-up in "
+                      f"{stream['trainer_s']:.2f} s = "
                       f"{stream['trainer_steps_per_s']:.3f} steps/s (fwd + bwd + AdamW)",
                       f"  (a) / (b) = {stream['ratio']:.2f}"]
     lines.append("")
@@ -431,8 +435,9 @@ def format_table(result: dict) -> str:
         verdict = result["goals"][name]
         shown = verdict.get("ratio")
         text = (", ".join(_cell(v, ",.0f") for v in verdict["values"]) if "values" in verdict
-                else _cell(shown, ".2f") + (f"; {_cell(verdict['largest_mb'], ',.0f')} MB at {verdict['largest_rows']:,} "
-                                            "rows" if "largest_mb" in verdict else ""))
+                else _cell(shown, ".2f")
+                + (f"; {_cell(verdict['largest_mb'], ',.0f')} MB at {verdict['largest_rows']:,} rows"
+                   if "largest_mb" in verdict else ""))
         passed = {True: "PASS", False: "FAIL", None: "----"}[verdict["pass"]]  # None: not measured
         lines.append(f"{passed}  {name:<22} {text:<36} goal {verdict['goal']}")
     lines.append(f"\nwhole benchmark: {result['total_s']:.0f} s")

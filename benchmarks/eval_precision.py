@@ -135,7 +135,8 @@ def format_table(r: dict) -> str:
     for p in PRECISIONS:
         lines.append(f"{p:<10}{r['setup_s'][p]:>10.2f}{r['total_s'][p]:>12.2f}{r['texts_per_s'][p]:>10.1f}"
                      + "".join(f"{v:>12.4f}" for v in r["map"][p].values()))
-    lines += ["", f"per-round speed-up: {'  '.join(f'{f / i:.3f}' for f, i in zip(r['seconds']['fp32'], r['seconds']['int8']))}",
+    speedups = (f"{f / i:.3f}" for f, i in zip(r["seconds"]["fp32"], r["seconds"]["int8"]))
+    lines += ["", f"per-round speed-up: {'  '.join(speedups)}",
               f"speed-up int8 / fp32 (total time): {r['speedup']:.3f}   goal >= {GOALS['speedup']}   "
               f"{'PASS' if r['pass']['speedup'] else 'FAIL'}",
               "delta mAP (int8 - fp32): " + "  ".join(f"{s} {d:+.4f}" for s, d in r["delta"].items())

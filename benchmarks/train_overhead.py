@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> dict:
         "timed_tokens_per_round": sum(int(s["attention_mask"].sum()) for s in steps[args.warmup:]),
         "step_seconds": seconds,
         "total_s": total,
-        "median_step_s": {name: statistics.median(t for rnd in rounds for t in rnd) for name, rounds in seconds.items()},
+        "median_step_s": {name: statistics.median(t for rnd in rounds for t in rnd)
+                          for name, rounds in seconds.items()},
         "steps_per_s": {name: timed_steps[name] / total[name] for name in total},
         "round_ratios": [sum(b) / sum(h) for b, h in zip(seconds["bare"], seconds["hbt"])],
         "ratio": ratio, "target": f">= {TARGET}", "pass": ratio >= TARGET,

@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return INTERRUPTED
         hint = {"train": " (continue with `hbt train --resume RUN_DIR`)",
                 "tune": " (continue with `hbt tune --resume DIR`: ended trials are not rerun)",
-                "experiment": " (continue with `hbt experiment --resume DIR`: nothing finished is redone)"}.get(args.verb, "")
+                "experiment": " (continue with `hbt experiment --resume DIR`: nothing finished is redone)"
+                }.get(args.verb, "")
         print(f"hbt: interrupted{hint}; outputs are whole or untouched", file=sys.stderr)
         return INTERRUPTED
     except Exception as error:  # noqa: BLE001 - a user error may arrive wrapped by Ray

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(show)
     show.set_defaults(command="config show")
 
-    data = verbs.add_parser("data", help="prepare, inspect or download data").add_subparsers(dest="action", required=True)
+    data = verbs.add_parser("data", help="prepare, inspect or download data").add_subparsers(dest="action",
+                                                                                             required=True)
     prepare = data.add_parser("prepare", help="write training pairs and the held-out eval corpus as Parquet")
     _add_config_options(prepare)
     prepare.add_argument("--out", type=Path, help="output dir (default: data.prepared_dir)")
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--corpus", action="append", choices=["xquad-r", "xquad", "tatoeba-laser"])
     fetch.set_defaults(command="data download")
 
-    fit = verbs.add_parser("train", help="train on the prepared pairs with Ray Train (local Ray unless cluster.address)")
+    fit = verbs.add_parser("train",
+                           help="train on the prepared pairs with Ray Train (local Ray unless cluster.address)")
     _add_config_options(fit)
     fit.add_argument("--out", type=Path, help="run dir: checkpoints, metrics.jsonl, model/ (default: runs/train)")
     fit.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
@@ -107,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(sweep)
     sweep.add_argument("--space", type=Path, help="search space, e.g. tune_spaces/alpha.yaml")
     sweep.add_argument("--out", type=Path, help="sweep dir (default: runs/tune/SPACE_NAME)")
-    sweep.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR: unfinished trials run, ended ones not")
+    sweep.add_argument("--resume", metavar="DIR",
+                       help="continue the sweep in DIR: unfinished trials run, ended ones not")
     sweep.add_argument("--num-samples", type=positive_int, help="samples of the space (default: tune.num_samples)")
     sweep.add_argument("--max-concurrent", type=positive_int,
                        help="trials at once (default: tune.max_concurrent, else as many as the CPUs hold)")
@@ -120,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--size", help="the experiment's variant: cpu (default), full, smoke, ...")
     experiment.add_argument("--seeds", type=seed_list, help="comma-separated seeds instead of the size's, e.g. 0,1,2")
     experiment.add_argument("--out", type=Path, help="experiment dir (default: runs/experiments/NAME-SIZE)")
-    experiment.add_argument("--resume", metavar="DIR", help="continue the experiment in DIR: nothing finished is redone")
+    experiment.add_argument("--resume", metavar="DIR",
+                            help="continue the experiment in DIR: nothing finished is redone")
     experiment.set_defaults(command="experiment")
 
     evaluate = verbs.add_parser("eval", help="every language pair + pooled multilingual retrieval of a model")
@@ -138,8 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(command="eval")
 
     compare = verbs.add_parser("report", help="eval runs side by side, differences to the first with bootstrap CIs")
-    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="`hbt eval --out` dirs; the first is the baseline")
-    compare.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples over questions (default: 1000)")
+    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                         help="`hbt eval --out` dirs; the first is the baseline")
+    compare.add_argument("--resamples", type=int, default=1000,
+                         help="bootstrap resamples over questions (default: 1000)")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     compare.add_argument("--out", type=Path, help="also write the full comparison as JSON")
     compare.add_argument("--out-md", type=Path, help="also write the Markdown table")

@@ -81,11 +81,13 @@ Source = Annotated[Union[XquadSource, PairsSource, TatoebaSource], Field(discrim
 
 
 class DataConfig(Section):
-    data_dir: Path = Field(default_factory=default_data_dir, description="root holding xquad/, xquad-r/, tatoeba-laser/")
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="root holding xquad/, xquad-r/, tatoeba-laser/")
     prepared_dir: Path = Field(Path("prepared"), description="where `hbt data prepare` writes Parquet + manifest")
     sources: list[Source] = Field(default_factory=lambda: [XquadSource()], min_length=1,
                                   description="training sources, mixed by weight (hbt.data.sources)")
-    languages: list[str] = Field(default_factory=lambda: list(PAPER_TRAIN_ORDER), description="training languages, in order")
+    languages: list[str] = Field(default_factory=lambda: list(PAPER_TRAIN_ORDER),
+                                 description="training languages, in order")
     num_languages: Optional[int] = Field(None, ge=1, description="train on N of `languages` (the 'language count'): "
                                          "the first N, or a seeded choice of N with `language_seed`")
     language_seed: Optional[int] = Field(None, description="None: the first `num_languages` languages; an int: a "
@@ -151,7 +153,8 @@ class DataConfig(Section):
             return self.languages[: self.num_languages]
         import numpy as np
 
-        chosen = np.random.default_rng(self.language_seed).choice(len(self.languages), self.num_languages, replace=False)
+        chosen = np.random.default_rng(self.language_seed).choice(len(self.languages), self.num_languages,
+                                                                  replace=False)
         return [self.languages[i] for i in sorted(chosen)]
 
 
@@ -171,7 +174,8 @@ DEFAULT_CANDIDATE_CONTEXT = False
 
 
 class ModelConfig(Section):
-    name_or_path: str = Field("models/e5-small", description="local HF dir or hub name (e.g. intfloat/multilingual-e5-small)")
+    name_or_path: str = Field("models/e5-small",
+                              description="local HF dir or hub name (e.g. intfloat/multilingual-e5-small)")
     pooling: Literal["mean", "cls"] = "mean"
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
@@ -205,12 +209,14 @@ class TrainConfig(Section):
     warmup_steps: int = Field(0, ge=0)
     temperature: float = Field(0.05, gt=0.0)
     symmetric_loss: bool = False
-    hard_negatives: int = Field(0, ge=0, description="hard negatives per pair (other sentences of the positive's paragraph)")
+    hard_negatives: int = Field(0, ge=0,
+                                description="hard negatives per pair (other sentences of the positive's paragraph)")
     num_workers: int = Field(1, ge=1)
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     zero_stage: int = Field(2, ge=0, le=3)
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPU only: needs cluster.use_gpu)")
-    torch_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker (None: its whole reserved CPUs, else the node's usable CPUs / its workers; hbt.threads)")
+    torch_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker (None: its whole reserved "
+                                         "CPUs, else the node's usable CPUs / its workers; hbt.threads)")
     grad_accum: int = Field(1, ge=1)
     freeze_embeddings: bool = True
     checkpoint_every: int = Field(10, ge=1)
@@ -220,8 +226,9 @@ class TrainConfig(Section):
     max_failures: int = Field(0, ge=-1)
     eval_every: Optional[int] = Field(None, ge=1, description="evaluate on the prepared dev split every N steps "
                                       "(and at every checkpoint); the export is then the best checkpoint")
-    select_metric: Literal[SELECT_METRICS + GROUP_METRICS] = Field("dev/multi_map", description="dev metric that picks the exported "
-                                                   "checkpoint (rank distance: lowest, the others: highest)")
+    select_metric: Literal[SELECT_METRICS + GROUP_METRICS] = Field(
+        "dev/multi_map", description="dev metric that picks the exported checkpoint (rank distance: lowest, "
+        "the others: highest)")
 
 
 class EvalConfig(Section):
@@ -230,10 +237,13 @@ class EvalConfig(Section):
     top_k: int = Field(100, ge=10, description="candidates kept per query for the ranx metrics (>= 10: r@10, "
                        "hit@10 and ndcg@10 need the top 10)")
     encode_actors: int = Field(1, ge=1, description="Ray actors encoding the corpus (one per GPU on a GPU node)")
-    encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: its whole reserved CPUs, else the node's usable CPUs; hbt.threads)")
-    heldout_only: bool = Field(False, description="drop corpus articles the model's training manifest says it was trained on")
+    encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: its whole "
+                                          "reserved CPUs, else the node's usable CPUs; hbt.threads)")
+    heldout_only: bool = Field(False,
+                               description="drop corpus articles the model's training manifest says it was trained on")
     precision: Literal["fp32", "int8", "bf16"] = Field(
-        "fp32", description="encoding precision of `hbt eval`: int8 = ONNX Runtime with int8 weights per channel (CPU), "
+        "fp32",
+        description="encoding precision of `hbt eval`: int8 = ONNX Runtime with int8 weights per channel (CPU), "
         "bf16 = bfloat16 weights (GPU)")
 
 
@@ -253,7 +263,8 @@ class TuneConfig(Section):
 
 
 class ClusterConfig(Section):
-    address: Optional[str] = Field(None, description="None: local in-process Ray; 'auto' or ray://... to join a cluster")
+    address: Optional[str] = Field(None,
+                                   description="None: local in-process Ray; 'auto' or ray://... to join a cluster")
     num_cpus: Optional[int] = Field(2, ge=1)
     object_store_memory: Optional[int] = Field(256 * 1024**2, ge=78 * 1024**2)
     cpus_per_worker: float = Field(0.5, gt=0.0)
@@ -292,7 +303,8 @@ class HbtConfig(Section):
         # Rank 0 encodes the dev split alone; under ZeRO-3 a forward pass needs every rank.
         tc = self.train
         if tc.eval_every is not None and tc.strategy == "deepspeed" and tc.zero_stage == 3:
-            raise ValueError("train.eval_every needs ZeRO stage <= 2 (rank 0 evaluates alone; ZeRO-3 shards the weights)")
+            raise ValueError("train.eval_every needs ZeRO stage <= 2 "
+                             "(rank 0 evaluates alone; ZeRO-3 shards the weights)")
         return self
 
 

@@ -61,7 +61,8 @@ def ray_local():
 
     ray.shutdown()
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # as hbt's own local Ray (hbt.ray_session)
-    ray.init(address="local", num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=True,
+             log_to_driver=False)
     yield
     ray.shutdown()
 

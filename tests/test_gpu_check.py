@@ -17,7 +17,8 @@ def test_dry_run_plans_ddp_and_deepspeed_bf16_on_the_gpu(tmp_path):
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     commands = dict(line.split(": ", 1) for line in run.stdout.splitlines())
-    assert {"prepare", "train:ddp", "eval:ddp", "train:deepspeed-zero2-bf16", "eval:deepspeed-zero2-bf16"} <= set(commands)
+    assert {"prepare", "train:ddp", "eval:ddp", "train:deepspeed-zero2-bf16",
+            "eval:deepspeed-zero2-bf16"} <= set(commands)
 
     def config(name):
         argv = shlex.split(commands[name])

@@ -43,5 +43,6 @@ def test_torch_load_is_weights_only():
     assert loads, "the DDP training state is loaded with torch.load"
     for path, node in loads:
         weights_only = [k for k in node.keywords if k.arg == "weights_only"]
-        assert weights_only and isinstance(weights_only[0].value, ast.Constant) and weights_only[0].value.value is True, \
+        assert (weights_only and isinstance(weights_only[0].value, ast.Constant)
+                and weights_only[0].value.value is True), \
             f"{path}:{node.lineno}: torch.load without weights_only=True"

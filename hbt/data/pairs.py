@@ -211,7 +211,8 @@ def _parse_jsonl(data: pa.Buffer) -> pa.Table | None:
     lines and takes objects split over lines or sharing one; the row checker decides those)."""
     offsets = pa.array([0, data.size], pa.int64()).buffers()[1]
     try:
-        text = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, data]).cast(pa.large_string())  # checks UTF-8
+        text = pa.Array.from_buffers(pa.large_binary(), 1,
+                                     [None, offsets, data]).cast(pa.large_string())  # checks UTF-8
         table = pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=JSONL_BLOCK_BYTES),
                                  parse_options=pajson.ParseOptions(explicit_schema=JSONL_TYPES,
                                                                    unexpected_field_behavior="ignore"))

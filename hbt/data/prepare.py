@@ -92,7 +92,8 @@ def prepare(data: DataConfig, out_dir: Path | None = None) -> Path:
     needed = [lareqa_dir] + ([Path(data.data_dir) / "xquad"] if data.trains_on_xquad else [])
     for directory in needed:
         if not directory.is_dir():
-            raise DataError(f"data directory not found: {directory} (set --data-dir or HBT_DATA_DIR, or run `hbt data download`)")
+            raise DataError(f"data directory not found: {directory} "
+                            "(set --data-dir or HBT_DATA_DIR, or run `hbt data download`)")
 
     corpus = read_lareqa(lareqa_dir, data.eval_languages)
     num_articles = int(pc.max(corpus.queries.column("article")).as_py()) + 1
@@ -156,7 +157,8 @@ def _source_files(source, data: DataConfig) -> dict[str, str]:
     if source.kind == "xquad":
         paths = sorted((root / "xquad").glob("xquad.*.json")) + sorted((root / "xquad-r").glob("*.json"))
     else:
-        paths = sorted((Path(source.path) if source.path is not None else root / "tatoeba-laser").glob("tatoeba.*-eng.*"))
+        directory = Path(source.path) if source.path is not None else root / "tatoeba-laser"
+        paths = sorted(directory.glob("tatoeba.*-eng.*"))
     return {str(path): sha256_file(path) for path in paths}
 
 

@@ -61,7 +61,8 @@ def bitext_pairs(bitext: pa.Table) -> pa.Table:
 def _read_raw(source, data: DataConfig, train_articles) -> pa.Table:
     languages = data.train_languages
     if source.kind == "xquad":
-        table = read_squad_parallel(Path(data.data_dir) / "xquad", languages, breaks_dir=Path(data.data_dir) / "xquad-r")
+        table = read_squad_parallel(Path(data.data_dir) / "xquad", languages,
+                                    breaks_dir=Path(data.data_dir) / "xquad-r")
         return rows_in_articles(table, train_articles)
     if source.kind == "pairs":
         return read_pairs(source.path)

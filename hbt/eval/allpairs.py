@@ -119,7 +119,8 @@ def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_r
             for a in actors:
                 ray.kill(a)
     else:
-        shards = [IndexShard.from_vectors(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y])), factory) for y in languages]
+        shards = [IndexShard.from_vectors(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y])),
+                                          factory) for y in languages]
         for x in languages:
             results[x] = search_shards(shards, query_emb[x], k)
     return results

@@ -102,7 +102,8 @@ class BeirCorpus:
         texts = [" ".join(t for t in (docs[d].get("title", "").strip(), docs[d]["text"]) if t) for d in self.doc_ids]
         n_q, n_d = len(self.query_ids), len(self.doc_ids)
         self.encodable = LareqaCorpus(
-            pa.table({"id": self.query_ids, "lang": [LANG] * n_q, "text": [queries[q]["text"] for q in self.query_ids]}),
+            pa.table({"id": self.query_ids, "lang": [LANG] * n_q,
+                      "text": [queries[q]["text"] for q in self.query_ids]}),
             pa.table({"id": self.doc_ids, "lang": [LANG] * n_d, "sentence": texts, "context": [""] * n_d}),
             pa.table({"query_id": [], "lang": [], "candidate_id": []}))
 
@@ -137,5 +138,6 @@ def score(corpus: BeirCorpus, scores: np.ndarray, positions: np.ndarray) -> tupl
                               ranx.Run({q: run[q] for q in ids}).to_typed_list(),
                               list(METRICS.values()), return_mean=False, save_results_in_run=False)
     table = pa.table({"query_id": ids, "group": ["all"] * len(ids),
-                      **{name: np.asarray(per_query[ranx_name], dtype=np.float64) for name, ranx_name in METRICS.items()}})
+                      **{name: np.asarray(per_query[ranx_name], dtype=np.float64)
+                         for name, ranx_name in METRICS.items()}})
     return {name: float(np.mean(per_query[ranx_name])) for name, ranx_name in METRICS.items()}, table

@@ -158,7 +158,8 @@ def one_relevant_ranks(score_matrix: np.ndarray, relevant: np.ndarray) -> tuple[
     score_matrix = np.asarray(score_matrix)  # (nq, nc)
     relevant = np.asarray(relevant, dtype=np.int64)  # (nq,)
     if score_matrix.ndim != 2 or relevant.shape != (score_matrix.shape[0],):
-        raise ValueError(f"score_matrix must be (nq, nc) and relevant (nq,), got {score_matrix.shape} and {relevant.shape}")
+        raise ValueError(f"score_matrix must be (nq, nc) and relevant (nq,), "
+                         f"got {score_matrix.shape} and {relevant.shape}")
     own = np.take_along_axis(score_matrix, relevant[:, None], axis=1)  # (nq, 1)
     above = (score_matrix > own).sum(axis=1)  # (nq,)
     tied = score_matrix == own  # (nq, nc), the relevant candidate included
@@ -234,7 +235,8 @@ def topk_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
     hits = np.asarray(hits, dtype=bool)  # (nq, k)
     n_relevant = np.asarray(n_relevant, dtype=np.int64)  # (nq,)
     if hits.ndim != 2 or n_relevant.shape != (hits.shape[0],) or hits.shape[0] == 0:
-        raise ValueError(f"hits must be (nq, k) and n_relevant (nq,) with nq >= 1, got {hits.shape} and {n_relevant.shape}")
+        raise ValueError(f"hits must be (nq, k) and n_relevant (nq,) with nq >= 1, "
+                         f"got {hits.shape} and {n_relevant.shape}")
     if (n_relevant < 1).any() or (hits.sum(axis=1) > n_relevant).any():
         raise ValueError("every query needs >= 1 relevant candidate, and no more hits than relevant candidates")
     discount = 1.0 / np.log2(np.arange(2, 12))  # (10,) 1 / log2(rank + 1)

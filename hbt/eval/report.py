@@ -61,7 +61,8 @@ def load_run(path: Path) -> Run:
         results = json.loads((path / RESULTS).read_text(encoding="utf-8"))
         table = pq.read_table(path / PER_QUERY)
     except (OSError, ValueError) as error:
-        raise HbtError(f"{path}: unreadable eval run ({type(error).__name__}: {' '.join(str(error).split())})") from None
+        why = " ".join(str(error).split())
+        raise HbtError(f"{path}: unreadable eval run ({type(error).__name__}: {why})") from None
     if not isinstance(results, dict) or not isinstance(results.get("languages"), list) \
             or not isinstance(results.get("settings"), dict):
         raise HbtError(f"{path / RESULTS}: malformed (needs 'languages' and 'settings')")
@@ -101,7 +102,8 @@ class Aggregate:
         return means.sum(axis=1) / present.sum(axis=1)
 
 
-def group_aggregate(qidx: np.ndarray, nq: int, mask: np.ndarray, groups: np.ndarray, values: np.ndarray) -> Optional[Aggregate]:
+def group_aggregate(qidx: np.ndarray, nq: int, mask: np.ndarray, groups: np.ndarray,
+                    values: np.ndarray) -> Optional[Aggregate]:
     if not mask.any():
         return None
     labels, gidx = np.unique(groups[mask], return_inverse=True)
@@ -238,7 +240,8 @@ def format_metric(metric: str, value: float, signed: bool = False) -> str:
 def ci_cell(metric: str, ci: Optional[dict]) -> str:
     if ci is None:
         return "-"
-    cell = f"{format_metric(metric, ci['diff'], True)} [{format_metric(metric, ci['lo'], True)}, {format_metric(metric, ci['hi'], True)}]"
+    diff, lo, hi = (format_metric(metric, ci[key], True) for key in ("diff", "lo", "hi"))
+    cell = f"{diff} [{lo}, {hi}]"
     return cell + ("*" if ci["significant"] else "")
 
 

@@ -37,7 +37,8 @@ def _summary(result: dict) -> str:
              "| metric | value |", "|---|---|", *(f"| {m} | {v:.4f} |" for m, v in result["metrics"].items())]
     if result["kind"] == "tatoeba":
         lines += ["", "| language | xx->en | en->xx |", "|---|---|---|"]
-        lines += [f"| {lang} | {d[f'{lang}->en']:.4f} | {d[f'en->{lang}']:.4f} |" for lang, d in result["languages"].items()]
+        lines += [f"| {lang} | {d[f'{lang}->en']:.4f} | {d[f'en->{lang}']:.4f} |"
+                  for lang, d in result["languages"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -115,7 +115,8 @@ def _scored_tables(path: Path) -> tuple[dict, np.ndarray, dict[str, Aggregate]]:
     rows = pq.read_table(path / PER_QUERY).to_pydict()
     qids, qidx = np.unique(np.asarray(rows["query_id"], dtype=str), return_inverse=True)
     groups, everything = np.asarray(rows["group"], dtype=str), np.ones(len(qidx), dtype=bool)
-    return results, qids, {m: group_aggregate(qidx, len(qids), everything, groups, np.asarray(rows[m], dtype=np.float64))
+    return results, qids, {m: group_aggregate(qidx, len(qids), everything, groups,
+                                              np.asarray(rows[m], dtype=np.float64))
                            for m in results["metrics"]}
 
 

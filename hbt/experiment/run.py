@@ -73,7 +73,8 @@ def _checked_configs(experiment: Experiment, prepared: dict[str, Path]) -> dict[
 
     configs = {}
     for plan in experiment.runs.values():
-        config = load_config(None, [f"data.prepared_dir={prepared[plan.name]}"], base=plan.config.model_dump(mode="json"))
+        config = load_config(None, [f"data.prepared_dir={prepared[plan.name]}"],
+                             base=plan.config.model_dump(mode="json"))
         if plan.seed is not None:
             config = check_trainable(config, prepared[plan.name])
             check_pool(config, prepared[plan.name])

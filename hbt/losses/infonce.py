@@ -72,7 +72,8 @@ def info_nce(
     positive_keys (B,) int64 | None and negative_keys (B, N) | (M,) int64 | None: see the module doc.
     """
     if query.dim() != 2 or positive.shape != query.shape:
-        raise ValueError(f"query and positive must both be (B, D), got {tuple(query.shape)} and {tuple(positive.shape)}")
+        raise ValueError(f"query and positive must both be (B, D), "
+                         f"got {tuple(query.shape)} and {tuple(positive.shape)}")
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
     # autocast (DDP with bf16) would recast the matmuls to bf16: off for the loss
@@ -90,7 +91,8 @@ def info_nce(
             keep = torch.cat([torch.ones(batch, dtype=torch.bool, device=scores.device),
                               negative_mask.reshape(-1).to(scores.device)])  # (B + K,)
             if keep.shape[0] != scores.shape[1]:
-                raise ValueError(f"negative_mask has {keep.shape[0] - batch} entries for {scores.shape[1] - batch} negatives")
+                raise ValueError(f"negative_mask has {keep.shape[0] - batch} entries "
+                                 f"for {scores.shape[1] - batch} negatives")
             drop |= ~keep[None, :]
         if positive_keys is not None:
             keys = positive_keys.reshape(-1).to(scores.device)  # (B,)

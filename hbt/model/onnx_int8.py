@@ -117,6 +117,7 @@ class OnnxInt8Model(nn.Module):
         self.session = ort.InferenceSession(int8_model_bytes(model), options, providers=["CPUExecutionProvider"])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
-        feeds = {"input_ids": input_ids.numpy().astype(np.int64), "attention_mask": attention_mask.numpy().astype(np.int64)}
+        feeds = {"input_ids": input_ids.numpy().astype(np.int64),
+                 "attention_mask": attention_mask.numpy().astype(np.int64)}
         (hidden,) = self.session.run(["last_hidden_state"], feeds)  # (B, T, H) float32
         return SimpleNamespace(last_hidden_state=torch.from_numpy(hidden))

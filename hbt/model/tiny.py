@@ -13,7 +13,8 @@ def default_vocab_words() -> list[str]:
     """A few hundred deterministic words: syllable pairs, prefix words, digits and punctuation."""
     syllables = ["ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "vu", "ze", "ba", "de", "fo", "gi", "ho", "ju", "ly"]
     words = [a + b for a in syllables for b in syllables]  # 289 words
-    words += ["query", "passage", "the", "a", "of", "and", "is", "what", "who", "where", "when", "how", "hello", "world"]
+    words += ["query", "passage", "the", "a", "of", "and", "is", "what", "who", "where", "when", "how", "hello",
+              "world"]
     words += list(string.digits) + list(string.punctuation)
     return words
 
@@ -35,11 +36,13 @@ def tiny_bert(dir: Path, vocab_words: Optional[list[str]] = None) -> Path:
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordLevelTrainer(vocab_size=len(words) + len(SPECIAL_TOKENS) + 16, special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    trainer = trainers.WordLevelTrainer(vocab_size=len(words) + len(SPECIAL_TOKENS) + 16,
+                                        special_tokens=SPECIAL_TOKENS, min_frequency=1)
     tok.train_from_iterator([" ".join(words)], trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,

@@ -124,7 +124,8 @@ def mono_multi_pareto(rows: list[dict], path: Path) -> bool:
     _points(ax, rows, "dev/mono_map", "dev/multi_map", "C0", "trials", mean_line=False)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "r-o", mfc="none", label="Pareto front")
     for i in front:
-        ax.annotate(rows[i]["trial_id"].split("_")[-1], points[i], fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(rows[i]["trial_id"].split("_")[-1], points[i], fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
     return _finish(fig, ax, path, "Mo: dev X->X mAP", "Mul: dev pooled mAP", "monolingual vs multilingual retrieval")
 
 

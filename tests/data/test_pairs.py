@@ -142,7 +142,8 @@ def test_record_language_repeated_across_shards_names_both(shard_dir):
     with pytest.raises(DataError) as e:
         read_pairs(shard_dir)
     msg = str(e.value)
-    assert msg == f"{shard_dir}/part-1.parquet and {shard_dir}/part-3.jsonl: parallel_id 'b1' has two rows in language 'en'"
+    assert msg == (f"{shard_dir}/part-1.parquet and {shard_dir}/part-3.jsonl: "
+                   "parallel_id 'b1' has two rows in language 'en'")
 
 
 def test_malformed_row_in_a_later_shard_names_the_shard_and_line(shard_dir):
@@ -201,7 +202,8 @@ def test_good_parquet_takes_the_fast_path_whatever_its_string_types(tmp_path, no
     ([json.dumps(FULL, indent=1)], "line 1: invalid JSON"),
     # rows pyarrow parses, that a column check refuses
     ([json.dumps(MINIMAL), json.dumps({**FULL, "article": 2**31})], "line 2.article: 2147483648 does not fit in int32"),
-    ([json.dumps(MINIMAL), json.dumps({**FULL, "hard_negatives": ["a", None]})], "line 2.hard_negatives: expected a list"),
+    ([json.dumps(MINIMAL), json.dumps({**FULL, "hard_negatives": ["a", None]})],
+     "line 2.hard_negatives: expected a list"),
     ([json.dumps(MINIMAL), json.dumps({**FULL, "question": "\u3000 "})], "line 2.question: empty string"),
     ([json.dumps(MINIMAL), json.dumps({**FULL, "positive": None})], "line 2: missing field 'positive'"),
 ])

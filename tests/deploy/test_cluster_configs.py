@@ -139,7 +139,8 @@ def test_a_state_dir_of_another_user_is_refused(tmp_path):
     (shim / "id").write_text(f'#!/bin/sh\n[ "$1" = -u ] && {{ echo 4242; exit 0; }}\nexec {shutil.which("id")} "$@"\n')
     (shim / "id").chmod(0o755)
     result = local_sh("env", state, PATH=f"{shim}:{os.environ['PATH']}")
-    assert refused(result, state) and f"owned by uid {os.getuid()} " in result.stderr and "yours (4242)" in result.stderr
+    assert refused(result, state)
+    assert f"owned by uid {os.getuid()} " in result.stderr and "yours (4242)" in result.stderr
     assert local_sh("env", state).returncode == 0  # the same dir, to its owner
 
 

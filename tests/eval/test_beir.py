@@ -39,7 +39,8 @@ def test_reader_keeps_queries_with_a_relevant_document(tmp_path):
 
 
 BAD = [
-    (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "a"}\n{broken\n'), "corpus.jsonl: line 2: not valid JSON"),
+    (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "a"}\n{broken\n'),
+     "corpus.jsonl: line 2: not valid JSON"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0"}\n'), "corpus.jsonl: line 1: field 'text' missing"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": 3, "text": "a"}\n'), "corpus.jsonl: line 1: field '_id'"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "  "}\n'), "corpus.jsonl: line 1: empty text"),

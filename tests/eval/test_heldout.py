@@ -82,8 +82,8 @@ def test_model_trained_on_the_test_articles_is_refused(trained_model, prepared, 
     manifest = json.loads((trained_model / TRAINING_MANIFEST).read_text())
     raw = read_eval_corpus(data_dir / "xquad-r", ["en"]).corpus.queries
     test = set(manifest["split"]["test_articles"])
-    manifest["heldin_question_ids"] = [q for q, a in zip(raw.column("id").to_pylist(), raw.column("article").to_pylist())
-                                       if a in test]
+    manifest["heldin_question_ids"] = [
+        q for q, a in zip(raw.column("id").to_pylist(), raw.column("article").to_pylist()) if a in test]
     (trained_model / TRAINING_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="trained on"):
         guard(read_eval_corpus(prepared), training_manifest(trained_model), heldout_only=False)

@@ -50,7 +50,8 @@ def test_every_arm_is_trained_evaluated_and_reported(smoke):
     assert sorted(p.name for p in (out / "models").iterdir()) == sorted(TRAINED)
     assert not list((out / "runs").iterdir()), "an exported run's checkpoints are removed"
     for run in TRAINED:  # each run's reports, one line per step
-        assert [json.loads(line)["step"] for line in (out / "metrics" / f"{run}.jsonl").read_text().splitlines()] == [0, 1]
+        lines = (out / "metrics" / f"{run}.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in lines] == [0, 1]
     for png in ["comparison_test.png", *(f"heatmaps/test_{arm}.png" for arm in ARMS)]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     markdown = (out / "report.md").read_text()

@@ -104,8 +104,10 @@ def test_seeds_given_on_the_command_line_replace_the_sizes():
 
 @pytest.mark.parametrize("argv, message", [
     (["experiment"], "hbt experiment needs an experiment"),
-    (["experiment", "--resume", "DIR", "--size", "full"], "--resume continues an experiment as it was started: drop --size"),
-    (["experiment", str(EXPERIMENTS / "table1.yaml"), "--seeds", "0,x"], "--seeds: must be comma-separated whole numbers"),
+    (["experiment", "--resume", "DIR", "--size", "full"],
+     "--resume continues an experiment as it was started: drop --size"),
+    (["experiment", str(EXPERIMENTS / "table1.yaml"), "--seeds", "0,x"],
+     "--seeds: must be comma-separated whole numbers"),
     (["experiment", "--resume", "DIR"], "nothing to resume"),
     (["experiment", "nope.yaml"], "experiment not found: nope.yaml"),
     (["experiment", str(EXPERIMENTS / "table1.yaml"), "--size", "huge"], "no size 'huge'"),

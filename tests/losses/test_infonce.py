@@ -19,7 +19,8 @@ def reference(q, p, negs, t, symmetric=False):
     target = torch.arange(q.shape[0])
     loss = F.cross_entropy(logits, target)
     if symmetric:
-        back = torch.stack([torch.stack([torch.dot(p[i], q[j]) / t for j in range(q.shape[0])]) for i in range(p.shape[0])])
+        back = torch.stack([torch.stack([torch.dot(p[i], q[j]) / t for j in range(q.shape[0])])
+                            for i in range(p.shape[0])])
         loss = (loss + F.cross_entropy(back, target)) / 2
     return loss
 
@@ -192,7 +193,8 @@ def test_bf16_embeddings_score_in_float32(monkeypatch):
     mask = torch.tensor([[True, False]] * 6)
     logits = []
     cross_entropy = F.cross_entropy
-    monkeypatch.setattr(F, "cross_entropy", lambda scores, target: logits.append(scores) or cross_entropy(scores, target))
+    monkeypatch.setattr(F, "cross_entropy",
+                        lambda scores, target: logits.append(scores) or cross_entropy(scores, target))
 
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = info_nce(q, p, negs, 0.05, True, mask)

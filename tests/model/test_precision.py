@@ -18,7 +18,8 @@ TEXTS = ["the cat sat on the mat", "a dog in the park", "query about cats", "pas
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", ["the", "cat", "sat", "on", "mat", "a", "dog", "in",
-                                                                "park", "query", "about", "cats", "passage", "dogs", "and"])
+                                                                "park", "query", "about", "cats", "passage", "dogs",
+                                                                "and"])
 
 
 @pytest.mark.parametrize("precision, tolerance", [("int8", 0.05), ("bf16", 0.05)])

@@ -52,7 +52,7 @@ def assert_same_run(run: Path, reference: Path) -> None:
     assert [m["step"] for m in got] == list(range(STEPS))  # every step once: redone lines replaced
     assert step_ids(got) == step_ids(want)
     assert [m["lr"] for m in got] == [m["lr"] for m in want]
-    weights, expected = load_file(run / "model" / "model.safetensors"), load_file(reference / "model" / "model.safetensors")
+    weights, expected = (load_file(d / "model" / "model.safetensors") for d in (run, reference))
     assert weights.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(weights[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -170,7 +170,8 @@ def test_driver_reads_each_ranks_exact_steps_on_resume_with_negatives(ray_local,
         streams = list(pool.map(lambda rank: list(iter_steps(datasets[dataset_name(rank)])), range(WORLD)))
     for rank, got in enumerate(streams):
         want = reference(prepared, cfg, rank, start=2, stop=8)
-        assert [(s.step, s.kind, s.parallel_ids) for s in got] == [(w["step"], w["kind"], w["parallel_ids"]) for w in want]
+        assert [(s.step, s.kind, s.parallel_ids) for s in got] == [(w["step"], w["kind"],
+                                                                    w["parallel_ids"]) for w in want]
         for step, ref in zip(got, want):
             assert step.input_ids.shape == (4 * (2 + 2), ref["input_ids"].shape[1])
             assert np.array_equal(step.input_ids.numpy(), ref["input_ids"])
@@ -210,6 +211,7 @@ def test_train_workers_each_stream_their_own_slice(ray_local, prepared, tiny_mod
     for rank in range(WORLD):
         seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
         want = reference(prepared, cfg, rank, start=0, stop=3)
-        assert [(s["step"], s["kind"], s["parallel_ids"]) for s in seen] == [(w["step"], w["kind"], w["parallel_ids"]) for w in want]
+        assert [(s["step"], s["kind"], s["parallel_ids"]) for s in seen] == [(w["step"], w["kind"],
+                                                                              w["parallel_ids"]) for w in want]
         assert [s["input_ids"] for s in seen] == [w["input_ids"].tolist() for w in want]
         assert all(s["negatives"] == [4, 0] for s in seen)  # no hard negatives: an empty (B, 0) mask

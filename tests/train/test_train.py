@@ -197,8 +197,8 @@ def test_dev_evaluation_picks_the_exported_checkpoint(ray_local, data_dir, tiny_
     assert manifest["train_config"]["model"]["candidate_context"] is False
 
     # Each checkpoint's composer.json says how many batches it holds: step s -> s + 1.
-    weights = {json.loads((c / "composer.json").read_text())["step"] - 1: (c / "model" / "model.safetensors").read_bytes()
-               for c in out.glob("checkpoint_*") if c.is_dir()}
+    weights = {json.loads((c / "composer.json").read_text())["step"] - 1:
+               (c / "model" / "model.safetensors").read_bytes() for c in out.glob("checkpoint_*") if c.is_dir()}
     assert sorted(weights) == [1, 3]
     exported_weights = (out / "model" / "model.safetensors").read_bytes()
     other = 4 - best["step"]  # the checkpoint not chosen: 3 or 1
