@@ -1,32 +1,71 @@
+import faulthandler
 import os
 import re
+import signal
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_STATUS = pytest.StashKey[int]()
+TEARDOWN_LOG = pytest.StashKey[object]()
 
 
 def pytest_sessionfinish(session, exitstatus):
     session.config.stash[EXIT_STATUS] = int(exitstatus)
 
 
+TEARDOWN_WAIT_S = 120  # a forked teardown that deadlocks (a lock held by a thread fork did not copy) is ended
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """End the process once pytest has reported and every fixture is torn down, with pytest's
-    exit status, skipping the interpreter's own teardown.
+    exit status, skipping the interpreter's own teardown; but run that teardown in a forked
+    copy, so a crash in it is reported (what and where), not hidden.
 
     A session loads torch, faiss, Ray's core worker, gRPC and DeepSpeed, whose native teardown
     runs at interpreter exit; once in CI it crashed (SIGSEGV) after a green run had
     printed "645 passed", and reruns of the same suite exited 0. Tests are what this process
-    is for, and their results are written by now; `make test` also sets PYTHONFAULTHANDLER, so
-    a crash during the tests prints every thread's stack."""
-    if EXIT_STATUS in config.stash:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(config.stash[EXIT_STATUS])
+    is for and their results are written by now, so such a crash must not turn CI red; the
+    copy's faulthandler stack is printed only if it crashed or hung. The copy has only this
+    thread (fork copies no other), so its teardown is close to, not the same as, the real one."""
+    if EXIT_STATUS not in config.stash:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    status = config.stash[EXIT_STATUS]
+    with tempfile.TemporaryFile() as said:
+        child = os.fork()
+        if child == 0:  # the copy: let the interpreter tear down as it would have
+            # A file of its own: pytest's cleanups still to run restore fd 2 and close `said`.
+            config.stash[TEARDOWN_LOG] = os.fdopen(os.dup(said.fileno()), "w")
+            faulthandler.enable(file=config.stash[TEARDOWN_LOG], all_threads=True)
+            return
+        _report_teardown(child, said)
+    os._exit(status)
+
+
+def _report_teardown(child: int, said) -> None:
+    """Wait for the forked teardown; if it died by a signal or hung, say so with its stderr."""
+    deadline = time.monotonic() + TEARDOWN_WAIT_S
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if done[0] == 0:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        what = f"hung for {TEARDOWN_WAIT_S} s and was killed"
+    elif os.WIFSIGNALED(done[1]):
+        what = f"crashed ({signal.Signals(os.WTERMSIG(done[1])).name})"
+    else:
+        return
+    said.seek(0)
+    where = said.read().decode("utf-8", "replace").strip() or "(no stack printed)"
+    print(f"conftest: the interpreter's teardown after the tests {what}; the exit status stays pytest's. "
+          f"Where:\n{where}", file=sys.stderr, flush=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
