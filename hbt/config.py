@@ -38,8 +38,11 @@ def _checked_languages(codes) -> list[str]:
 
 
 class Section(BaseModel):
-    # Unknown keys are errors, and values are not silently coerced across types.
-    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+    # Unknown keys are errors, and values are not coerced across types: "7" is not 7, "yes" and 1
+    # are not True (a float key takes an int). YAML and `--set` parse scalars already
+    # (`--set train.steps=7` is the int 7, `--set train.bf16=true` the bool), so a string only
+    # reaches a number key when it was quoted. Paths are the exception: they are written as text.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
 
 class SourceBase(Section):
@@ -74,16 +77,17 @@ class TatoebaSource(SourceBase):
     """Tatoeba bitext: a sentence and its English translation as one parallel record (hbt.data.tatoeba)."""
 
     kind: Literal["tatoeba"]
-    path: Optional[Path] = Field(None, description="LASER-layout dir (default: DATA_DIR/tatoeba-laser)")
+    path: Optional[Path] = Field(None, strict=False, description="LASER-layout dir (default: DATA_DIR/tatoeba-laser)")
 
 
 Source = Annotated[Union[XquadSource, PairsSource, TatoebaSource], Field(discriminator="kind")]
 
 
 class DataConfig(Section):
-    data_dir: Path = Field(default_factory=default_data_dir,
+    data_dir: Path = Field(default_factory=default_data_dir, strict=False,
                            description="root holding xquad/, xquad-r/, tatoeba-laser/")
-    prepared_dir: Path = Field(Path("prepared"), description="where `hbt data prepare` writes Parquet + manifest")
+    prepared_dir: Path = Field(Path("prepared"), strict=False,
+                               description="where `hbt data prepare` writes Parquet + manifest")
     sources: list[Source] = Field(default_factory=lambda: [XquadSource()], min_length=1,
                                   description="training sources, mixed by weight (hbt.data.sources)")
     languages: list[str] = Field(default_factory=lambda: list(PAPER_TRAIN_ORDER),
@@ -308,6 +312,21 @@ class HbtConfig(Section):
         return self
 
 
+class _Yaml12Numbers(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2's floats: `1e-5` is a number (YAML 1.1 wants `1.0e-5`
+    and would hand the strict config the string "1e-5")."""
+
+
+_Yaml12Numbers.add_implicit_resolver("tag:yaml.org,2002:float",
+                                     re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                     list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """`text` as YAML (safe), numbers as YAML 1.2 reads them."""
+    return yaml.load(text, Loader=_Yaml12Numbers)
+
+
 def parse_override(assignment: str) -> tuple[list[str], object]:
     """`"batching.alpha=0.3"` -> (["batching", "alpha"], 0.3); the value is parsed as YAML,
     so `data.languages=[en,de,zh]` gives a list."""
@@ -315,7 +334,7 @@ def parse_override(assignment: str) -> tuple[list[str], object]:
     if not sep or not key.strip():
         raise ConfigError(f"override {assignment!r} is not of the form section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"override {assignment!r}: value is not valid YAML") from None
     return key.strip().split("."), value
@@ -351,7 +370,7 @@ def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

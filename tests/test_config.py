@@ -123,3 +123,28 @@ def test_shipped_cluster_layers_load(layers, stage):
     if "configs/gpu.yaml" in layers:
         assert cfg.cluster.use_gpu and cfg.train.bf16 and cfg.train.strategy == "deepspeed"
         assert cfg.batching.batch_size * cfg.train.num_workers == 100  # the paper's batch
+
+
+@pytest.mark.parametrize("text, key", [
+    ("train:\n  steps: '7'\n", "train.steps"),  # a quoted number stays a string
+    ("train:\n  steps: 7.5\n", "train.steps"),
+    ("train:\n  steps: true\n", "train.steps"),
+    ("train:\n  symmetric_loss: 'yes'\n", "train.symmetric_loss"),
+    ("train:\n  symmetric_loss: 1\n", "train.symmetric_loss"),
+    ("batching:\n  alpha: '0.3'\n", "batching.alpha"),
+])
+def test_values_are_not_coerced_across_types(tmp_path, text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"c.yaml: {key}: Input should be a valid"):
+        load_config([path])
+
+
+def test_set_parses_scalars_and_paths_stay_text(tmp_path):
+    """`--set` values are YAML: numbers, booleans (YAML's yes too) and lists arrive typed; paths are text."""
+    config = load_config(None, ["train.steps=7", "train.symmetric_loss=yes", "batching.alpha=1",
+                                f"data.data_dir={tmp_path}", "data.languages=[en,de]"])
+    assert config.train.steps == 7 and config.train.symmetric_loss is True
+    assert config.batching.alpha == 1.0 and isinstance(config.batching.alpha, float)  # an int is a number
+    assert config.data.data_dir == tmp_path and config.data.languages == ["en", "de"]
+    assert load_config(None, base=config.model_dump(mode="json")) == config  # the Ray boundary's round trip
