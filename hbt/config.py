@@ -83,6 +83,12 @@ class TatoebaSource(SourceBase):
 Source = Annotated[Union[XquadSource, PairsSource, TatoebaSource], Field(discriminator="kind")]
 
 
+# The data keys a run applies to a prepared pool at training time (which of its languages it
+# trains on): a tune trial may vary them, experiment arms that differ only in them share one
+# pool, and changing them needs no new `hbt data prepare` (but a resumed run must keep them).
+TRAINING_TIME_DATA_KEYS = ("data.languages", "data.num_languages", "data.language_seed")
+
+
 class DataConfig(Section):
     data_dir: Path = Field(default_factory=default_data_dir, strict=False,
                            description="root holding xquad/, xquad-r/, tatoeba-laser/")

@@ -33,7 +33,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hbt.config import REPO_ROOT, HbtConfig, load_config, read_yaml_mapping
+from hbt.config import REPO_ROOT, TRAINING_TIME_DATA_KEYS, HbtConfig, load_config, read_yaml_mapping
 from hbt.errors import ConfigError, validation_line
 from hbt.languages import check_languages
 
@@ -47,8 +47,6 @@ def _languages(codes: list[str]) -> list[str]:
 
 # The experiment decides these for every arm: where the data is, how Ray and evaluation run.
 OWNED_PREFIXES = ("data.prepared_dir", "cluster.", "eval.", "tune.")
-# Keys a pool of prepared data depends on; arms that differ in any other data.* key share a pool.
-TRAINING_TIME_DATA_KEYS = ("languages", "num_languages", "language_seed")
 
 
 class _Strict(BaseModel):
@@ -232,8 +230,8 @@ def base_config(path: Path, raw: dict, size: str, config_paths=(), overrides=())
 def pool_data(config: HbtConfig) -> dict:
     """The part of a run's data config its prepared pool depends on."""
     data = config.data.model_dump(mode="json")
-    for key in (*TRAINING_TIME_DATA_KEYS, "prepared_dir"):
-        data.pop(key)
+    for key in (*TRAINING_TIME_DATA_KEYS, "data.prepared_dir"):
+        data.pop(key.removeprefix("data."))
     return data
 
 

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from hbt.config import HbtConfig
+from hbt.config import TRAINING_TIME_DATA_KEYS, HbtConfig
 from hbt.errors import HbtError
 from hbt.io import absolute_location, atomic_directory, write_text_atomic
 from hbt.layout import CHECKPOINT_SNAPSHOT, COMPOSER_STATE, METRICS_LOG, MODEL_DIR, RUN_CONFIG, TRAINING_MANIFEST
@@ -107,7 +107,7 @@ def export_model(checkpoint, model_dir: Path, prepared_dir: Path, config: HbtCon
 
 # What a resumed run must keep: it shapes the batches already drawn (the composer checks its
 # records, batch size and world size itself), the meaning of a step, or the weights' form.
-RESUME_FIXED = ("data.languages", "data.num_languages", "data.language_seed", "model", "batching", "train.grad_accum",
+RESUME_FIXED = (*TRAINING_TIME_DATA_KEYS, "model", "batching", "train.grad_accum",
                 "train.strategy", "train.zero_stage", "train.hard_negatives", "train.temperature",
                 "train.symmetric_loss", "train.freeze_embeddings", "train.num_workers")
 

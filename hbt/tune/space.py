@@ -25,12 +25,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from hbt.config import HbtConfig, Section, TuneConfig, load_config, read_yaml_mapping
+from hbt.config import TRAINING_TIME_DATA_KEYS, HbtConfig, Section, TuneConfig, load_config, read_yaml_mapping
 from hbt.errors import ConfigError, validation_line
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
-# What a trial may vary under data.*: which of the prepared pool's languages it trains on.
-SWEEPABLE_DATA_KEYS = ("data.languages", "data.num_languages", "data.language_seed")
 # Set by the sweep for every trial (`trial_config`).
 SWEEP_OWNED_KEYS = ("train.eval_every", "train.checkpoint_every", "train.select_metric")
 
@@ -101,9 +99,9 @@ class SpaceFile(Section):
             section = key.split(".", 1)[0]
             if section in ("cluster", "tune") or key in SWEEP_OWNED_KEYS:
                 raise ValueError(f"{key}: set by the sweep itself (use the space file's `tune:` section or the config)")
-            if section == "data" and key not in SWEEPABLE_DATA_KEYS:
+            if section == "data" and key not in TRAINING_TIME_DATA_KEYS:
                 raise ValueError(f"{key}: fixed when the data is prepared (`hbt data prepare`); a sweep trains on "
-                                 f"one prepared dir and may vary only {', '.join(SWEEPABLE_DATA_KEYS)}")
+                                 f"one prepared dir and may vary only {', '.join(TRAINING_TIME_DATA_KEYS)}")
         return entries
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Optional
 import yaml
 from ray import tune
 
-from hbt.config import HbtConfig, TuneConfig, load_config
+from hbt.config import TRAINING_TIME_DATA_KEYS, HbtConfig, TuneConfig, load_config
 from hbt.errors import HbtError
 from hbt.io import write_text_atomic
 from hbt.ray_session import cluster_address, ensure_ray
@@ -45,7 +45,7 @@ from hbt.train.driver import (
     set_report_poll_interval,
 )
 from hbt.train.progress import to_stderr
-from hbt.tune.space import SWEEPABLE_DATA_KEYS, SearchSpace, grid_size, load_space, parse_space
+from hbt.tune.space import SearchSpace, grid_size, load_space, parse_space
 from hbt.tune.trial import TRIAL_CPUS, run_trial
 
 SWEEP_STATE = "sweep.yaml"
@@ -114,7 +114,7 @@ def _scheduler(settings: TuneConfig, max_t: int):
 def _check_pool_languages(space: SearchSpace, base: dict, settings: TuneConfig, pool_languages: list[str]) -> None:
     """Every trial trains on languages the prepared pool holds: the base config's training
     languages, or, when the space varies them, any of the `data.languages` it may choose from."""
-    varied = set(SWEEPABLE_DATA_KEYS) & (set(space.spec.space) | set(space.spec.set))
+    varied = set(TRAINING_TIME_DATA_KEYS) & (set(space.spec.space) | set(space.spec.set))
     if not varied:
         needed = [space.trial_config(base, {}, settings).data.train_languages]
     else:
