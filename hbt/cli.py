@@ -15,6 +15,7 @@ import yaml
 from hbt.cli_parser import UsageError, build_parser
 from hbt.config import HbtConfig, load_config
 from hbt.errors import HbtError, RunFailed, first_line, ray_failure, user_error
+from hbt.io import absolute_location
 from hbt.layout import RUN_CONFIG
 
 USAGE_ERROR = 2
@@ -173,7 +174,7 @@ def _cmd_submit(args) -> None:
     from hbt.jobs.spec import entrypoint, load_spec, runtime_env
 
     spec = load_spec(args.spec)
-    storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+    storage = absolute_location(args.storage)
     data_dir = str(args.data_dir.resolve()) if args.data_dir is not None else None
     command = entrypoint(spec, storage, data_dir, args.overrides, [str(path) for path in args.config])
     env_vars = dict(args.env)

@@ -212,10 +212,16 @@ def sha256_stream(stream, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def is_local(location: str | Path) -> bool:
+    """Whether `location` is on this machine: a path or a file:// URI (not s3://, gs://...)."""
+    text = str(location)
+    return "://" not in text or text.startswith("file://")
+
+
 def absolute_location(location: str | Path) -> str:
     """A local path or file:// URI as an absolute path; any other URI (s3://, gs://...) as it is;
     no trailing slash. What pyarrow's `FileSystem.from_uri` and Ray's storage paths take."""
     text = str(location)
-    if "://" not in text or text.startswith("file://"):
+    if is_local(text):
         text = str(Path(text.removeprefix("file://")).resolve())
     return text.rstrip("/")

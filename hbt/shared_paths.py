@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Mapping
 
 from hbt.errors import HbtError
+from hbt.io import absolute_location, is_local
 
 MARKER_PREFIX = ".hbt-shared-probe-"
 
 
 def _local(paths: Mapping[str, str | None]) -> dict[str, Path]:
     """The entries that are paths on this machine (not None, not s3:// or another URI)."""
-    return {name: Path(str(path).removeprefix("file://")).resolve() for name, path in paths.items()
-            if path is not None and ("://" not in str(path) or str(path).startswith("file://"))}
+    return {name: Path(absolute_location(path)) for name, path in paths.items() if path is not None and is_local(path)}
 
 
 def _existing_dir(path: Path) -> Path:
