@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, required=True, help="report dir (replaced atomically)")
     evaluate.add_argument("--languages", help="comma-separated subset, e.g. en,de,zh (default: all in the corpus)")
     evaluate.add_argument("--heldout-only", action="store_true",
-                          help="drop the corpus articles the model's hbt_training.json says it was trained on")
+                          help="drop the corpus articles the model's hbt_training.json says it was trained on, "
+                          "and its split's dev articles (a dev-selected model was chosen on them)")
     evaluate.set_defaults(command="eval")
 
     compare = verbs.add_parser("report", help="eval runs side by side, differences to the first with bootstrap CIs")

@@ -5,7 +5,8 @@ model dir as `hbt_training.json`, with `heldin_question_ids`, the XQuAD question
 training pool. XQuAD-R (and any LAReQA corpus built from XQuAD) shares those ids, so the
 guard is keyed on what the data is, not on file bytes: an article of the eval corpus that
 holds one of those questions was trained on. `hbt eval` refuses such a corpus (exit 2)
-unless asked for `heldout_only`, which drops those articles. A corpus with none of those
+unless asked for `heldout_only`, which drops those articles and the split's dev articles too
+(a model selected on dev was chosen on them), leaving the test articles. A corpus with none of those
 ids (MLQA-R, your own, or any corpus for a model trained on other sources) is not
 restricted.
 
@@ -100,7 +101,8 @@ def restrict_to_articles(corpus: LareqaCorpus, articles) -> LareqaCorpus:
 
 
 def guard(eval_corpus: EvalCorpus, manifest: Optional[dict], heldout_only: bool) -> EvalCorpus:
-    """Refuse (DataError) or, with `heldout_only`, drop the articles the model was trained on."""
+    """Refuse (DataError) or, with `heldout_only`, drop the articles the model was trained on
+    and the dev articles of its split (its checkpoint may have been selected on them)."""
     if manifest is None:
         if heldout_only:
             raise DataError(f"--heldout-only: the model has no {TRAINING_MANIFEST}, so no split to hold out from")
@@ -110,17 +112,19 @@ def guard(eval_corpus: EvalCorpus, manifest: Optional[dict], heldout_only: bool)
     queries = corpus.queries
     trained = queries.filter(pc.is_in(queries.column("id"), value_set=heldin))
     held_in = sorted(set(trained.column("article").to_pylist()))
-    if not held_in:
+    articles = set(queries.column("article").to_pylist())
+    dev = articles & set(manifest.get("split", {}).get("dev_articles", ())) - set(held_in)
+    if not held_in and not (heldout_only and dev):
         return eval_corpus
     if not heldout_only:
         raise DataError(f"evaluation uses {len(held_in)} article(s) the model was trained on (e.g. {held_in[:5]}: "
                         f"{trained.num_rows} of their questions are in its training pool); evaluate on the "
                         f"held-out split only, or pass --heldout-only to drop them")
-    articles = sorted(set(queries.column("article").to_pylist()))
-    heldout = [a for a in articles if a not in set(held_in)]
+    heldout = sorted(articles - set(held_in) - dev)
     if not heldout:
-        raise DataError("--heldout-only: every article of the corpus was trained on")
-    note = f"held-out articles only ({len(heldout)} of {len(articles)})"
+        raise DataError("--heldout-only: every article of the corpus was trained on or is a dev article")
+    note = (f"held-out test articles only ({len(heldout)} of {len(articles)}: {len(held_in)} trained on "
+            f"and {len(dev)} dev dropped)")
     return replace(eval_corpus, corpus=restrict_to_articles(corpus, heldout),
                    note="; ".join(n for n in (eval_corpus.note, note) if n))
 
