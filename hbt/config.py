@@ -244,7 +244,7 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     index_factory: str = "Flat"
     batch_size: int = Field(64, ge=1)
-    top_k: int = Field(100, ge=10, description="candidates kept per query for the ranx metrics (>= 10: r@10, "
+    top_k: int = Field(100, ge=10, description="candidates kept per query for the top-k metrics (>= 10: r@10, "
                        "hit@10 and ndcg@10 need the top 10)")
     encode_actors: int = Field(1, ge=1, description="Ray actors encoding the corpus (one per GPU on a GPU node)")
     encode_threads: Optional[int] = Field(None, ge=1, description="torch threads per encode actor (None: its whole "

@@ -81,7 +81,7 @@ def _query_blocks(n: int) -> list[slice]:
     return [slice(start, min(start + QUERY_BLOCK, n)) for start in range(0, n, QUERY_BLOCK)]
 
 
-def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, top_k: int) -> dict:
+def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, top_k: int) -> tuple[dict, dict]:
     keep = np.array([i for i, qid in enumerate(view.q_ids[x]) if (qid, y) in view.rel], dtype=np.int64)
     if not keep.size:
         raise HbtError(f"pair {x}->{y}: no query of {x} has an answer in {y}")
@@ -126,7 +126,8 @@ def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_r
     return results
 
 
-def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str, shards_on_ray: bool) -> dict:
+def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str,
+           shards_on_ray: bool) -> tuple[dict, dict]:
     offsets, n = {}, 0
     for y in languages:
         offsets[y] = n

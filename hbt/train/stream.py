@@ -41,13 +41,12 @@ deal rows to whichever worker asks first. Rows stay in step order because the da
 with `preserve_order=True`, which must reach the trainer as `dataset_config=
 train_data_config()` (see `ordered_options`); `iter_steps` checks the order.
 
-CPU budget (2 cores, measured here with 2 workers): the trainer reserves `world_size *
-cluster.cpus_per_worker` (2 * 0.5) and each rank's tokenize actor takes
-`cluster.cpus_per_data_task` (0.5), so the Ray resources add up to the 2 CPUs exactly. Inside
-the workers each rank's Ray Data executor saw a CPU budget of 1 (2 minus Train's 1), then 0
-once both ranks' datasets ran, and reported itself backpressured; it still made progress: the
-fixed one-actor pool (`ActorPoolStrategy(size=1)`) starts its actor regardless. The step
-numbers come from `from_items` (no read task, which would want a CPU of its own).
+CPU budget (2 cores, 2 workers): the trainer reserves `world_size * cluster.cpus_per_worker`
+(2 * 0.5) and each rank's tokenize actor `cluster.cpus_per_data_task` (0.5): the Ray
+resources add up to the 2 CPUs. Ray Data's executor inside a worker then has no CPU left to
+budget and logs that it is backpressured; steps still flow, because the fixed one-actor pool
+(`ActorPoolStrategy(size=1)`) starts its actor regardless. The step numbers come from
+`from_items`: no read task, which would want a CPU of its own.
 """
 
 from __future__ import annotations

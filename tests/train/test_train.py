@@ -1,5 +1,5 @@
 """End-to-end Ray Train tests: 2 workers (DDP or DeepSpeed) on real XQuAD pairs with a tiny
-random BERT (the records and the model: tests/train/conftest.py)."""
+random BERT (the records and the model: tests/conftest.py's `prepared` and `tiny_model`)."""
 
 import json
 import subprocess
