@@ -14,7 +14,8 @@ reference reader (google-research/xtreme, third_party/utils_lareqa.py):
   `answer_start`. Spans are read half-open, start <= answer_start < end: in zh the
   spans touch (end == next start) and 29 answers start exactly at a boundary;
   they belong to the next sentence, where their text actually is.
-* a question whose answer_start lies in no span is skipped and counted;
+* a question whose answer_start lies in no span is skipped and counted (`answer_sentence`,
+  the same rule as the training pairs of `hbt.data.squad`);
   an answer whose text runs past its sentence end is kept and counted.
 * article index = position in the `data` list (same order in every language).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import pyarrow as pa
 
@@ -137,6 +139,22 @@ def paragraph_breaks(par: dict, path, where: str) -> list[tuple[int, int]]:
     return spans
 
 
+def answer_sentence(spans: list[tuple[int, int]], answer: dict, context: str, path, where: str) -> Optional[int]:
+    """The index of the [start, end) sentence span holding the answer's start, or None (no span
+    holds it: the question is skipped). The one rule of the evaluation's relevant candidate and
+    the training pairs' positive.
+
+    Half-open, start <= answer_start < end: in zh the spans touch and an answer starting at a
+    boundary belongs to the next sentence, where its text is. An answer that does not lie inside
+    its context (start or end) is a DataError.
+    """
+    start, length = answer["answer_start"], len(answer["text"])
+    if not 0 <= start < len(context) or start + length > len(context):
+        raise DataError(f"{path}: {where}.answers[0]: answer_start {start} (+{length} chars) lies outside the "
+                        f"context ({len(context)} chars)")
+    return next((i for i, (begin, end) in enumerate(spans) if begin <= start < end), None)
+
+
 def read_breaks(path: Path) -> dict[tuple[int, int], tuple[str, list[tuple[int, int]]]]:
     """{(article, paragraph): (context, sentence spans)} of one LAReQA file."""
     path = Path(path)
@@ -160,15 +178,11 @@ def _read_one(path: Path, lang: str, seen_ids: set, queries, candidates, qrels) 
             stats["candidates"] += 1
         for q, qa in enumerate(par["qas"]):
             qid, ans = unique_question(qa, q, seen_ids, path, where)
-            start = ans["answer_start"]
-            if not 0 <= start <= len(context):
-                raise DataError(f"{path}: {where}.qas[{q}].answers[0].answer_start: "
-                                f"{start} lies outside the context ({len(context)} chars)")
-            hit = next((s for s, (b, e) in enumerate(spans) if b <= start < e), None)
+            hit = answer_sentence(spans, ans, context, path, f"{where}.qas[{q}]")
             if hit is None:
                 stats["skipped_no_sentence"] += 1
                 continue
-            if start + len(ans["text"]) > spans[hit][1]:
+            if ans["answer_start"] + len(ans["text"]) > spans[hit][1]:
                 stats["answer_past_sentence_end"] += 1
             queries.append({"id": qid, "lang": lang, "text": qa["question"], "article": a})
             qrels.append({"query_id": qid, "lang": lang, "candidate_id": f"{lang}:{a}:{p}:{hit}"})

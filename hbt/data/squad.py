@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from hbt.data.lareqa import iter_squad, load_json, read_breaks, unique_question
+from hbt.data.lareqa import answer_sentence, iter_squad, load_json, read_breaks, unique_question
 from hbt.data.schema import RAW_PAIR_SCHEMA
 from hbt.errors import DataError
 from hbt.languages import check_languages
@@ -124,11 +124,7 @@ def _read_one(path: Path, lang: str, breaks, rows: list, stats: dict) -> None:
         texts = [context[s:e] if from_breaks else context[s:e].strip().strip("\ufeff").strip() for s, e in spans]
         for q, qa in enumerate(par["qas"]):
             qid, ans = unique_question(qa, q, seen, path, where)
-            start = ans["answer_start"]
-            if not 0 <= start < len(context) or start + len(ans["text"]) > len(context):
-                raise DataError(f"{path}: {where}.qas[{q}].answers[0]: broken span "
-                                f"[{start}, {start + len(ans['text'])}] for a context of {len(context)} chars")
-            hit = next((i for i, (s, e) in enumerate(spans) if s <= start < e), None)
+            hit = answer_sentence(spans, ans, context, path, f"{where}.qas[{q}]")
             if hit is None:
                 stats["skipped_no_sentence"] += 1
                 continue
