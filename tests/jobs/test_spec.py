@@ -20,8 +20,11 @@ def steps_of(command: str) -> list[list[str]]:
     return [shlex.split(step) for step in command.split(" && ")]
 
 
-def test_one_spec_per_workload():
-    assert {spec.stem for spec in SPECS} == WORKLOADS
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_each_spec_labels_its_jobs_with_its_workload(path):
+    """A submitted job carries the spec's metadata (beside hbt_job, the spec's name): its workload is that name."""
+    assert load_spec(path).metadata["workload"] == path.stem
+    assert set(WORKLOADS) <= {spec.stem for spec in SPECS}
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
