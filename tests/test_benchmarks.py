@@ -28,6 +28,7 @@ def load_benchmark(name: str):
     return module
 
 
+@pytest.mark.slow  # a whole benchmark run
 @pytest.mark.timeout(600)
 def test_eval_allpairs_benchmark_gives_every_contender_the_same_work(tmp_path, data_dir):
     model = tiny_bert(tmp_path / "tiny")
@@ -59,6 +60,7 @@ def test_eval_allpairs_benchmark_gives_every_contender_the_same_work(tmp_path, d
     assert result["per_pair_extrapolated"] and (result["pairs_timed"], result["pairs"]) == (2, 4)
 
 
+@pytest.mark.slow  # a whole benchmark run
 def test_eval_precision_benchmark_compares_the_same_work(tmp_path, data_dir):
     model = tiny_bert(tmp_path / "tiny")
     out = tmp_path / "bench.json"
@@ -90,6 +92,7 @@ def test_limit_counts_the_encoders_flops_as_torch_does(tmp_path):
     assert limit.encoder_flops(model.config, batch, length) == counter.get_total_flops()
 
 
+@pytest.mark.slow  # a whole benchmark run
 def test_limit_benchmark_runs(tmp_path, data_dir):
     out = tmp_path / "limit.json"
     result = load_benchmark("limit").main([
@@ -103,6 +106,7 @@ def test_limit_benchmark_runs(tmp_path, data_dir):
         assert 0 < result["mfu"][part] < 10
 
 
+@pytest.mark.slow  # a whole benchmark run
 @pytest.mark.timeout(300)
 def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
     model = tiny_bert(tmp_path / "tiny")
