@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -171,3 +172,21 @@ def test_eval_of_one_language_has_no_cross_setting(data_dir, tmp_path, capsys):
     assert set(results["settings"]) == {"mono", "multi"}
     printed = capsys.readouterr().out
     assert "mono" in printed and "cross" not in printed and "multi hit@1" in printed
+
+
+@pytest.mark.parametrize("argv, target, hint", [
+    (["train", "--out", "RUN"], "hbt.train.driver.train", "(continue with `hbt train --resume RUN_DIR`)"),
+    (["experiment", "configs/experiments/table1.yaml", "--out", "RUN"], "hbt.experiment.run.run_experiment",
+     "(continue with `hbt experiment --resume DIR`: nothing finished is redone)"),
+])
+def test_ctrl_c_says_how_to_continue(argv, target, hint, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a run: exit 130 and one line naming the command that continues it."""
+    from hbt.cli import INTERRUPTED
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the experiment spec's relative path
+    assert main([str(tmp_path / "run") if a == "RUN" else a for a in argv]) == INTERRUPTED
+    assert capsys.readouterr().err == f"hbt: interrupted {hint}; outputs are whole or untouched\n"

@@ -69,8 +69,32 @@ class FakeServer:
     """A job server's list after one `hbt submit`: the submission, and the Ray drivers of its two
     steps (each `hbt` step joins the cluster with ray.init), as Ray's JobSubmissionClient lists them."""
 
+    # Submission id -> (status, status message, logs) of the jobs `status`, `logs` and `stop` act on.
+    jobs = {"hbt-smoke-1a2b3c4d": (JobStatus.RUNNING, "", "step 1\nstep 2\n"),
+            "hbt-train-5e6f7a8b": (JobStatus.FAILED, "Job entrypoint command failed with exit code 2\nlast lines",
+                                   "hbt: error: data directory not found\n")}
+
     def __init__(self, address):
-        pass
+        self.jobs = dict(FakeServer.jobs)
+
+    def get_job_status(self, job_id):
+        return self.jobs[job_id][0]
+
+    def get_job_info(self, job_id):
+        status, message, _ = self.jobs[job_id]
+        return JobDetails(type=JobType.SUBMISSION, job_id=None, submission_id=job_id, entrypoint="",
+                          status=status, message=message)
+
+    def get_job_logs(self, job_id):
+        return self.jobs[job_id][2]
+
+    async def tail_job_logs(self, job_id):
+        for line in self.jobs[job_id][2].splitlines(keepends=True):
+            yield line
+
+    def stop_job(self, job_id):
+        self.jobs[job_id] = (JobStatus.STOPPED, "stopped by the user", self.jobs[job_id][2])
+        return True
 
     def list_jobs(self):
         return [
@@ -122,3 +146,21 @@ def test_a_token_for_a_remote_plain_http_server_is_warned_about(fake_server, mon
 def test_no_token_no_warning(fake_server, capsys):
     assert main(["jobs", "list", "--address", "http://head.example:8265"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_jobs_logs_prints_what_the_job_wrote(fake_server, capsys):
+    assert main(["jobs", "logs", "hbt-smoke-1a2b3c4d"]) == 0
+    assert capsys.readouterr().out == "step 1\nstep 2\n"
+
+
+def test_jobs_stop_waits_for_the_job_to_end_and_says_how(fake_server, capsys):
+    assert main(["jobs", "stop", "hbt-smoke-1a2b3c4d"]) == 0
+    assert capsys.readouterr().out == "hbt-smoke-1a2b3c4d\tSTOPPED\n"
+
+
+def test_following_a_failed_job_is_exit_1_with_its_first_line(fake_server, capsys):
+    """The job ran and failed: not the user's input (exit 1, not 2), one line, after its logs."""
+    assert main(["jobs", "logs", "hbt-train-5e6f7a8b", "--follow"]) == 1
+    said = capsys.readouterr()
+    assert said.out == "hbt: error: data directory not found\n"
+    assert said.err == "hbt: job hbt-train-5e6f7a8b FAILED: Job entrypoint command failed with exit code 2\n"
