@@ -37,7 +37,9 @@ DOCKERFILE = REPO / "Dockerfile"
 STORAGE = PurePosixPath("/mnt/hbt")  # the PVC, on every Ray pod
 CONFIG_DIR = PurePosixPath("/etc/hbt")  # the ConfigMap
 TOKEN_SECRET = {"name": "hbt-ray-token", "key": "auth_token"}
-RAY_VERSION, TORCH_VERSION = "2.60.0", "2.13.0"
+# The versions the image pins (its ARG defaults), which k8s/ and `make venv` must use too.
+RAY_VERSION = re.search(r"^ARG RAY_VERSION=(\S+)$", DOCKERFILE.read_text(encoding="utf-8"), re.M).group(1)
+TORCH_VERSION = re.search(r"^ARG TORCH_VERSION=(\S+)$", DOCKERFILE.read_text(encoding="utf-8"), re.M).group(1)
 JOBS = ("prepare", "train", "eval", "tune")
 GPU_STEPS = ("train", "eval", "tune")  # the steps that layer gpu.yaml in the gpu overlay
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
@@ -715,19 +717,20 @@ def dockerfile_stages() -> list[dict]:
         while line.endswith("\\") and i < len(lines):
             line = line[:-1] + " " + lines[i].strip()
             i += 1
-        heredoc = re.search(r"<<-?'?\"?(\w+)'?\"?", line) if line.startswith("RUN") else None
+        heredoc = re.search(r"<<-?(['\"]?)(\w+)\1", line)  # RUN, COPY ... <<EOF: its body up to EOF
         if heredoc:
             body = []
-            while lines[i].strip() != heredoc.group(1):
+            while lines[i].strip() != heredoc.group(2):
                 body.append(lines[i])
                 i += 1
             i += 1
             line = line + "\n" + "\n".join(body)
-        keyword, _, text = line.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "FROM":
-            image, _, name = text.partition(" AS ")
-            stages.append({"from": image.strip(), "name": name.strip(), "instructions": []})
+        keyword, _, text = line.strip().partition(" ")
+        keyword = keyword.upper()  # instructions are case-insensitive
+        if keyword == "FROM":  # FROM [--platform=...] IMAGE [AS NAME]
+            words = [word for word in text.split() if not word.startswith("--")]
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
+            stages.append({"from": words[0], "name": name, "instructions": []})
         elif not stages and keyword == "ARG":
             key, _, default = text.partition("=")
             args[key.strip()] = default.strip()
@@ -747,7 +750,7 @@ def test_dockerfile_final_stage_runs_as_a_non_root_user():
     final = dockerfile_stages()[-1]
     users = [text.strip() for keyword, text in final["instructions"] if keyword == "USER"]
     assert users and users[-1] not in ("root", "0") and not users[-1].startswith(("0:", "root:"))
-    assert users[-1] == "1000"
+    assert users[-1] == "1000"  # the runAsUser test_every_container_runs_unprivileged_as_a_non_root_user wants
 
 
 def test_dockerfile_installs_torch_before_the_wheel():
@@ -757,9 +760,11 @@ def test_dockerfile_installs_torch_before_the_wheel():
     wheel = next(i for i, text in enumerate(runs) if re.search(r"pip install[^&]*hbt-\*\.whl", text))
     assert torch < wheel
     assert "download.pytorch.org/whl/cpu" in runs[torch] and "download.pytorch.org/whl/${TORCH_CUDA}" in runs[torch]
-    versions = {text.split("=")[0]: text.split("=")[1] for keyword, text in final["instructions"]
-                if keyword == "ARG" and "=" in text}
+    versions = dict(text.strip().split("=", 1) for keyword, text in final["instructions"]
+                    if keyword == "ARG" and "=" in text)
     assert versions["TORCH_VERSION"] == TORCH_VERSION and versions["RAY_VERSION"] == RAY_VERSION
+    make_venv = re.search(r"HBT_TORCH_VERSION:-([^}]+)\}", (REPO / "Makefile").read_text(encoding="utf-8"))
+    assert make_venv.group(1) == TORCH_VERSION  # `make test` runs on the torch the image ships
 
 
 def test_dockerfile_builds_a_wheel_and_ships_no_sources():
