@@ -1,0 +1,181 @@
+"""`hbt data prepare --ray`: the training pool prepared by Ray tasks over the sources' parts, so
+a pool too big for one node is prepared by many and no process holds all of its texts.
+
+    read   a task per part (a pairs shard, a datasets dir, or a whole xquad / tatoeba source):
+           parse and check it (`hbt.data.pairs.read_part`, today's one-line errors), stage its
+           rows as Arrow IPC in the output's work dir, return its *skeleton*: per row the
+           parallel id, language, the xxh3 hashes of its positive and hard negatives (and of its
+           positive_id), its question only where it is an evaluation question's text, and where
+           the row is (part, row) -- about 60 bytes a row, no text -- and its files' sha256.
+    link   on the driver, over the skeletons: the same code as the in-process path (source
+           checks, mixing, `link_positives`, `data.max_train_records`, `data.imbalance`,
+           `record_keys`, the evaluation-question check), which treats a hash as its text.
+    route  a task per part: its staged rows that stay, with their record / key columns, cut by
+           the output shard their sorted position falls in (a piece per shard).
+    write  a task per output shard: its pieces in (record, lang) order, written as
+           `hbt.data.pool.write_shard` writes them; returns the file's sha256.
+
+Peak memory: a read or route task holds one part, a write task one output shard
+(`hbt.data.pool.ROWS_PER_SHARD` rows); the driver holds the skeletons. The pool is byte for byte the
+in-process path's unless two different texts share a 64-bit hash (`text_hashes`), which
+would only link two records that are not linked (kept out of one batch). On a cluster, the
+output dir must be on storage every node mounts (the trainers read the pool from it too).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hbt.config import DataConfig, source_name
+from hbt.data import pool as pool_files
+from hbt.data.columns import list_text_hashes, take_rows, text_hashes
+from hbt.data.pairs import Part, joined, pair_parts, part_files, read_part
+from hbt.data.pool import shard_name, write_shard
+from hbt.data.positives import record_keys
+from hbt.data.schema import TRAIN_PAIR_SCHEMA
+from hbt.data.sources import in_training_languages, linked_pool, read_raw
+from hbt.io import sha256_file
+
+WORK = "_work"            # in the output's staging dir, removed before it is committed
+ROUTED = ["record", "parallel_id", "source", "positive_key", "key", "negative_keys"]  # from the driver
+POSITION = "position"     # a row's place in the sorted pool
+
+
+class Read(NamedTuple):
+    skeleton: pa.Table
+    files: dict[str, str]  # every file read -> its sha256
+
+
+def staged_path(work: Path, index: int) -> Path:
+    return work / f"read-{index:05d}.arrow"
+
+
+def skeleton(raw: pa.Table, index: int, eval_texts: pa.Array) -> pa.Table:
+    """What linking needs of a part's RAW_PAIR_SCHEMA rows (module doc)."""
+    question = raw.column("question")
+    return pa.table({
+        "parallel_id": raw.column("parallel_id"), "lang": raw.column("lang"),
+        "positive": text_hashes(raw.column("positive")),
+        "hard_negatives": list_text_hashes(raw.column("hard_negatives")),
+        "positive_id": text_hashes(raw.column("positive_id")),
+        "question": pc.if_else(pc.is_in(question, value_set=eval_texts), question, pa.scalar(None, pa.string())),
+        "part": pa.array(np.full(raw.num_rows, index, np.int32)),
+        "row": pa.array(np.arange(raw.num_rows, dtype=np.int32)),
+    })
+
+
+def read_task(source, part: Optional[Part], index: int, data: DataConfig, train_articles, eval_texts: pa.Array,
+              work: Path) -> Read:
+    """Read, check and stage one part (`part` None: the whole non-pairs `source`)."""
+    raw = read_part(part) if part is not None else read_raw(source, data, train_articles)
+    with pa.OSFile(str(staged_path(work, index)), "wb") as sink, pa.ipc.new_file(sink, raw.schema) as writer:
+        writer.write_table(raw)
+    return Read(skeleton(raw, index, eval_texts), part_files(part) if part is not None else {})
+
+
+def route_task(index: int, routed: pa.Table, rows_per_shard: int, work: Path) -> list[int]:
+    """Part `index`'s rows that stay (`routed`: their `row`, POSITION and ROUTED columns), as
+    TRAIN_PAIR_SCHEMA rows plus POSITION, one piece per output shard of `rows_per_shard` rows;
+    -> the shards written to."""
+    with pa.memory_map(str(staged_path(work, index))) as source:
+        raw = pa.ipc.open_file(source).read_all()
+    rows = take_rows(raw, routed.column("row").to_numpy())
+    columns = {name: routed.column(name) if name in ROUTED else rows.column(name) for name in TRAIN_PAIR_SCHEMA.names}
+    table = pa.table(columns, schema=TRAIN_PAIR_SCHEMA).append_column(POSITION, routed.column(POSITION))
+    shard = routed.column(POSITION).to_numpy() // rows_per_shard
+    written = []
+    for target in np.unique(shard):
+        directory = work / f"shard-{target:05d}"
+        directory.mkdir(exist_ok=True)
+        piece = table.filter(pa.array(shard == target))
+        with pa.OSFile(str(directory / f"from-{index:05d}.arrow"), "wb") as sink, \
+                pa.ipc.new_file(sink, piece.schema) as writer:
+            writer.write_table(piece)
+        written.append(int(target))
+    return written
+
+
+def write_task(target: int, work: Path, out: Path) -> tuple[str, int, str]:
+    """Output shard `target` from its pieces; -> (its name, rows, sha256)."""
+    pieces = [TRAIN_PAIR_SCHEMA.append(pa.field(POSITION, pa.int64())).empty_table()]  # an empty pool: one empty shard
+    for path in sorted((work / f"shard-{target:05d}").glob("*.arrow")):
+        with pa.memory_map(str(path)) as source:
+            pieces.append(pa.ipc.open_file(source).read_all())
+    table = pa.concat_tables(pieces)
+    order = np.argsort(table.column(POSITION).to_numpy(), kind="stable")
+    sorted_rows = take_rows(table.drop_columns([POSITION]), order)
+    path = out / shard_name(target)
+    write_shard(sorted_rows, path)
+    return path.name, sorted_rows.num_rows, sha256_file(path)
+
+
+class RayPrepare:
+    """The read / link / route / write steps of the module doc as Ray tasks; the link step is
+    the caller's (`hbt.data.prepare.prepare`), between `read` and `write`."""
+
+    def __init__(self, data: DataConfig, work: Path, cpus_per_task: float = 1.0):
+        import ray
+
+        self.data, self.work = data, work
+        self.options = {"num_cpus": cpus_per_task, "max_retries": 0}  # a bad shard fails once, at once
+        self.remote = {fn.__name__: ray.remote(fn) for fn in (read_task, route_task, write_task)}
+        work.mkdir()
+
+    def _submit(self, name: str, *args):
+        return self.remote[name].options(**self.options).remote(*args)
+
+    def read(self, train_articles, eval_texts: pa.Array) -> tuple[pa.Table, dict, dict]:
+        """(every source's skeleton mixed and linked, per-source counts, every source's files ->
+        sha256): `read_training_pool` over skeletons."""
+        import ray
+
+        jobs, index = [], 0  # per source: (part, its task); parts numbered across sources
+        for source in self.data.sources:
+            refs = []
+            for part in pair_parts(source.path) if source.kind == "pairs" else [None]:
+                refs.append((part, self._submit("read_task", source, part, index, self.data, train_articles,
+                                                eval_texts, self.work)))
+                index += 1
+            jobs.append(refs)
+        tables, files = {}, {}
+        for source, refs in zip(self.data.sources, jobs):
+            name = source_name(source)
+            reads = ray.get([ref for _, ref in refs])  # in order: the first bad part is the error
+            files[name] = {location: digest for read in reads for location, digest in read.files.items()}
+            skeletons = [read.skeleton for read in reads]
+            if source.kind == "pairs":
+                table = joined(source.path, [(part.shard.location, s) for (part, _), s in zip(refs, skeletons)])
+            else:
+                table = pa.concat_tables(skeletons)
+            tables[name] = in_training_languages(table, name, self.data)
+        pool, counts = linked_pool(tables, self.data)
+        return pool, counts, files
+
+    def write(self, pool: pa.Table, out: Path) -> dict[str, tuple[int, str]]:
+        """Write `pool` (the linked skeleton after any rows were dropped) as the sorted shards of
+        `out`; -> {shard name: (rows, sha256)}."""
+        import ray
+
+        keys, order = record_keys(pool)
+        position = np.empty(len(order), np.int64)
+        position[order] = np.arange(len(order))  # (rows,) each skeleton row's place in the pool
+        routed = pa.table({"row": pool.column("row"), POSITION: pa.array(position),
+                           "parallel_id": pool.column("parallel_id"), "source": pool.column("source"),
+                           **dict(zip(keys.column_names, keys.columns))})
+        part = pool.column("part").to_numpy()
+        by_part = np.argsort(part, kind="stable")
+        bounds = np.flatnonzero(np.diff(part[by_part])) + 1
+        rows_per_shard = pool_files.ROWS_PER_SHARD
+        ray.get([self._submit("route_task", int(part[rows[0]]), routed.take(pa.array(rows)), rows_per_shard, self.work)
+                 for rows in np.split(by_part, bounds) if len(rows)])
+        out.mkdir(parents=True, exist_ok=True)
+        shards = ray.get([self._submit("write_task", target, self.work, out)
+                          for target in range(max(1, -(-pool.num_rows // rows_per_shard)))])
+        shutil.rmtree(self.work)
+        return {name: (rows, digest) for name, rows, digest in shards}
