@@ -10,13 +10,14 @@ a pool too big for one node is prepared by many and no process holds all of its 
     link   on the driver, over the skeletons: the same code as the in-process path (source
            checks, mixing, `link_positives`, `data.max_train_records`, `data.imbalance`,
            `record_keys`, the evaluation-question check), which treats a hash as its text.
-    route  a task per part: its staged rows that stay, with their record / key columns, cut by
-           the output shard their sorted position falls in (a piece per shard).
-    write  a task per output shard: its pieces in (record, lang) order, written as
-           `hbt.data.pool.write_shard` writes them; returns the file's sha256.
+    route  a task per part: its staged rows that stay, with their record / key columns, in
+           pool order, cut by the output shard their position falls in (a piece per shard).
+    write  a task per output shard: its pieces merged a record batch at a time into
+           (record, lang) order, written as `hbt.data.pool.write_shard` writes them; returns
+           the file's sha256.
 
-Peak memory: a read or route task holds one part, a write task one output shard
-(`hbt.data.pool.ROWS_PER_SHARD` rows); the driver holds the skeletons. The pool is byte for byte the
+Peak memory: a read or route task holds one part, a write task a record batch of each of its
+pieces; the driver holds the skeletons. The pool is byte for byte the
 in-process path's unless two different texts share a 64-bit hash (`text_hashes`), which
 would only link two records that are not linked (kept out of one batch). On a cluster, the
 output dir must be on storage every node mounts (the trainers read the pool from it too).
@@ -36,7 +37,7 @@ from hbt.config import DataConfig, source_name
 from hbt.data import pool as pool_files
 from hbt.data.columns import list_text_hashes, take_rows, text_hashes
 from hbt.data.pairs import Part, joined, pair_parts, part_files, read_part
-from hbt.data.pool import shard_name, write_shard
+from hbt.data.pool import ROWS_PER_BATCH, shard_name, shard_writer
 from hbt.data.positives import record_keys
 from hbt.data.schema import TRAIN_PAIR_SCHEMA
 from hbt.data.sources import in_training_languages, linked_pool, read_raw
@@ -79,40 +80,64 @@ def read_task(source, part: Optional[Part], index: int, data: DataConfig, train_
     return Read(skeleton(raw, index, eval_texts), part_files(part) if part is not None else {})
 
 
-def route_task(index: int, routed: pa.Table, rows_per_shard: int, work: Path) -> list[int]:
-    """Part `index`'s rows that stay (`routed`: their `row`, POSITION and ROUTED columns), as
-    TRAIN_PAIR_SCHEMA rows plus POSITION, one piece per output shard of `rows_per_shard` rows;
-    -> the shards written to."""
+def route_task(index: int, routed: pa.Table, rows_per_shard: int, work: Path) -> None:
+    """Part `index`'s rows that stay (`routed`: their `row`, POSITION and ROUTED columns, by
+    POSITION), as TRAIN_PAIR_SCHEMA rows plus POSITION, one piece per output shard of
+    `rows_per_shard` rows, in record batches of ROWS_PER_BATCH rows."""
     with pa.memory_map(str(staged_path(work, index))) as source:
         raw = pa.ipc.open_file(source).read_all()
     rows = take_rows(raw, routed.column("row").to_numpy())
+    del raw
     columns = {name: routed.column(name) if name in ROUTED else rows.column(name) for name in TRAIN_PAIR_SCHEMA.names}
     table = pa.table(columns, schema=TRAIN_PAIR_SCHEMA).append_column(POSITION, routed.column(POSITION))
     shard = routed.column(POSITION).to_numpy() // rows_per_shard
-    written = []
     for target in np.unique(shard):
         directory = work / f"shard-{target:05d}"
         directory.mkdir(exist_ok=True)
         piece = table.filter(pa.array(shard == target))
         with pa.OSFile(str(directory / f"from-{index:05d}.arrow"), "wb") as sink, \
                 pa.ipc.new_file(sink, piece.schema) as writer:
-            writer.write_table(piece)
-        written.append(int(target))
-    return written
+            writer.write_table(piece, max_chunksize=ROWS_PER_BATCH)
 
 
-def write_task(target: int, work: Path, out: Path) -> tuple[str, int, str]:
-    """Output shard `target` from its pieces; -> (its name, rows, sha256)."""
-    pieces = [TRAIN_PAIR_SCHEMA.append(pa.field(POSITION, pa.int64())).empty_table()]  # an empty pool: one empty shard
-    for path in sorted((work / f"shard-{target:05d}").glob("*.arrow")):
-        with pa.memory_map(str(path)) as source:
-            pieces.append(pa.ipc.open_file(source).read_all())
-    table = pa.concat_tables(pieces)
-    order = np.argsort(table.column(POSITION).to_numpy(), kind="stable")
-    sorted_rows = take_rows(table.drop_columns([POSITION]), order)
+class _Piece:
+    """A route task's piece, read a record batch at a time (not mapped: the pages a mapping
+    touched would count as the task's memory)."""
+
+    def __init__(self, path: Path):
+        self.reader = pa.ipc.open_file(pa.OSFile(str(path)))
+        self.next, self.batch, self.cursor = 0, None, 0
+
+    def below(self, end: int) -> list[pa.RecordBatch]:
+        """The piece's next rows whose POSITION is below `end` (it is sorted by POSITION)."""
+        taken = []
+        while True:
+            if self.batch is None or self.cursor == self.batch.num_rows:
+                if self.next == self.reader.num_record_batches:
+                    return taken
+                self.batch, self.next, self.cursor = self.reader.get_batch(self.next), self.next + 1, 0
+            position = self.batch.column(POSITION).to_numpy()
+            stop = self.cursor + int(np.searchsorted(position[self.cursor:], end))
+            taken.append(self.batch.slice(self.cursor, stop - self.cursor))
+            self.cursor = stop
+            if stop < self.batch.num_rows:
+                return taken
+
+
+def write_task(target: int, first: int, num_rows: int, work: Path, out: Path) -> tuple[str, int, str]:
+    """Output shard `target`, the pool's rows `first`... (`num_rows` of them), merged from its
+    pieces a record batch at a time; -> (its name, rows, sha256)."""
+    directory = work / f"shard-{target:05d}"
+    pieces = [_Piece(path) for path in sorted(directory.glob("*.arrow"))] if directory.is_dir() else []
+    schema = TRAIN_PAIR_SCHEMA.append(pa.field(POSITION, pa.int64()))
     path = out / shard_name(target)
-    write_shard(sorted_rows, path)
-    return path.name, sorted_rows.num_rows, sha256_file(path)
+    with shard_writer(path, TRAIN_PAIR_SCHEMA, num_rows) as write:
+        for start in range(first, first + num_rows, ROWS_PER_BATCH):
+            end = min(start + ROWS_PER_BATCH, first + num_rows)
+            window = pa.Table.from_batches([b for piece in pieces for b in piece.below(end)], schema=schema)
+            order = np.argsort(window.column(POSITION).to_numpy())  # (end - start,) positions start...end - 1
+            write(window.take(order).drop_columns([POSITION]))
+    return path.name, num_rows, sha256_file(path)
 
 
 class RayPrepare:
@@ -169,13 +194,14 @@ class RayPrepare:
                            "parallel_id": pool.column("parallel_id"), "source": pool.column("source"),
                            **dict(zip(keys.column_names, keys.columns))})
         part = pool.column("part").to_numpy()
-        by_part = np.argsort(part, kind="stable")
+        by_part = np.lexsort((position, part))  # each part's rows, by their place in the pool
         bounds = np.flatnonzero(np.diff(part[by_part])) + 1
         rows_per_shard = pool_files.ROWS_PER_SHARD
         ray.get([self._submit("route_task", int(part[rows[0]]), routed.take(pa.array(rows)), rows_per_shard, self.work)
                  for rows in np.split(by_part, bounds) if len(rows)])
         out.mkdir(parents=True, exist_ok=True)
-        shards = ray.get([self._submit("write_task", target, self.work, out)
-                          for target in range(max(1, -(-pool.num_rows // rows_per_shard)))])
+        firsts = range(0, max(pool.num_rows, 1), rows_per_shard)  # an empty pool: one empty shard
+        shards = ray.get([self._submit("write_task", target, first, min(rows_per_shard, pool.num_rows - first),
+                                       self.work, out) for target, first in enumerate(firsts)])
         shutil.rmtree(self.work)
         return {name: (rows, digest) for name, rows, digest in shards}
