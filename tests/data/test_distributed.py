@@ -101,3 +101,9 @@ def test_a_malformed_row_deep_in_shard_2_is_one_line_and_nothing_is_written(ray_
     assert err == f"hbt: error: {shard}: line {len(lines) - 2}.lang: expected str, got int"
     assert files(out) == {"manifest.json": b"{}"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "prepared", "syn"]  # no staging left
+
+
+def test_xquad_and_tatoeba_are_read_whole_by_one_task_each(ray_local, data_dir, tmp_path):
+    data = load_config(None, [f"data.data_dir={data_dir}", "data.languages=[en,de]", "data.eval_languages=[en,de]",
+                              "data.sources=[{kind: xquad}, {kind: tatoeba}]", "data.max_train_records=60"]).data
+    assert files(prepare(data, tmp_path / "ray", on_ray=True)) == files(prepare(data, tmp_path / "local"))
