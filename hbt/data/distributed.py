@@ -148,7 +148,9 @@ class RayPrepare:
         import ray
 
         self.data, self.work = data, work
-        self.options = {"num_cpus": cpus_per_task, "max_retries": 0}  # a bad shard fails once, at once
+        # A task whose worker or node dies is rerun (Ray's default retries; every task rewrites
+        # its files whole); an error it raises (a malformed shard) is not.
+        self.options = {"num_cpus": cpus_per_task}
         self.remote = {fn.__name__: ray.remote(fn) for fn in (read_task, route_task, write_task)}
         work.mkdir()
 
