@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -140,46 +140,51 @@ def write_task(target: int, first: int, num_rows: int, work: Path, out: Path) ->
     return path.name, num_rows, sha256_file(path)
 
 
-class RayPrepare:
-    """The read / link / route / write steps of the module doc as Ray tasks; the link step is
-    the caller's (`hbt.data.prepare.prepare`), between `read` and `write`."""
+Tasks = Callable[[Callable, list[tuple]], list]  # runs fn(*args) for every args, -> the results in order
 
-    def __init__(self, data: DataConfig, work: Path, cpus_per_task: float = 1.0):
-        import ray
 
-        self.data, self.work = data, work
+def ray_tasks(cpus_per_task: float = 1.0) -> Tasks:
+    """Every call as a Ray task of `cpus_per_task` CPUs on the Ray this process joined."""
+    import ray
+
+    def run(fn: Callable, calls: list[tuple]) -> list:
         # A task whose worker or node dies is rerun (Ray's default retries; every task rewrites
-        # its files whole); an error it raises (a malformed shard) is not.
-        self.options = {"num_cpus": cpus_per_task}
-        self.remote = {fn.__name__: ray.remote(fn) for fn in (read_task, route_task, write_task)}
-        work.mkdir()
+        # its files whole); an error it raises (a malformed shard) is not, and `ray.get` raises
+        # the first in call order.
+        remote = ray.remote(fn).options(num_cpus=cpus_per_task)
+        return ray.get([remote.remote(*args) for args in calls])
+    return run
 
-    def _submit(self, name: str, *args):
-        return self.remote[name].options(**self.options).remote(*args)
+
+def in_process(fn: Callable, calls: list[tuple]) -> list:
+    """Every call here, one after the other (benchmarks/prepare_phases.py times the steps so)."""
+    return [fn(*args) for args in calls]
+
+
+class ShardedPrepare:
+    """The read / link / route / write steps of the module doc, the tasks run by `tasks`; the
+    link step is the caller's (`hbt.data.prepare.prepare`), between `read` and `write`."""
+
+    def __init__(self, data: DataConfig, work: Path, tasks: Tasks):
+        self.data, self.work, self.tasks = data, work, tasks
+        work.mkdir()
 
     def read(self, train_articles, eval_texts: pa.Array) -> tuple[pa.Table, dict, dict]:
         """(every source's skeleton mixed and linked, per-source counts, every source's files ->
         sha256): `read_training_pool` over skeletons."""
-        import ray
-
-        jobs, index = [], 0  # per source: (part, its task); parts numbered across sources
-        for source in self.data.sources:
-            refs = []
-            for part in pair_parts(source.path) if source.kind == "pairs" else [None]:
-                refs.append((part, self._submit("read_task", source, part, index, self.data, train_articles,
-                                                eval_texts, self.work)))
-                index += 1
-            jobs.append(refs)
+        parts = [(source, part) for source in self.data.sources
+                 for part in (pair_parts(source.path) if source.kind == "pairs" else [None])]
+        reads = self.tasks(read_task, [(source, part, index, self.data, train_articles, eval_texts, self.work)
+                                       for index, (source, part) in enumerate(parts)])
         tables, files = {}, {}
-        for source, refs in zip(self.data.sources, jobs):
+        for source in self.data.sources:
             name = source_name(source)
-            reads = ray.get([ref for _, ref in refs])  # in order: the first bad part is the error
-            files[name] = {location: digest for read in reads for location, digest in read.files.items()}
-            skeletons = [read.skeleton for read in reads]
+            mine = [(part, read) for (owner, part), read in zip(parts, reads) if owner is source]
+            files[name] = {location: digest for _, read in mine for location, digest in read.files.items()}
             if source.kind == "pairs":
-                table = joined(source.path, [(part.shard.location, s) for (part, _), s in zip(refs, skeletons)])
+                table = joined(source.path, [(part.shard.location, read.skeleton) for part, read in mine])
             else:
-                table = pa.concat_tables(skeletons)
+                table = pa.concat_tables([read.skeleton for _, read in mine])
             tables[name] = in_training_languages(table, name, self.data)
         pool, counts = linked_pool(tables, self.data)
         return pool, counts, files
@@ -187,8 +192,6 @@ class RayPrepare:
     def write(self, pool: pa.Table, out: Path) -> dict[str, tuple[int, str]]:
         """Write `pool` (the linked skeleton after any rows were dropped) as the sorted shards of
         `out`; -> {shard name: (rows, sha256)}."""
-        import ray
-
         keys, order = record_keys(pool)
         position = np.empty(len(order), np.int64)
         position[order] = np.arange(len(order))  # (rows,) each skeleton row's place in the pool
@@ -199,11 +202,11 @@ class RayPrepare:
         by_part = np.lexsort((position, part))  # each part's rows, by their place in the pool
         bounds = np.flatnonzero(np.diff(part[by_part])) + 1
         rows_per_shard = pool_files.ROWS_PER_SHARD
-        ray.get([self._submit("route_task", int(part[rows[0]]), routed.take(pa.array(rows)), rows_per_shard, self.work)
-                 for rows in np.split(by_part, bounds) if len(rows)])
+        self.tasks(route_task, [(int(part[rows[0]]), routed.take(pa.array(rows)), rows_per_shard, self.work)
+                                for rows in np.split(by_part, bounds) if len(rows)])
         out.mkdir(parents=True, exist_ok=True)
         firsts = range(0, max(pool.num_rows, 1), rows_per_shard)  # an empty pool: one empty shard
-        shards = ray.get([self._submit("write_task", target, first, min(rows_per_shard, pool.num_rows - first),
-                                       self.work, out) for target, first in enumerate(firsts)])
+        shards = self.tasks(write_task, [(target, first, min(rows_per_shard, pool.num_rows - first), self.work, out)
+                                         for target, first in enumerate(firsts)])
         shutil.rmtree(self.work)
         return {name: (rows, digest) for name, rows, digest in shards}

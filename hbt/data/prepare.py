@@ -107,10 +107,10 @@ def prepare(data: DataConfig, out_dir: Path | None = None, on_ray: bool = False,
 
     with atomic_directory(out_dir) as staging:
         if on_ray:
-            from hbt.data.distributed import WORK, RayPrepare
+            from hbt.data.distributed import WORK, ShardedPrepare, ray_tasks
 
             eval_texts = pa.chunked_array([c.queries.column("text") for c in evals.values()], pa.string())
-            tasks = RayPrepare(data, staging / WORK, cpus_per_task)
+            tasks = ShardedPrepare(data, staging / WORK, ray_tasks(cpus_per_task))
             pool, source_counts, source_files = tasks.read(split.train_articles, eval_texts)
         else:
             pool, source_counts = read_training_pool(data, split.train_articles)
