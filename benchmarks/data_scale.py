@@ -5,7 +5,12 @@ Per size (default 100k and 1M records x 5 languages = 500k and 5M rows; the pool
 benchmarks/make_pairs_pool.py and cached under `--work` by its parameters):
 
   prepare   `hbt data prepare` with the pool as the only training source (XQuAD-R from the
-            data dir still gives dev/test): seconds, seconds per row and rows/s, peak PSS.
+            data dir still gives dev/test), in one process: seconds, seconds per row and rows/s,
+            CPU seconds of the process tree, peak PSS.
+  prepare --ray  the same on a local Ray of the config's CPUs (`cluster.num_cpus`), a task per
+            shard (`hbt.data.distributed`; give `--shards`): the same figures, the peak PSS of
+            the driver and of the largest prepare task (Ray worker titled `PREPARE_TASK`), and
+            whether it wrote the in-process pool (the manifests' sha256 of every file).
   train     a short `hbt train` (tiny random BERT whose vocabulary covers the pool, `--steps`
             steps, global batch `--batch`, a report every step): first-step latency (process
             start to the first line of metrics.jsonl), peak PSS of the driver (the `hbt train`
@@ -37,6 +42,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -58,6 +64,9 @@ from hbt.io import write_json_atomic
 # a process whose command line matches this is a tokenize actor. A pattern, not a class name,
 # so a renamed actor class only needs this line changed.
 TOKENIZE_ACTOR = re.compile(r"MapBatches\(\w*Tokeniz\w*\)|Tokeniz\w*Steps")
+PREPARE_TASK = re.compile(r"ray::(read|route|write)_task")  # hbt.data.distributed's task functions
+# --prepare's paths: (phase, prepared dir, `hbt data prepare` flags)
+PREPARE_PATHS = {"process": ("prepare", "prepared", ()), "ray": ("prepare_ray", "prepared-ray", ("--ray",))}
 GB = 2**30
 
 # The goals of issue 23; "last/1x" is the last (largest) size's figure over the first's (10x/1x
@@ -65,6 +74,8 @@ GB = 2**30
 GOALS = {
     "prepare_s_per_row": "last/1x <= 1.2",
     "prepare_rows_per_s": ">= 150,000 at every size",
+    "prepare_ray_s_per_row": "last/1x <= 1.2",
+    "prepare_ray_rows_per_s": ">= 150,000 at every size",
     "driver_pss": "last/1x <= 1.5 and < 2 GB at the last size",
     "tokenize_pss": "last/1x <= 1.5 and < 2 GB at the last size",
     "first_step": "last/1x <= 2",
@@ -95,6 +106,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--min-available-gb", type=float, default=4.0,
                    help="kill a run that takes the machine's available memory below this")
     p.add_argument("--no-stream", action="store_true", help="leave out the stream-vs-trainer measure")
+    p.add_argument("--no-train", action="store_true", help="leave out `hbt train` (and the stream): prepare only")
+    p.add_argument("--prepare", default="process,ray", help="which prepare paths to run (default process,ray: "
+                   "both; `ray` alone where the in-process one does not fit the machine's free memory)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, few steps, the tiny model throughout")
     p.add_argument("--json", "--out", dest="json", type=Path, help="also write every figure here")
     p.add_argument("--measure-stream", nargs=3, metavar=("CONFIG", "PREPARED", "OUT"), help=argparse.SUPPRESS)
@@ -104,6 +118,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         args.model = None  # the tiny model
     args.records = [positive_int(r) for r in args.records.split(",")]
     args.languages = args.languages.split(",")
+    args.prepare = args.prepare.split(",")
+    if not args.prepare or set(args.prepare) - set(PREPARE_PATHS):
+        p.error(f"--prepare takes a comma-separated subset of {','.join(PREPARE_PATHS)}")
     if args.batch % args.workers:
         p.error(f"--batch {args.batch} is not a multiple of --workers {args.workers}")
     return args
@@ -117,7 +134,7 @@ class Sampler:
     def __init__(self, root: int, interval: float, min_available: float, first_line_of: Optional[Path] = None):
         self.root, self.interval, self.min_available = psutil.Process(root), interval, min_available
         self.first_line_of, self.first_line_at = first_line_of, None
-        self.peak = {"total": 0, "driver": 0, "tokenize": 0}
+        self.peak = {"total": 0, "driver": 0, "tokenize": 0, "task": 0}
         self.tokenize_titles: set[str] = set()  # what the pattern matched, to check it
         self.min_available_seen, self.aborted = float("inf"), None
         self.started = time.perf_counter()
@@ -145,6 +162,8 @@ class Sampler:
             elif TOKENIZE_ACTOR.search(title):
                 self.peak["tokenize"] = max(self.peak["tokenize"], pss)
                 self.tokenize_titles.add(title[:120])
+            elif PREPARE_TASK.search(title):
+                self.peak["task"] = max(self.peak["task"], pss)
         self.peak["total"] = max(self.peak["total"], total)
 
     def _run(self) -> None:
@@ -177,7 +196,10 @@ class Sampler:
 
 
 def run_measured(command: list[str], args, log: Path, first_line_of: Optional[Path] = None) -> dict:
-    """Run `command` in its own process; -> wall seconds, peaks (MB), first-line latency, abort."""
+    """Run `command` in its own process; -> wall seconds, CPU seconds of the process tree (what
+    it and the descendants it waited for used: on a shared machine the wall time also counts
+    other people's work), peaks (MB), first-line latency, abort."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1",  # this checkout's hbt, also in the child
@@ -186,11 +208,13 @@ def run_measured(command: list[str], args, log: Path, first_line_of: Optional[Pa
         with Sampler(process.pid, args.interval, args.min_available_gb * GB, first_line_of) as sampler:
             process.wait()
     seconds = time.perf_counter() - sampler.started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     load = os.getloadavg()[0]
     if process.returncode != 0 and sampler.aborted is None:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         sys.exit(f"{' '.join(command[2:5])} failed (exit {process.returncode}, log {log}): {tail[0]}")
-    return {"seconds": seconds, **{f"peak_{k}_mb": v / 2**20 for k, v in sampler.peak.items()},
+    return {"seconds": seconds, "cpu_seconds": cpu, **{f"peak_{k}_mb": v / 2**20 for k, v in sampler.peak.items()},
             "first_step_s": sampler.first_line_at, "aborted": sampler.aborted,
             "min_available_gb": sampler.min_available_seen / GB, "tokenize_titles": sorted(sampler.tokenize_titles),
             "load_1min_after": load}
@@ -245,21 +269,31 @@ def measure_size(args, records: int, model: Path) -> dict:
     pool_path, generated = pool(args, records)
     config = write_config(args, pool_path, model, work / "config.yaml")
     rows = records * len(args.languages)
-    row = {"records": records, "rows": rows, "pool": generated, "config": str(config),
-           "prepared": str(work / "prepared")}
-    print(f"{rows} rows: prepare ...", file=sys.stderr)
-    prepare = run_measured(hbt_command("data", "prepare", "--config", str(config), "--out", str(work / "prepared")),
-                           args, work / "prepare.log")
-    row["prepare"] = {**prepare, "s_per_row": prepare["seconds"] / rows, "us_per_row": 1e6 * prepare["seconds"] / rows,
-                      "rows_per_s": rows / prepare["seconds"]}
-    if prepare["aborted"]:
+    row = {"records": records, "rows": rows, "pool": generated, "config": str(config)}
+    for path in args.prepare:
+        phase, prepared, flags = PREPARE_PATHS[path]
+        print(f"{rows} rows: prepare {' '.join(flags)}...", file=sys.stderr)
+        run = run_measured(hbt_command("data", "prepare", *flags, "--config", str(config), "--out", str(work / prepared)),
+                           args, work / f"{phase}.log")
+        row[phase] = {**run, "s_per_row": run["seconds"] / rows, "us_per_row": 1e6 * run["seconds"] / rows,
+                      "rows_per_s": rows / run["seconds"]}
+        row.setdefault("prepared", str(work / prepared))  # what train and the stream read
+        if run["aborted"]:
+            return row
+    if len(args.prepare) == 2:
+        row["prepare_ray"]["same_pool"] = _manifest_files(work / "prepared") == _manifest_files(work / "prepared-ray")
+    if args.no_train:
         return row
     print(f"{rows} rows: train ...", file=sys.stderr)
     run = work / "train"
     row["train"] = run_measured(hbt_command("train", "--config", str(config), "--set",
-                                            f"data.prepared_dir={(work / 'prepared').resolve()}", "--out", str(run)),
+                                            f"data.prepared_dir={Path(row['prepared']).resolve()}", "--out", str(run)),
                                 args, work / "train.log", first_line_of=run / "metrics.jsonl")
     return row
+
+
+def _manifest_files(prepared: Path) -> dict:
+    return json.loads((prepared / "manifest.json").read_text())["files"]
 
 
 def measure_stream(config_path: Path, prepared: Path, out: Path, stream_steps: int, trainer_steps: int) -> None:
@@ -337,6 +371,10 @@ def verdicts(sizes: list[dict], stream: Optional[dict]) -> dict:
     out["prepare_s_per_row"] = {"ratio": r, "pass": r is not None and r <= 1.2}
     speeds = [_figure(row, "prepare", "rows_per_s") for row in sizes]
     out["prepare_rows_per_s"] = {"values": speeds, "pass": None not in speeds and min(speeds) >= 150_000}
+    r = ratio("prepare_ray", "s_per_row")
+    out["prepare_ray_s_per_row"] = {"ratio": r, "pass": r is not None and r <= 1.2}
+    speeds = [_figure(row, "prepare_ray", "rows_per_s") for row in sizes]
+    out["prepare_ray_rows_per_s"] = {"values": speeds, "pass": None not in speeds and min(speeds) >= 150_000}
     for goal, key in (("driver_pss", "peak_driver_mb"), ("tokenize_pss", "peak_tokenize_mb")):
         r, top = ratio("train", key), _figure(last, "train", key)
         out[goal] = {"ratio": r, "largest_mb": top, "largest_rows": last["rows"],
@@ -357,10 +395,10 @@ def run(args: argparse.Namespace) -> dict:
     sizes = []
     for records in args.records:
         sizes.append(measure_size(args, records, tiny))
-        if sizes[-1]["prepare"]["aborted"] or sizes[-1]["train"]["aborted"]:
+        if any(sizes[-1].get(phase, {}).get("aborted") for phase in ("prepare", "prepare_ray", "train")):
             break  # a larger pool would not fit either
     stream = None
-    if not (args.no_stream or sizes[0]["prepare"]["aborted"]):
+    if not (args.no_stream or args.no_train or "train" not in sizes[0]):
         stream = measure_stream_child(args, sizes[0], args.model or tiny)
     return {"records": args.records, "languages": args.languages, "steps": args.steps, "batch": args.batch,
             "workers": args.workers, "hard_negatives": args.hard_negatives, "cores": os.cpu_count(),
@@ -390,7 +428,15 @@ def format_table(result: dict) -> str:
                ("prepare: wall (s)", "prepare", "seconds", ".1f"),
                ("prepare: us/row", "prepare", "us_per_row", ".2f"),
                ("prepare: rows/s", "prepare", "rows_per_s", ",.0f"),
+               ("prepare: CPU s (process tree)", "prepare", "cpu_seconds", ".1f"),
                ("prepare: peak PSS, all processes (MB)", "prepare", "peak_total_mb", ",.0f"),
+               ("prepare --ray: wall (s)", "prepare_ray", "seconds", ".1f"),
+               ("prepare --ray: us/row", "prepare_ray", "us_per_row", ".2f"),
+               ("prepare --ray: rows/s", "prepare_ray", "rows_per_s", ",.0f"),
+               ("prepare --ray: CPU s (process tree)", "prepare_ray", "cpu_seconds", ".1f"),
+               ("prepare --ray: driver peak PSS (MB)", "prepare_ray", "peak_driver_mb", ",.0f"),
+               ("prepare --ray: largest task peak PSS (MB)", "prepare_ray", "peak_task_mb", ",.0f"),
+               ("prepare --ray: all processes peak PSS (MB)", "prepare_ray", "peak_total_mb", ",.0f"),
                ("train: first step after start (s)", "train", "first_step_s", ".1f"),
                ("train: wall (s)", "train", "seconds", ".1f"),
                ("train: driver peak PSS (MB)", "train", "peak_driver_mb", ",.0f"),
@@ -405,8 +451,10 @@ def format_table(result: dict) -> str:
         ratios = [None if None in (v, values[0]) or not values[0] else v / values[0] for v in values[1:]]
         lines.append(f"{label:<40}" + "".join(f"{_cell(v, fmt):>14}" for v in values)
                      + "".join(f"{_cell(r, '.2f'):>10}" for r in ratios))
+    lines.append(f"{'prepare --ray wrote the same pool':<40}"
+                 + "".join(f"{str(row.get('prepare_ray', {}).get('same_pool', '-')):>14}" for row in sizes))
     for row in sizes:
-        for phase in ("prepare", "train"):
+        for phase in ("prepare", "prepare_ray", "train"):
             if row.get(phase, {}).get("aborted"):
                 part = row[phase]
                 lines.append(f"{row['rows']:,} rows, {phase}: {part['aborted']}; reached by then: peak PSS "

@@ -43,7 +43,11 @@ def _cmd_data_prepare(args) -> None:
         from hbt.data.download import download
 
         print(f"downloaded the corpora to {download(config.data.data_dir)}")
-    out = prepare(config.data, args.out)
+    if args.ray:
+        from hbt.ray_session import ensure_ray
+
+        ensure_ray(config.cluster)
+    out = prepare(config.data, args.out, on_ray=args.ray)
     print(format_table(prepared_stats(out)))
     print(f"wrote {out}")
 

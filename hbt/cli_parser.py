@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     # One command where a second one would not run in the same place (a KubeRay entrypoint).
     prepare.add_argument("--download", action="store_true",
                          help="first fetch XQuAD-R, XQuAD and Tatoeba into data.data_dir (as `hbt data download`)")
+    prepare.add_argument("--ray", action="store_true",
+                         help="read and write the pool as Ray tasks over the sources' shards, on cluster.address's "
+                              "Ray (else a local one): a task per shard, no process holding the pool's texts "
+                              "(the output dir must be storage every node mounts)")
     prepare.set_defaults(command="data prepare")
 
     stats = data.add_parser("stats", help="queries and candidates per corpus and language")

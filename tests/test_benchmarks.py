@@ -273,6 +273,9 @@ def test_data_scale_benchmark_smoke(tmp_path):
     for row in result["sizes"]:
         assert row["prepare"]["aborted"] is None and row["train"]["aborted"] is None
         assert row["prepare"]["rows_per_s"] == pytest.approx(row["rows"] / row["prepare"]["seconds"])
+        ray = row["prepare_ray"]
+        assert ray["aborted"] is None and ray["same_pool"] is True
+        assert 0 < ray["peak_task_mb"] and 0 < ray["peak_driver_mb"] < ray["peak_total_mb"] and ray["cpu_seconds"] > 0
         train = row["train"]
         assert 0 < train["first_step_s"] < train["seconds"]
         assert 0 < train["peak_tokenize_mb"] and 0 < train["peak_driver_mb"] < train["peak_total_mb"]
@@ -284,7 +287,8 @@ def test_data_scale_benchmark_smoke(tmp_path):
     assert set(goals) == set(load_benchmark("data_scale").GOALS)
     assert goals["driver_pss"]["ratio"] == pytest.approx(
         large["train"]["peak_driver_mb"] / small["train"]["peak_driver_mb"])
-    for label in ("prepare: us/row", "prepare: rows/s", "prepare: peak PSS", "train: first step",
+    for label in ("prepare: us/row", "prepare: rows/s", "prepare: peak PSS", "prepare --ray: rows/s",
+                  "prepare --ray: largest task peak PSS", "train: first step",
                   "train: driver peak PSS", "train: tokenize actor peak PSS", "train: all processes peak PSS",
                   "(a) stream", "(b) trainer", "(a) / (b)"):
         assert label in text, label

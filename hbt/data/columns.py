@@ -59,3 +59,36 @@ def take_rows(table: pa.Table, indices: np.ndarray, rows_per_chunk: int = 1 << 2
         del large
         columns.append(pa.chunked_array(pieces, field.type))
     return pa.table(columns, schema=table.schema)
+
+
+def text_hashes(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The 64-bit xxh3 hash of every string's UTF-8 bytes (a null stays null): a text's identity
+    in 8 bytes. Two different texts share a hash with probability ~n^2 / 2^65 for n texts
+    (1e-5 at 20M distinct texts)."""
+    from xxhash import xxh3_64_intdigest
+
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    hashes = []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        _, offsets_buffer, data_buffer = chunk.buffers()
+        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+        offsets = np.frombuffer(offsets_buffer, width)[chunk.offset:chunk.offset + len(chunk) + 1].tolist()
+        data = memoryview(data_buffer if data_buffer is not None else b"")
+        # One C call per string: ~1 us a row, no Python str made.
+        values = np.fromiter((xxh3_64_intdigest(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:])),
+                             np.uint64, len(chunk))
+        nulls = chunk.is_null().to_numpy(zero_copy_only=False) if chunk.null_count else None
+        hashes.append(pa.array(values, mask=nulls))
+    return pa.concat_arrays([pa.array([], pa.uint64())] + hashes)
+
+
+def list_text_hashes(lists: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`text_hashes` of every element of a list<string> column, as lists of the same shape."""
+    chunks = []
+    for chunk in lists.chunks:
+        offsets = chunk.offsets
+        rebased = pc.subtract(offsets, offsets[0])  # a sliced chunk's offsets start past 0
+        chunks.append(pa.ListArray.from_arrays(rebased, text_hashes(chunk.flatten()), mask=chunk.is_null()))
+    return pa.chunked_array(chunks, pa.list_(pa.uint64()))

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from hbt.data.columns import codes
 from hbt.data.schema import RAW_PAIR_SCHEMA
 from hbt.errors import DataError, first_line
-from hbt.io import absolute_location
+from hbt.io import absolute_location, sha256_stream
 from hbt.languages import KNOWN_LANGUAGES
 
 REQUIRED = ("parallel_id", "lang", "question", "positive")
@@ -349,14 +349,47 @@ def pair_files(location) -> tuple[list[Shard], bool]:
     return [Shard(where, fs, path)], False
 
 
-def read_pairs(location) -> pa.Table:
-    """Training pairs from a .jsonl / .parquet file, a directory or glob of them, or a datasets dir."""
+class Part(NamedTuple):
+    """What one reader task reads of a pairs source: a shard file, or a datasets dir whole."""
+    shard: Shard
+    is_datasets: bool
+
+
+def pair_parts(location) -> list[Part]:
+    """The parts of the pairs source at `location`, in order (`pair_files`)."""
     shards, is_datasets = pair_files(location)
     if is_datasets:
         where = absolute_location(str(location))
-        parts = [(where, _read_datasets_dir(where))]
-    else:
-        parts = [(s.location, _read_jsonl(s) if s.path.endswith(".jsonl") else _read_parquet(s)) for s in shards]
+        return [Part(Shard(where, *_filesystem(where)), True)]
+    return [Part(shard, False) for shard in shards]
+
+
+def read_part(part: Part) -> pa.Table:
+    """A part's rows as RAW_PAIR_SCHEMA, checked (module doc)."""
+    if part.is_datasets:
+        return _read_datasets_dir(part.shard.location)
+    return _read_jsonl(part.shard) if part.shard.path.endswith(".jsonl") else _read_parquet(part.shard)
+
+
+def part_files(part: Part) -> dict[str, str]:
+    """Every file of `part` -> its sha256 (for the manifest)."""
+    shards = pair_files(part.shard.location)[0] if part.is_datasets else [part.shard]
+    return {shard.location: shard_sha256(shard) for shard in shards}
+
+
+def shard_sha256(shard: Shard) -> str:
+    with shard.filesystem.open_input_stream(shard.path) as stream:
+        return sha256_stream(stream)
+
+
+def read_pairs(location) -> pa.Table:
+    """Training pairs from a .jsonl / .parquet file, a directory or glob of them, or a datasets dir."""
+    return joined(location, [(part.shard.location, read_part(part)) for part in pair_parts(location)])
+
+
+def joined(location, parts: list[tuple[str, pa.Table]]) -> pa.Table:
+    """The rows of a source's parts (each part's location and rows, in order) in one table,
+    checked: some rows, one row per (parallel_id, lang)."""
     table = pa.concat_tables([t for _, t in parts])
     if table.num_rows == 0:
         raise DataError(f"{location}: no records")

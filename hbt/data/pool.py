@@ -20,8 +20,9 @@ files (`hbt.train.batch.PoolIndex.read`), read without their texts.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -51,13 +52,30 @@ def write_pool(table: pa.Table, directory: Path) -> dict[str, int]:
     written = {}
     for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_SHARD)):
         part = table.slice(start, ROWS_PER_SHARD)
-        name = shard_name(index)
-        schema = table.schema.with_metadata({ROWS_KEY: str(part.num_rows)})
-        with pa.OSFile(str(directory / name), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for offset in range(0, part.num_rows, ROWS_PER_BATCH):
-                writer.write_table(part.slice(offset, ROWS_PER_BATCH).combine_chunks())
-        written[name] = part.num_rows
+        write_shard(part, directory / shard_name(index))
+        written[shard_name(index)] = part.num_rows
     return written
+
+
+def write_shard(part: pa.Table, path: Path) -> None:
+    """One shard of `write_pool`: `part`'s rows in ROWS_PER_BATCH-row record batches."""
+    with shard_writer(path, part.schema, part.num_rows) as write:
+        for offset in range(0, part.num_rows, ROWS_PER_BATCH):
+            write(part.slice(offset, ROWS_PER_BATCH))
+
+
+@contextmanager
+def shard_writer(path: Path, schema: pa.Schema, num_rows: int) -> Iterator[Callable[[pa.Table], None]]:
+    """A shard file of `num_rows` rows; yields `write(rows)`, which appends one record batch.
+
+    Each batch is written from a copy of its own rows: the IPC writer writes a buffer whole
+    (its size, not its rows' bytes) unless it is a slice, so the file's bytes would depend on
+    how the rows were computed; the copy makes them depend on the rows only (the pool written
+    by Ray tasks is byte for byte the pool written in one process)."""
+    schema = schema.with_metadata({ROWS_KEY: str(num_rows)})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        yield lambda rows: writer.write_batch(
+            pa.RecordBatch.from_arrays([pa.concat_arrays(column.chunks) for column in rows.columns], schema=schema))
 
 
 def shard_paths(prepared_dir: str | Path) -> list[str]:

@@ -116,6 +116,16 @@ def number_records(table: pa.Table) -> pa.Table:
     """`link_positives`' table, after any rows were dropped -> TRAIN_PAIR_SCHEMA rows sorted by
     (record, lang): `record` is the rank of `parallel_id` among the table's distinct ids in
     sorted order; `key` and `negative_keys` are record numbers (module doc)."""
+    keys, order = record_keys(table)
+    columns = {name: table.column(name) for name in TRAIN_PAIR_SCHEMA.names if name in table.column_names}
+    columns.update(zip(keys.column_names, keys.columns))
+    out = pa.table([columns[name] for name in TRAIN_PAIR_SCHEMA.names], schema=TRAIN_PAIR_SCHEMA)
+    return take_rows(out, order)
+
+
+def record_keys(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """(`record`, `key`, `positive_key`, `negative_keys` of every row of `number_records`' input,
+    in its order; the rows' (record, lang) order)."""
     record, sorted_ids = _ranks(table.column("parallel_id"))
     component = table.column(COMPONENT).to_numpy()
     none = np.iinfo(np.int64).max
@@ -131,12 +141,12 @@ def number_records(table: pa.Table) -> pa.Table:
     negative_key[negative_key == none] = NO_KEY  # the positive of records that were all dropped
     offsets = negative_components.offsets.to_numpy() - negative_components.offsets[0].as_py()
 
-    columns = {name: table.column(name) for name in TRAIN_PAIR_SCHEMA.names if name in table.column_names}
-    columns["record"] = pa.array(record.astype(np.int32))
-    columns["key"] = pa.array(key.astype(np.int32))
-    columns["positive_key"] = sorted_ids.take(pa.array(key))
-    columns["negative_keys"] = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
-                                                        pa.array(negative_key.astype(np.int32)))
-    out = pa.table([columns[name] for name in TRAIN_PAIR_SCHEMA.names], schema=TRAIN_PAIR_SCHEMA)
+    keys = pa.table({
+        "record": pa.array(record.astype(np.int32)),
+        "key": pa.array(key.astype(np.int32)),
+        "positive_key": sorted_ids.take(pa.array(key)),
+        "negative_keys": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
+                                                  pa.array(negative_key.astype(np.int32))),
+    }, schema=pa.schema([TRAIN_PAIR_SCHEMA.field(name) for name in ("record", "key", "positive_key", "negative_keys")]))
     lang, _ = _ranks(table.column("lang"))
-    return take_rows(out, np.lexsort((lang, record)))
+    return keys, np.lexsort((lang, record))

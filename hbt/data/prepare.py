@@ -25,13 +25,13 @@ from hbt import __version__
 from hbt.config import DataConfig, source_name
 from hbt.data.columns import kept, sorted_distinct
 from hbt.data.lareqa import LareqaCorpus, read_lareqa
-from hbt.data.pairs import Shard, pair_files
+from hbt.data.pairs import pair_files, shard_sha256
 from hbt.data.pool import write_pool
-from hbt.data.positives import number_records
+from hbt.data.positives import number_records, record_keys
 from hbt.data.sources import read_training_pool, rows_in_articles
 from hbt.data.splits import SPLITS, ArticleSplit, split_articles
 from hbt.errors import DataError
-from hbt.io import atomic_directory, sha256_file, sha256_stream, write_json_atomic
+from hbt.io import atomic_directory, sha256_file, write_json_atomic
 from hbt.layout import EVAL_TABLES, MANIFEST, TRAIN_POOL
 
 
@@ -81,11 +81,13 @@ def xquad_question_ids(train: pa.Table, data: DataConfig) -> list[str]:
     return sorted_distinct(pa.chunked_array(ids, pa.string())).to_pylist()
 
 
-def prepare(data: DataConfig, out_dir: Path | None = None) -> Path:
+def prepare(data: DataConfig, out_dir: Path | None = None, on_ray: bool = False, cpus_per_task: float = 1.0) -> Path:
     """Read the training sources and XQuAD-R, split XQuAD-R by article, write them (module doc).
 
-    The whole output directory is replaced atomically, so a failed run leaves the
-    previous one intact. Returns the output directory.
+    `on_ray`: the pool is read, staged and written by Ray tasks of `cpus_per_task` CPUs over
+    the sources' parts on the Ray this process joined (`hbt.data.distributed`); else here, in
+    this process. Both write the same bytes. The whole output directory is replaced atomically,
+    so a failed run leaves the previous one intact. Returns the output directory.
     """
     out_dir = Path(out_dir or data.prepared_dir)
     lareqa_dir = Path(data.data_dir) / "xquad-r"
@@ -99,24 +101,48 @@ def prepare(data: DataConfig, out_dir: Path | None = None) -> Path:
     num_articles = int(pc.max(corpus.queries.column("article")).as_py()) + 1
     split = split_articles(num_articles, data.heldout_fraction, data.split_seed, data.dev_fraction,
                            train=data.trains_on_xquad)
-    pool, source_counts = read_training_pool(data, split.train_articles)
-    train = number_records(keep_fraction(keep_records(pool, data.max_train_records, data.split_seed), data.imbalance,
-                                         data.split_seed))
-    del pool  # the unsorted rows: freed before writing
     evals = {name: corpus_in_articles(corpus, split.articles(name)) for name in SPLITS if split.articles(name)}
-    heldin = xquad_question_ids(train, data)
-    _check_no_eval_questions(train, heldin, evals, data)
 
     with atomic_directory(out_dir) as staging:
-        outputs = [f"{TRAIN_POOL}/{name}" for name in write_pool(train, staging / TRAIN_POOL)]
+        if on_ray:
+            from hbt.data.distributed import WORK, ShardedPrepare, ray_tasks
+
+            eval_texts = pa.chunked_array([c.queries.column("text") for c in evals.values()], pa.string())
+            tasks = ShardedPrepare(data, staging / WORK, ray_tasks(cpus_per_task))
+            pool, source_counts, source_files = tasks.read(split.train_articles, eval_texts)
+        else:
+            pool, source_counts = read_training_pool(data, split.train_articles)
+            source_files = {}
+        pool = keep_records(pool, data.max_train_records, data.split_seed)
+        pool = keep_fraction(pool, data.imbalance, data.split_seed)
+        heldin = xquad_question_ids(pool, data)
+        _check_no_eval_questions(pool, heldin, evals, data)
+        if on_ray:
+            written = tasks.write(pool, staging / TRAIN_POOL)
+            train = _index_columns(pool)
+            digests = {f"{TRAIN_POOL}/{name}": digest for name, (_, digest) in written.items()}
+            del pool
+        else:
+            train = number_records(pool)
+            del pool  # the unsorted rows: freed before writing
+            written, digests = write_pool(train, staging / TRAIN_POOL), {}
+        outputs = [f"{TRAIN_POOL}/{name}" for name in written]
         for name, split_corpus in evals.items():
             (staging / name).mkdir()
             for table in EVAL_TABLES:
                 pq.write_table(getattr(split_corpus, table), staging / name / f"{table}.parquet")
                 outputs.append(f"{name}/{table}.parquet")
-        manifest = _manifest(data, split, train, heldin, evals, source_counts, outputs, staging)
+        manifest = _manifest(data, split, train, heldin, evals, source_counts, outputs, staging,
+                             source_files, digests)
         write_json_atomic(staging / MANIFEST, manifest)
     return out_dir
+
+
+def _index_columns(pool: pa.Table) -> pa.Table:
+    """The columns of the numbered pool the manifest counts (`lang`, `record`, `key`), from the
+    linked pool's rows."""
+    keys, _ = record_keys(pool)
+    return pa.table({"lang": pool.column("lang"), "record": keys.column("record"), "key": keys.column("key")})
 
 
 def _check_no_eval_questions(train: pa.Table, heldin: list[str], evals: dict[str, LareqaCorpus],
@@ -149,11 +175,13 @@ def _lang_text(table: pa.Table, column: str) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(table.column("lang"), table.column(column), "\x00")
 
 
-def _source_files(source, data: DataConfig) -> dict[str, str]:
-    """Every file the source was read from -> its sha256."""
+def _source_files(source, data: DataConfig, known: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Every file the source was read from -> its sha256 (`known`: by source name, hashed already)."""
+    if known.get(source_name(source)):
+        return known[source_name(source)]
     root = Path(data.data_dir)
     if source.kind == "pairs":
-        return {shard.location: _sha256(shard) for shard in pair_files(source.path)[0]}
+        return {shard.location: shard_sha256(shard) for shard in pair_files(source.path)[0]}
     if source.kind == "xquad":
         paths = sorted((root / "xquad").glob("xquad.*.json")) + sorted((root / "xquad-r").glob("*.json"))
     else:
@@ -162,17 +190,15 @@ def _source_files(source, data: DataConfig) -> dict[str, str]:
     return {str(path): sha256_file(path) for path in paths}
 
 
-def _sha256(shard: Shard) -> str:
-    with shard.filesystem.open_input_stream(shard.path) as stream:
-        return sha256_stream(stream)
-
-
-def _manifest(data: DataConfig, split: ArticleSplit, train, heldin, evals, source_counts, outputs, staging) -> dict:
+def _manifest(data: DataConfig, split: ArticleSplit, train, heldin, evals, source_counts, outputs, staging,
+              source_files: dict[str, dict[str, str]], digests: dict[str, str]) -> dict:
+    """The manifest (module doc); `source_files` and `digests` (output -> sha256): what the Ray
+    tasks hashed already."""
     sources = []
     for source in data.sources:
         name = source_name(source)
         entry = {"name": name, **source.model_dump(mode="json", exclude={"name"}), **source_counts[name]}
-        entry["files"] = _source_files(source, data)
+        entry["files"] = _source_files(source, data, source_files)
         sources.append(entry)
     counts = {
         "train_pairs": counts_by_lang(train),
@@ -195,7 +221,7 @@ def _manifest(data: DataConfig, split: ArticleSplit, train, heldin, evals, sourc
         # (or, with --heldout-only, drops) the articles holding these questions.
         "heldin_question_ids": heldin,
         "counts": counts,
-        "files": {name: sha256_file(staging / name) for name in outputs},
+        "files": {name: digests.get(name) or sha256_file(staging / name) for name in outputs},
     }
 
 

@@ -58,7 +58,8 @@ def bitext_pairs(bitext: pa.Table) -> pa.Table:
     }, schema=RAW_PAIR_SCHEMA)
 
 
-def _read_raw(source, data: DataConfig, train_articles) -> pa.Table:
+def read_raw(source, data: DataConfig, train_articles) -> pa.Table:
+    """One source's rows as its reader gives them (RAW_PAIR_SCHEMA)."""
     languages = data.train_languages
     if source.kind == "xquad":
         table = read_squad_parallel(Path(data.data_dir) / "xquad", languages,
@@ -76,8 +77,12 @@ def _read_raw(source, data: DataConfig, train_articles) -> pa.Table:
 
 def read_source(source, data: DataConfig, train_articles) -> pa.Table:
     """One source's rows in the training languages, ids prefixed, with a `source` column."""
-    name = source_name(source)
-    table = _read_raw(source, data, train_articles)
+    return in_training_languages(read_raw(source, data, train_articles), source_name(source), data)
+
+
+def in_training_languages(table: pa.Table, name: str, data: DataConfig) -> pa.Table:
+    """Source `name`'s rows (`parallel_id` first) in the training languages, ids prefixed, with a
+    `source` column."""
     table = kept(table, pc.is_in(table.column("lang"), value_set=pa.array(data.train_languages)))
     if table.num_rows == 0:
         raise DataError(f"source {name!r} has no record in the training languages {data.train_languages}")
@@ -123,7 +128,12 @@ def mix(tables: dict[str, pa.Table], weights: dict[str, float] | None, seed: int
 
 def read_training_pool(data: DataConfig, train_articles) -> tuple[pa.Table, dict]:
     """(every source mixed and linked: `link_positives`' columns, per-source counts for the manifest)."""
-    tables = {source_name(s): read_source(s, data, train_articles) for s in data.sources}
+    return linked_pool({source_name(s): read_source(s, data, train_articles) for s in data.sources}, data)
+
+
+def linked_pool(tables: dict[str, pa.Table], data: DataConfig) -> tuple[pa.Table, dict]:
+    """`read_training_pool` from the sources' tables (`read_source`'s columns; texts, or their
+    hashes as `hbt.data.distributed` reads them)."""
     weighted = all(s.weight is not None for s in data.sources)
     weights = {source_name(s): s.weight for s in data.sources} if weighted else None
     pool = link_positives(mix(tables, weights, data.split_seed))
