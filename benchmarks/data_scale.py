@@ -298,11 +298,12 @@ def _manifest_files(prepared: Path) -> dict:
 
 def measure_stream(config_path: Path, prepared: Path, out: Path, stream_steps: int, trainer_steps: int) -> None:
     """In this (child) process: the stream's steps/s and the bare trainer's, on the same steps."""
-    import torch
+    import numpy as np
     from train_overhead import bare_loop_step_seconds
 
     from hbt.config import load_config
     from hbt.ray_session import ensure_ray
+    from hbt.train.packing import pack
     from hbt.train.stream import build_train_datasets
 
     config = load_config(config_path, [f"train.steps={1 + max(stream_steps, trainer_steps)}", "train.num_workers=1"])
@@ -315,8 +316,8 @@ def measure_stream(config_path: Path, prepared: Path, out: Path, stream_steps: i
         if i == 0:
             first = time.perf_counter()  # the clock starts once the stream is up
         if i <= trainer_steps:  # the trainer's inputs, as `iter_steps` makes them (a copy: cheap)
-            steps.append({key: torch.tensor(batch[key][0]) for key in
-                          ("input_ids", "attention_mask", "negative_mask", "positive_key", "negative_key")})
+            steps.append({key: np.array(batch[key][0]) for key in
+                          ("token_ids", "lengths", "negative_mask", "positive_key", "negative_key")})
         if i == stream_steps:
             break
     stream_s = time.perf_counter() - first
@@ -326,8 +327,8 @@ def measure_stream(config_path: Path, prepared: Path, out: Path, stream_steps: i
     trainer = bare_loop_step_seconds(config, steps, warmup=1)
     write_json_atomic(out, {
         "model": config.model.name_or_path, "batch": config.batching.batch_size,
-        "tokens_per_step": [int(s["attention_mask"].sum()) for s in steps],
-        "padded_shape": [list(s["input_ids"].shape) for s in steps],
+        "tokens_per_step": [int(s["lengths"].sum()) for s in steps],
+        "computed_tokens_per_step": [pack(s["token_ids"], s["lengths"]).computed_tokens for s in steps],
         "build_s": built, "first_step_s": first - started,
         "stream_steps": stream_steps, "stream_s": stream_s, "stream_steps_per_s": stream_steps / stream_s,
         "trainer_steps": len(trainer), "trainer_s": sum(trainer), "trainer_steps_per_s": len(trainer) / sum(trainer),
@@ -468,7 +469,7 @@ def format_table(result: dict) -> str:
             lines.append(f"stream against trainer at {stream['rows']:,} rows: {stream['aborted']}")
         else:
             lines += [f"stream against trainer at {stream['rows']:,} rows ({stream['model']}, batch {stream['batch']}, "
-                      f"padded {stream['padded_shape'][0]}):",
+                      f"{stream['tokens_per_step'][0]} real of {stream['computed_tokens_per_step'][0]} computed tokens a step):",
                       f"  (a) stream: {stream['stream_steps']} steps after the first in {stream['stream_s']:.2f} s = "
                       f"{stream['stream_steps_per_s']:.2f} steps/s (the first step {stream['first_step_s']:.1f} s "
                       "after the "

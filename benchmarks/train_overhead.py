@@ -39,8 +39,9 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+import numpy as np
 import torch
 from bench_rounds import positive_int, report, rotating_rounds
 
@@ -50,7 +51,8 @@ from hbt.data.prepare import prepare
 from hbt.losses.infonce import InfoNCELoss
 from hbt.train.batch import PairPool
 from hbt.train.engine import DDPStrategy
-from hbt.train.loop import contrastive_loss
+from hbt.train.loop import contrastive_loss, row_inputs
+from hbt.train.packing import pack
 from hbt.train.stream import StepMaker, num_micro_steps
 
 TARGET = 0.95
@@ -80,32 +82,39 @@ def bench_config(args: argparse.Namespace) -> HbtConfig:
                                      "train.eval_every=null"])  # the contenders train; none evaluates
 
 
-def tokenized_steps(config: HbtConfig, prepared: Path) -> list[dict[str, torch.Tensor]]:
+def tokenized_steps(config: HbtConfig, prepared: Path) -> list[dict[str, np.ndarray]]:
     """The composer's batches of the run, tokenized: exactly what the stream delivers to rank 0."""
     from transformers import AutoTokenizer
 
     pool = PairPool.open(prepared, config.model.resolved_candidate_context())
     maker = StepMaker(pool, config, world_size=1, rank=0,
                       tokenizer=AutoTokenizer.from_pretrained(config.model.name_or_path))
-    tensors = ("input_ids", "attention_mask", "negative_mask", "positive_key", "negative_key")
-    return [{k: torch.from_numpy(maker.make(step)[k]) for k in tensors} for step in range(num_micro_steps(config))]
+    return [maker.make(step) for step in range(num_micro_steps(config))]
 
 
-def bare_loop_step_seconds(config: HbtConfig, steps: list[dict[str, torch.Tensor]], warmup: int) -> list[float]:
-    """Seconds of each step after `warmup` in a plain loop over pre-tokenized tensors."""
+def bare_loop(config: HbtConfig, steps: list[dict[str, np.ndarray]], warmup: int, layout: Callable = pack,
+              dropout: bool = True) -> tuple[list[float], list[float]]:
+    """Seconds and loss of each step after `warmup` in a plain loop over pre-tokenized steps,
+    their tokens laid out by `layout` inside the timed step (as the worker packs them)."""
     from hbt.train.loop import build_encoder, set_torch_threads
 
     set_torch_threads(config, local_world_size=1)  # as the single Ray Train worker sets itself
     strategy = DDPStrategy(build_encoder(config), config, world_size=1)
-    strategy.encoder.train()
+    strategy.encoder.train(dropout)
     loss_fn = InfoNCELoss.from_config(config.train, gather=False)
-    seconds = []
-    for i, inputs in enumerate(steps):
+    seconds, losses = [], []
+    for row in steps:
         start = time.perf_counter()
+        inputs = row_inputs(row, layout)
         loss = strategy.micro_step(partial(contrastive_loss, loss_fn=loss_fn, inputs=inputs), boundary=True)
-        float(loss)  # the loop reads every loss too
+        losses.append(float(loss))  # the loop reads every loss too
         seconds.append(time.perf_counter() - start)
-    return seconds[warmup:]
+    return seconds[warmup:], losses
+
+
+def bare_loop_step_seconds(config: HbtConfig, steps: list[dict[str, np.ndarray]], warmup: int) -> list[float]:
+    """Seconds of each step after `warmup` in a plain loop over pre-tokenized steps."""
+    return bare_loop(config, steps, warmup)[0]
 
 
 def _bare_loop_on_a_train_worker(loop_config: dict) -> None:
@@ -121,7 +130,7 @@ def _bare_loop_on_a_train_worker(loop_config: dict) -> None:
         ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def bare_in_train_step_seconds(config: HbtConfig, steps: list[dict[str, torch.Tensor]], warmup: int) -> list[float]:
+def bare_in_train_step_seconds(config: HbtConfig, steps: list[dict[str, np.ndarray]], warmup: int) -> list[float]:
     """The bare loop's step times inside a one-worker `TorchTrainer`, as hbt's worker runs."""
     import ray
     import ray.train
@@ -186,7 +195,7 @@ def run(args: argparse.Namespace) -> dict:
         "batch_size": config.batching.batch_size, "max_length": config.model.max_length,
         "hard_negatives": config.train.hard_negatives, "freeze_embeddings": config.train.freeze_embeddings,
         "torch_threads": torch.get_num_threads(),
-        "timed_tokens_per_round": sum(int(s["attention_mask"].sum()) for s in steps[args.warmup:]),
+        "timed_tokens_per_round": sum(int(s["lengths"].sum()) for s in steps[args.warmup:]),
         "step_seconds": seconds,
         "total_s": total,
         "median_step_s": {name: statistics.median(t for rnd in rounds for t in rnd)

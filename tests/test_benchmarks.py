@@ -101,9 +101,27 @@ def test_limit_benchmark_runs(tmp_path, data_dir):
         "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["encoding"]["texts"] == 64 and result["training"]["steps"] == 2
-    for part in ("encoding", "training"):
+    for part in ("encoding", "training", "training_padded"):
         assert result["mfu"][part] == pytest.approx(result[part]["gflops"] / result["peak"]["gflops"])
         assert 0 < result["mfu"][part] < 10
+    assert 0 < result["training"]["real_fraction"] <= 1
+
+
+def test_train_speed_benchmark_runs(tmp_path, prepared, tiny_model):
+    out = tmp_path / "speed.json"
+    result = load_benchmark("train_speed").main([
+        "--config", str(BENCHMARKS.parent / "configs" / "local.yaml"), "--model", str(tiny_model),
+        "--prepared", str(prepared), "--set", "data.languages=[en,de,es]", "--set", "batching.batch_size=4",
+        "--set", "model.max_length=48", "--steps", "2", "--warmup", "1", "--rounds", "1",
+        "--fraction-steps", "3", "--fraction-batches", "4", "8", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    totals = {name: sum(map(sum, rounds)) for name, rounds in result["step_seconds"].items()}
+    assert result["ratio"] == pytest.approx(totals["one_matrix"] / totals["packed"])
+    # the same steps either way, dropout off: the same losses to float order
+    assert len(result["losses"]["packed"]) == 3 and result["loss_max_rel_diff"] <= 1e-4
+    assert sum(result["tokens"]["packed"]) < sum(result["tokens"]["one_matrix"])
+    for fraction in result["real_fraction"].values():
+        assert fraction["one_matrix"] < fraction["packed"] <= 1
 
 
 @pytest.mark.slow  # a whole benchmark run

@@ -200,8 +200,16 @@ class Encoder(nn.Module):
         )
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids and mask -> (B, H) L2-normalised embeddings."""
+    def forward(self, input_ids: torch.Tensor | Sequence[torch.Tensor],
+                attention_mask: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, H) L2-normalised embeddings; or lists of such chunks, each
+        padded to its own length (`hbt.train.packing`) -> their rows concatenated (sum B, H).
+        Chunks go through one call, so DDP and DeepSpeed see one forward pass a micro-batch."""
+        if isinstance(input_ids, torch.Tensor):
+            return self._embed(input_ids, attention_mask)
+        return torch.cat([self._embed(ids, mask) for ids, mask in zip(input_ids, attention_mask)])  # (sum B, H)
+
+    def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state  # (B, T, H)
         pooled = pool(hidden, attention_mask, self.cfg.pooling)  # (B, H)

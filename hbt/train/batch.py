@@ -14,16 +14,18 @@ Passages (positives and hard negatives) are formed as the evaluation forms its c
 (`hbt.data.candidates`): the sentence, followed by its paragraph when
 `model.candidate_context` is on.
 
-Tokenized layout of a step with B pairs and N hard negatives per pair (one padded matrix,
-so the encoder runs a single forward pass):
+Tokenized layout of a step with B pairs and N hard negatives per pair: its M = B * (2 + N)
+sequences ragged, end to end, with no padding (`hbt.train.packing` cuts them into
+length-sorted chunks for the encoder):
 
-    input_ids, attention_mask   (B * (2 + N), T)   T <= model.max_length
-        rows [0, B)                      queries (with the query prefix)
-        rows [B, 2B)                     their positives (passage prefix)
-        rows [2B + i*N, 2B + (i+1)*N)    pair i's hard negatives (passage prefix)
-    negative_mask               (B, N) bool        False: a padding negative (empty text)
-    positive_key                (B,) int64         1 + each pair's positive `key`
-    negative_key                (B, N) int64       1 + each hard negative's key (0: none)
+    token_ids       (S,) int32        every sequence's ids, S = sum of lengths
+    lengths         (M,) int32        each sequence's tokens (<= model.max_length), in the order
+        [0, B)                          queries (with the query prefix)
+        [B, 2B)                         their positives (passage prefix)
+        [2B + i*N, 2B + (i+1)*N)        pair i's hard negatives (passage prefix)
+    negative_mask   (B, N) bool       False: a padding negative (empty text)
+    positive_key    (B,) int64        1 + each pair's positive `key`
+    negative_key    (B, N) int64      1 + each hard negative's key (0: none)
 
 A pair's hard negatives are the other sentences of its positive's paragraph, in the
 positive's language, minus any that is the positive of a record in the same global step
@@ -36,6 +38,7 @@ masked out of the loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, AbstractSet, Callable, Sequence
 
@@ -205,15 +208,16 @@ class PairPool:
 def tokenize_step(tokenizer, model_cfg: ModelConfig, texts: StepTexts) -> dict[str, np.ndarray]:
     """Tokenize a step into the layout of the module docstring (numpy, for Ray Data and torch alike)."""
     passages = texts.positives + [n for row in texts.negatives for n in row]
-    batch = tokenizer(
-        [model_cfg.query_prefix + q for q in texts.questions]
-        + [model_cfg.passage_prefix + p for p in passages],
-        padding=True, truncation=True, max_length=model_cfg.max_length, return_tensors="np")
+    ids = tokenizer([model_cfg.query_prefix + q for q in texts.questions]
+                    + [model_cfg.passage_prefix + p for p in passages],
+                    truncation=True, max_length=model_cfg.max_length,
+                    return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    lengths = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
     b, n = texts.negative_mask.shape
     return {
-        "input_ids": batch["input_ids"].astype(np.int64),            # (B*(2+N), T)
-        "attention_mask": batch["attention_mask"].astype(np.int64),  # (B*(2+N), T)
-        "negative_mask": texts.negative_mask,                        # (B, N)
+        "token_ids": np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum())),  # (S,)
+        "lengths": lengths,                                                                             # (B*(2+N),)
+        "negative_mask": texts.negative_mask,                                                           # (B, N)
         # Keys shifted by one so that 0 means "no key" (a padded or nobody's negative).
         "positive_key": np.array(texts.positive_keys, dtype=np.int64) + 1,                 # (B,)
         "negative_key": np.array(texts.negative_keys, dtype=np.int64).reshape(b, n) + 1,   # (B, N)

@@ -9,9 +9,10 @@ The loop reads only its config dict and its Ray Data shard:
 Each row of the shard is one whole micro-batch of this rank, composed on the driver by the
 `HybridBatchComposer` (the single source of batch order) and tokenized by a Ray Data actor
 in the layout of `hbt.train.batch` (queries, positives and `train.hard_negatives` negatives
-per pair: one forward pass). One optimizer step is `train.grad_accum` micro-batches. InfoNCE
-gathers embeddings from all workers, so every query of a micro-batch sees the whole global
-micro-batch as negatives:
+per pair, ragged); the worker cuts them into length-sorted chunks padded to their own length
+(`hbt.train.packing`), encoded in one forward call. One optimizer step is `train.grad_accum`
+micro-batches. InfoNCE gathers embeddings from all workers, so every query of a micro-batch
+sees the whole global micro-batch as negatives:
 
     # 4 workers * 16 pairs = 64 queries vs 64 positives (+ 64 * N hard negatives) per loss
     # * grad_accum micro-batches = pairs per optimizer step
@@ -33,8 +34,9 @@ Reported metrics (every `train.report_every` steps; rank 0's are the ones Ray ke
 step (0-based index of the last optimizer step done), loss (mean over all ranks' micro-batches
 since the previous report), loss_xx / loss_xy (the same over micro-batches of that kind; None
 when there were none), kind (of the last micro-batch), lr (of the last step), pairs_per_s and
-tokens_per_s (global: all ranks' pairs and non-padding tokens over the wall time since the
-previous report, dev evaluation excluded), batch_ids: one list of rank 0's parallel_ids per
+tokens_per_s (global: all ranks' pairs and real, non-padding tokens over the wall time since
+the previous report, dev evaluation excluded), padded_fraction (of the tokens the encoder
+computed, the padding of the chunks), batch_ids: one list of rank 0's parallel_ids per
 micro-batch since the previous report, and on evaluated steps the `hbt.train.dev` metrics.
 """
 
@@ -45,21 +47,27 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from hbt.config import HbtConfig
 from hbt.layout import COMPOSER_STATE
+from hbt.train.packing import pack
 
 KINDS = ("xx", "xy")
 
 
-def contrastive_loss(model, loss_fn, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One forward pass over queries, positives and hard negatives, then InfoNCE (candidates
-    sharing a query's positive key masked for it)."""
+MASKS_AND_KEYS = ("negative_mask", "positive_key", "negative_key")  # a step's inputs besides its tokens
+
+
+def contrastive_loss(model, loss_fn, inputs: dict) -> torch.Tensor:
+    """One forward call over the packed queries, positives and hard negatives (`inputs["packed"]`,
+    `hbt.train.packing.Packed`), then InfoNCE (candidates sharing a query's positive key masked
+    for it)."""
     b, n = inputs["negative_mask"].shape
-    emb = model(inputs["input_ids"], inputs["attention_mask"])  # (B * (2 + N), D)
+    packed = inputs["packed"]
+    emb = model(packed.input_ids, packed.attention_mask)[packed.restore]  # (B * (2 + N), D), step order
     query, positive = emb[:b], emb[b:2 * b]  # (B, D) each
     if n == 0:
         return loss_fn(query, positive, positive_keys=inputs["positive_key"])
@@ -72,19 +80,19 @@ class ReportWindow:
 
     def __init__(self):
         self.started = time.perf_counter()
-        # loss, count, then per kind in KINDS: loss, count; then pairs, tokens
+        # loss, count, then per kind in KINDS: loss, count; then pairs, real tokens, computed tokens
         # on the CPU: `metrics` sums it over ranks on the process group's device
-        self.sums = torch.zeros(2 + 2 * len(KINDS) + 2, dtype=torch.float64)  # (S,)
+        self.sums = torch.zeros(2 + 2 * len(KINDS) + 3, dtype=torch.float64)  # (S,)
         self.batch_ids: list[list[str]] = []
         self.kind: str | None = None
 
-    def add(self, kind: str, parallel_ids: list[str], attention_mask: torch.Tensor, loss: torch.Tensor) -> None:
+    def add(self, kind: str, parallel_ids: list[str], real_tokens: int, computed_tokens: int,
+            loss: torch.Tensor) -> None:
         value = float(loss)
         k = 2 + 2 * KINDS.index(kind)
         self.sums[0:2] += torch.tensor([value, 1.0], dtype=torch.float64)
         self.sums[k:k + 2] += torch.tensor([value, 1.0], dtype=torch.float64)
-        self.sums[-2] += len(parallel_ids)
-        self.sums[-1] += float(attention_mask.sum())
+        self.sums[-3:] += torch.tensor([len(parallel_ids), real_tokens, computed_tokens], dtype=torch.float64)
         self.batch_ids.append(list(parallel_ids))
         self.kind = kind
 
@@ -104,8 +112,9 @@ class ReportWindow:
             **{f"loss_{kind}": mean(2 + 2 * i) for i, kind in enumerate(KINDS)},
             "kind": self.kind,
             "lr": lr,
-            "pairs_per_s": float(sums[-2]) / elapsed,
-            "tokens_per_s": float(sums[-1]) / elapsed,
+            "pairs_per_s": float(sums[-3]) / elapsed,
+            "tokens_per_s": float(sums[-2]) / elapsed,
+            "padded_fraction": 1 - float(sums[-2] / sums[-1]) if sums[-1] > 0 else 0.0,
             "batch_ids": self.batch_ids,
         }
 
@@ -167,9 +176,16 @@ def set_torch_threads(cfg: HbtConfig, local_world_size: int) -> int:
     return threads
 
 
-def _inputs(step, device: torch.device) -> dict[str, torch.Tensor]:
-    return {name: getattr(step, name).to(device)
-            for name in ("input_ids", "attention_mask", "negative_mask", "positive_key", "negative_key")}
+def _inputs(step, device: torch.device) -> dict:
+    return {"packed": pack(step.token_ids, step.lengths).to(device),
+            **{name: getattr(step, name).to(device) for name in MASKS_AND_KEYS}}
+
+
+def row_inputs(row: dict, layout: Callable = pack) -> dict:
+    """`contrastive_loss`'s inputs from a tokenized step (`hbt.train.batch` layout, numpy), its
+    tokens laid out by `layout` (`hbt.train.packing.pack`, or `one_matrix`): for loops outside Ray."""
+    return {"packed": layout(row["token_ids"], row["lengths"]),
+            **{name: torch.from_numpy(row[name]) for name in MASKS_AND_KEYS}}
 
 
 def train_func(config: dict) -> None:
@@ -205,7 +221,8 @@ def train_func(config: dict) -> None:
             inputs = _inputs(batch, strategy.device)
             loss = strategy.micro_step(partial(contrastive_loss, loss_fn=loss_fn, inputs=inputs),
                                        boundary=micro == tc.grad_accum - 1)
-            window.add(batch.kind, batch.parallel_ids, batch.attention_mask, loss)
+            packed = inputs["packed"]
+            window.add(batch.kind, batch.parallel_ids, packed.real_tokens, packed.computed_tokens, loss)
         done = step + 1
         want_eval = tc.eval_every is not None and (
             done % tc.eval_every == 0 or done % tc.checkpoint_every == 0 or done >= tc.steps)

@@ -69,7 +69,8 @@ def progress_line(metrics: Dict[str, Any], total_steps: int) -> str:
     by_kind = ", ".join(f"{kind} {metrics[f'loss_{kind}']:.4f}" for kind in ("xx", "xy")
                         if metrics.get(f"loss_{kind}") is not None)
     line = (f"step {metrics['step'] + 1}/{total_steps}  loss {metrics['loss']:.4f} ({by_kind})  "
-            f"lr {metrics['lr']:.2e}  {metrics['pairs_per_s']:.1f} pairs/s  {metrics['tokens_per_s']:.0f} tokens/s")
+            f"lr {metrics['lr']:.2e}  {metrics['pairs_per_s']:.1f} pairs/s  {metrics['tokens_per_s']:.0f} real tokens/s "
+            f"({metrics['padded_fraction']:.0%} padding)")
     dev = [f"{label} {metrics[key]:{fmt}}" for key, label, fmt in DEV_COLUMNS if metrics.get(key) is not None]
     if not dev:
         return line

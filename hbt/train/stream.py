@@ -16,8 +16,10 @@ global batch, tokenized in the layout of `hbt.train.batch`:
     composer_state  str                 JSON of the composer's state_dict() after this
                                         step: what a checkpoint taken here must hold
     parallel_id     (B,) str            the slice's records, in composer order
-    input_ids       (B * (2 + N), T)    int64; T varies per step (a variable-shaped
-    attention_mask  (B * (2 + N), T)    int64   tensor column)
+    token_ids       (S,)                int32: the step's sequences end to end, unpadded; S
+                                        varies per step (a variable-shaped tensor column)
+    lengths         (B * (2 + N),)      int32: each sequence's tokens (`hbt.train.packing`
+                                        pads them into chunks on the worker)
     negative_mask   (B, N)              bool
     positive_key    (B,)                int64 key ids: the loss masks false negatives
     negative_key    (B, N)              int64   (`hbt.train.batch`, `hbt.losses.infonce`)
@@ -72,14 +74,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class TokenizedStep:
-    """One rank's share of one micro-step, as torch tensors (layout: `hbt.train.batch`)."""
+    """One rank's share of one micro-step: its tokens ragged (numpy), masks and keys as torch
+    tensors (layout: `hbt.train.batch`)."""
 
     step: int
     kind: str
     composer_state: str             # JSON: the composer's state after this step
     parallel_ids: list[str]         # (B,)
-    input_ids: "torch.Tensor"       # (B * (2 + N), T) int64
-    attention_mask: "torch.Tensor"  # (B * (2 + N), T) int64
+    token_ids: np.ndarray           # (S,) int32, the sequences end to end
+    lengths: np.ndarray             # (B * (2 + N),) int32
     negative_mask: "torch.Tensor"   # (B, N) bool
     positive_key: "torch.Tensor"    # (B,) int64
     negative_key: "torch.Tensor"    # (B, N) int64
@@ -257,9 +260,9 @@ def iter_steps(shard) -> Iterator[TokenizedStep]:
         yield TokenizedStep(
             step=step, kind=str(batch["kind"][0]), composer_state=str(batch["composer_state"][0]),
             parallel_ids=[str(p) for p in batch["parallel_id"][0]],
-            # torch.tensor copies: Ray hands out read-only views of its blocks.
-            input_ids=torch.tensor(batch["input_ids"][0], dtype=torch.int64),
-            attention_mask=torch.tensor(batch["attention_mask"][0], dtype=torch.int64),
+            # Copies: Ray hands out read-only views of its blocks.
+            token_ids=np.array(batch["token_ids"][0], dtype=np.int32),
+            lengths=np.array(batch["lengths"][0], dtype=np.int32),
             negative_mask=torch.tensor(batch["negative_mask"][0], dtype=torch.bool),
             positive_key=torch.tensor(batch["positive_key"][0], dtype=torch.int64),
             negative_key=torch.tensor(batch["negative_key"][0], dtype=torch.int64))

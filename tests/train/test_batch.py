@@ -90,24 +90,22 @@ def test_the_pool_is_opened_from_a_path_or_a_uri(tmp_path, monkeypatch):
 
 
 class WordTokenizer:
-    """Whitespace tokenizer with the HF call signature used by tokenize_step."""
+    """Whitespace tokenizer with the HF call signature used by tokenize_step: a word's id is its length."""
 
-    def __call__(self, texts, padding, truncation, max_length, return_tensors):
-        ids = [[hash(w) % 1000 + 1 for w in t.split()][:max_length] for t in texts]
-        width = max(len(i) for i in ids)
-        return {"input_ids": np.array([i + [0] * (width - len(i)) for i in ids]),
-                "attention_mask": np.array([[1] * len(i) + [0] * (width - len(i)) for i in ids])}
+    def __call__(self, texts, truncation, max_length, return_attention_mask, return_token_type_ids):
+        return {"input_ids": [[len(w) for w in t.split()][:max_length] for t in texts]}
 
 
 def test_tokenize_step_layout():
     cfg = ModelConfig(query_prefix="query: ", passage_prefix="passage: ", max_length=8)
     texts = PairPool.from_table(table()).texts([(P1, "de", "en"), (P2, "en", "de")], num_negatives=2, step=0)
     out = tokenize_step(WordTokenizer(), cfg, texts)
-    assert out["input_ids"].shape[0] == 2 * (2 + 2) and out["input_ids"].dtype == np.int64
     assert out["negative_mask"].shape == (2, 2)
-    lengths = out["attention_mask"].sum(axis=1).tolist()
-    # "query: q1 de" = 3 words; "passage: a1 en" = 3; negatives likewise 3 words each
-    assert lengths == [3, 3, 3, 3, 3, 3, 3, 3]
+    # queries, positives, then each pair's negatives: "query: q1 de" = 3 words, "passage: a1 en" = 3...
+    assert out["lengths"].dtype == np.int32 and out["lengths"].tolist() == [3] * (2 * (2 + 2))
+    # ...end to end, unpadded: "query:" 6, "q1" 2, "de" 2; "passage:" 8, "n1" 2, "en" 2 (p1's first negative)
+    assert out["token_ids"].dtype == np.int32 and len(out["token_ids"]) == 3 * 8
+    assert out["token_ids"][:3].tolist() == [6, 2, 2] and out["token_ids"][12:15].tolist() == [8, 2, 2]
     # Keys shifted by one: 0 is "no key".
     assert out["positive_key"].tolist() == [P1 + 1, P2 + 1]
     assert out["negative_key"].tolist() == [[0, P3 + 1], [0, 0]]

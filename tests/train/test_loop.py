@@ -6,6 +6,7 @@ import torch
 
 def test_contrastive_loss_splits_queries_positives_and_negatives():
     from hbt.train.loop import contrastive_loss
+    from hbt.train.packing import Packed
 
     seen = {}
 
@@ -15,19 +16,25 @@ def test_contrastive_loss_splits_queries_positives_and_negatives():
         return query.sum()
 
     b, n, d = 2, 3, 4
-    inputs = {"input_ids": torch.arange(b * (2 + n)), "attention_mask": torch.ones(b * (2 + n)),
+
+    def packed(m):  # step rows 0..m-1 in two chunks, odd rows first: the loss must see them back in order
+        chunks = [torch.arange(1, m, 2), torch.arange(0, m, 2)]
+        restore = torch.cat(chunks).argsort()
+        return Packed(chunks, [torch.ones_like(c) for c in chunks], restore, m, m)
+
+    inputs = {"packed": packed(b * (2 + n)),
               "negative_mask": torch.tensor([[True, True, False], [True, False, False]]),
               "positive_key": torch.tensor([5, 6]), "negative_key": torch.tensor([[0, 6, 0], [0, 0, 0]])}
 
-    def rows(ids, mask):  # a fake encoder: (rows, D), row i all i
-        return ids.float().unsqueeze(1).expand(-1, d)
+    def rows(ids, mask):  # a fake encoder over chunks: (rows, D), the row of step row i all i
+        return torch.cat(ids).float().unsqueeze(1).expand(-1, d)
 
     contrastive_loss(rows, loss_fn, inputs)
     assert seen["query"][:, 0].tolist() == [0, 1] and seen["positive"][:, 0].tolist() == [2, 3]
     assert seen["negatives"].shape == (b, n, d) and seen["negatives"][1, :, 0].tolist() == [7, 8, 9]
     assert seen["mask"] is inputs["negative_mask"]
     assert seen["positive_keys"] is inputs["positive_key"] and seen["negative_keys"] is inputs["negative_key"]
-    contrastive_loss(rows, loss_fn, {**inputs, "input_ids": torch.arange(2 * b), "negative_mask": torch.zeros(b, 0),
+    contrastive_loss(rows, loss_fn, {**inputs, "packed": packed(2 * b), "negative_mask": torch.zeros(b, 0),
                                      "negative_key": torch.zeros(b, 0, dtype=torch.int64)})
     assert seen["negatives"] is None and seen["positive_keys"] is inputs["positive_key"]
 
@@ -36,23 +43,24 @@ def test_report_window_means_per_kind_and_throughput():
     from hbt.train.loop import ReportWindow
 
     window = ReportWindow()
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])  # 3 tokens
-    window.add("xx", ["a"], mask, torch.tensor(2.0))
-    window.add("xx", ["b"], mask, torch.tensor(4.0))
+    window.add("xx", ["a"], 3, 4, torch.tensor(2.0))  # 3 real tokens of 4 computed
+    window.add("xx", ["b"], 3, 6, torch.tensor(4.0))
     metrics = window.metrics(step=1, lr=0.5)
     assert (metrics["loss"], metrics["loss_xx"], metrics["loss_xy"]) == (3.0, 3.0, None)
     assert metrics["kind"] == "xx" and metrics["batch_ids"] == [["a"], ["b"]] and metrics["lr"] == 0.5
     assert metrics["tokens_per_s"] == pytest.approx(3 * metrics["pairs_per_s"])
+    assert metrics["padded_fraction"] == pytest.approx(1 - 6 / 10)
 
 
 def test_progress_line():
     from hbt.train.progress import progress_line
 
     line = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
-                          "pairs_per_s": 10.0, "tokens_per_s": 300.0}, total_steps=7)
-    assert line.startswith("step 3/7  loss 1.5000 (xy 1.5000)") and "300 tokens/s" in line and "dev" not in line
+                          "pairs_per_s": 10.0, "tokens_per_s": 300.0, "padded_fraction": 0.06}, total_steps=7)
+    assert line.startswith("step 3/7  loss 1.5000 (xy 1.5000)") and "dev" not in line
+    assert "300 real tokens/s (6% padding)" in line
     evaluated = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
-                               "pairs_per_s": 10.0, "tokens_per_s": 300.0, "dev/mono_map": 0.5, "dev/cross_map": 0.25,
+                               "pairs_per_s": 10.0, "tokens_per_s": 300.0, "padded_fraction": 0.06, "dev/mono_map": 0.5, "dev/cross_map": 0.25,
                                "dev/multi_map": 0.125, "dev/rank_distance": 42.0, "dev/seconds": 9.0}, total_steps=7)
     assert evaluated.endswith("dev Mo 0.5000 Cr 0.2500 Mul 0.1250 RD 42.0 (9 s)")
 

@@ -94,11 +94,8 @@ def composer_state_after(index, cfg, steps: int) -> dict:
 class SplitTokenizer:
     """Whitespace tokenizer with the HF call signature tokenize_step uses."""
 
-    def __call__(self, texts, padding, truncation, max_length, return_tensors):
-        ids = [[len(w) for w in t.split()] for t in texts]
-        width = max(map(len, ids))
-        return {"input_ids": np.array([i + [0] * (width - len(i)) for i in ids]),
-                "attention_mask": np.array([[1] * len(i) + [0] * (width - len(i)) for i in ids])}
+    def __call__(self, texts, truncation, max_length, return_attention_mask, return_token_type_ids):
+        return {"input_ids": [[len(w) for w in t.split()] for t in texts]}
 
 
 def test_step_maker_rows_are_each_ranks_composer_slice_from_a_saved_state():
@@ -119,7 +116,7 @@ def test_step_maker_rows_are_each_ranks_composer_slice_from_a_saved_state():
         assert [row["step"] for row in rows] == list(range(5, 12)) + [7]
         assert [row["kind"] for row in rows[:7]] == [b.kind for b in batches]
         assert [list(row["parallel_id"]) for row in rows[:7]] == [[pid for pid, _, _ in b.examples] for b in batches]
-        assert [row["input_ids"].tolist() for row in rows[:7]][2] == rows[7]["input_ids"].tolist()
+        assert [row["token_ids"].tolist() for row in rows[:7]][2] == rows[7]["token_ids"].tolist()
         # Each row carries the state a checkpoint taken right after it must hold.
         assert [json.loads(row["composer_state"])["step"] for row in rows] == list(range(6, 13)) + [8]
         assert json.loads(rows[6]["composer_state"]) == composer_state_after(pool.index, cfg, 12)
@@ -147,7 +144,7 @@ def test_iter_steps_refuses_out_of_order_rows():
             for step in (4, 6):
                 yield {"step": np.array([step]), "kind": np.array(["xx"]), "composer_state": np.array(["{}"]),
                        "parallel_id": np.array([["a"]]),
-                       "input_ids": np.zeros((1, 2, 3)), "attention_mask": np.ones((1, 2, 3)),
+                       "token_ids": np.ones((1, 6), dtype=np.int32), "lengths": np.full((1, 2), 3, dtype=np.int32),
                        "negative_mask": np.zeros((1, 1, 0), dtype=bool),
                        "positive_key": np.ones((1, 1), dtype=np.int64), "negative_key": np.zeros((1, 1, 0))}
 
@@ -173,9 +170,8 @@ def test_driver_reads_each_ranks_exact_steps_on_resume_with_negatives(ray_local,
         assert [(s.step, s.kind, s.parallel_ids) for s in got] == [(w["step"], w["kind"],
                                                                     w["parallel_ids"]) for w in want]
         for step, ref in zip(got, want):
-            assert step.input_ids.shape == (4 * (2 + 2), ref["input_ids"].shape[1])
-            assert np.array_equal(step.input_ids.numpy(), ref["input_ids"])
-            assert np.array_equal(step.attention_mask.numpy(), ref["attention_mask"])
+            assert step.lengths.shape == (4 * (2 + 2),) and step.token_ids.shape == (ref["lengths"].sum(),)
+            assert np.array_equal(step.token_ids, ref["token_ids"]) and np.array_equal(step.lengths, ref["lengths"])
             assert np.array_equal(step.negative_mask.numpy(), ref["negative_mask"])
             assert np.array_equal(step.positive_key.numpy(), ref["positive_key"])
             assert np.array_equal(step.negative_key.numpy(), ref["negative_key"])
@@ -195,7 +191,8 @@ def test_train_workers_each_stream_their_own_slice(ray_local, prepared, tiny_mod
         from hbt.train.stream import dataset_name, iter_steps
 
         rank = ray.train.get_context().get_world_rank()
-        seen = [{"step": s.step, "kind": s.kind, "parallel_ids": s.parallel_ids, "input_ids": s.input_ids.tolist(),
+        seen = [{"step": s.step, "kind": s.kind, "parallel_ids": s.parallel_ids, "token_ids": s.token_ids.tolist(),
+                 "lengths": s.lengths.tolist(),
                  "negatives": list(s.negative_mask.shape)}
                 for s in iter_steps(ray.train.get_dataset_shard(dataset_name(rank)))]
         Path(config["out"], f"rank{rank}.json").write_text(json.dumps(seen))
@@ -213,5 +210,6 @@ def test_train_workers_each_stream_their_own_slice(ray_local, prepared, tiny_mod
         want = reference(prepared, cfg, rank, start=0, stop=3)
         assert [(s["step"], s["kind"], s["parallel_ids"]) for s in seen] == [(w["step"], w["kind"],
                                                                               w["parallel_ids"]) for w in want]
-        assert [s["input_ids"] for s in seen] == [w["input_ids"].tolist() for w in want]
+        assert [s["token_ids"] for s in seen] == [w["token_ids"].tolist() for w in want]
+        assert [s["lengths"] for s in seen] == [w["lengths"].tolist() for w in want]
         assert all(s["negatives"] == [4, 0] for s in seen)  # no hard negatives: an empty (B, 0) mask
