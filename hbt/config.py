@@ -251,9 +251,10 @@ class EvalConfig(Section):
                                           "reserved CPUs, else the node's usable CPUs; hbt.threads)")
     heldout_only: bool = Field(False,
                                description="drop corpus articles the model's training manifest says it was trained on")
-    precision: Literal["fp32", "int8", "bf16"] = Field(
+    precision: Literal["fp32", "int8", "int8-accurate", "bf16"] = Field(
         "fp32",
         description="encoding precision of `hbt eval`: int8 = ONNX Runtime with int8 weights per channel (CPU), "
+        "int8-accurate = the same with the feed-forward weights kept fp32 (slower, mAP within 0.005 of fp32), "
         "bf16 = bfloat16 weights (GPU)")
 
 
@@ -302,8 +303,8 @@ class HbtConfig(Section):
     @model_validator(mode="after")
     def _eval_precision_fits_device(self) -> "HbtConfig":
         # int8 runs in ONNX Runtime on CPUs only; bfloat16 pays off on GPUs only.
-        if self.eval.precision == "int8" and self.cluster.use_gpu:
-            raise ValueError("eval.precision=int8 runs on CPUs (cluster.use_gpu=false); on GPUs use bf16")
+        if self.eval.precision.startswith("int8") and self.cluster.use_gpu:
+            raise ValueError(f"eval.precision={self.eval.precision} runs on CPUs (cluster.use_gpu=false); on GPUs use bf16")
         if self.eval.precision == "bf16" and not self.cluster.use_gpu:
             raise ValueError("eval.precision=bf16 needs cluster.use_gpu=true (bf16 runs on GPUs only)")
         return self

@@ -68,13 +68,14 @@ def test_eval_precision_benchmark_compares_the_same_work(tmp_path, data_dir):
         "--model", str(model), "--corpus", str(data_dir / "xquad-r"), "--languages", "en,de", "--max-articles", "1",
         "--rounds", "2", "--set", "eval.batch_size=8", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    fp32, int8 = result["workload"]["fp32"], result["workload"]["int8"]
-    assert fp32 == int8 and fp32["texts"] > 0 and fp32["batch_size"] == [8]  # what each encoder was given
-    assert set(result["map"]["fp32"]) == set(result["map"]["int8"]) == set(result["delta"])
-    assert set(result["delta"]) == {"mono", "cross", "multi"}
+    fp32 = result["workload"]["fp32"]
+    assert fp32["texts"] > 0 and fp32["batch_size"] == [8]
+    assert result["workload"] == {p: fp32 for p in ("fp32", "int8", "int8-accurate")}  # what each encoder was given
+    for precision in ("int8", "int8-accurate"):
+        assert set(result["map"][precision]) == set(result["delta"][precision]) == {"mono", "cross", "multi"}
+        assert result["speedup"][precision] == pytest.approx(result["total_s"]["fp32"] / result["total_s"][precision])
     for precision, rounds in result["seconds"].items():
         assert len(rounds) == 2 and result["total_s"][precision] == pytest.approx(sum(rounds))
-    assert result["speedup"] == pytest.approx(result["total_s"]["fp32"] / result["total_s"]["int8"])
 
 
 def test_limit_counts_the_encoders_flops_as_torch_does(tmp_path):

@@ -16,6 +16,7 @@ from torch import nn
 
 from hbt.config import ModelConfig
 from hbt.errors import HbtError, first_line
+from hbt.model.onnx_int8 import INT8_PRECISIONS, OnnxInt8Model
 
 Kind = Literal["query", "passage"]
 
@@ -166,16 +167,15 @@ class Encoder(nn.Module):
     def for_inference(self, precision: str) -> "Encoder":
         """Set for encoding at `precision` (`eval.precision`): fp32 as it is; int8 run by ONNX
         Runtime with int8 weights per output channel and activations quantized per batch (CPU
-        only; `hbt.model.onnx_int8`), on torch's thread count; bf16 with bfloat16 weights (GPU
-        only). Embeddings come out as float32 either way."""
-        if precision == "int8":
-            from hbt.model.onnx_int8 import OnnxInt8Model
-
-            self.model = OnnxInt8Model(self.model, torch.get_num_threads())
+        only; `hbt.model.onnx_int8`), on torch's thread count; int8-accurate the same with the
+        feed-forward weights kept fp32; bf16 with bfloat16 weights (GPU only). Embeddings come
+        out as float32 either way."""
+        if precision in INT8_PRECISIONS:
+            self.model = OnnxInt8Model(self.model, torch.get_num_threads(), precision)
         elif precision == "bf16":
             self.model = self.model.to(torch.bfloat16)
         elif precision != "fp32":
-            raise ValueError(f"unknown precision {precision!r} (expected fp32, int8 or bf16)")
+            raise ValueError(f"unknown precision {precision!r} (expected fp32, int8, int8-accurate or bf16)")
         return self.eval()
 
     @property

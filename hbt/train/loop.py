@@ -76,22 +76,30 @@ def contrastive_loss(model, loss_fn, inputs: dict) -> torch.Tensor:
 
 
 class ReportWindow:
-    """Sums over the micro-batches since the last report; `metrics` reduces them over ranks."""
+    """Sums over the micro-batches since the last report; `metrics` reduces them over ranks.
+
+    The losses are summed on their own device and read once per report, not per micro-step:
+    on a GPU, reading a loss waits for the step's kernels (a sync every micro-step)."""
 
     def __init__(self):
         self.started = time.perf_counter()
         # loss, count, then per kind in KINDS: loss, count; then pairs, real tokens, computed tokens
-        # on the CPU: `metrics` sums it over ranks on the process group's device
+        # the counts on the CPU; `metrics` sums it over ranks on the process group's device
         self.sums = torch.zeros(2 + 2 * len(KINDS) + 3, dtype=torch.float64)  # (S,)
+        self.losses: torch.Tensor | None = None  # (1 + len(KINDS),) float64 on the losses' device
         self.batch_ids: list[list[str]] = []
         self.kind: str | None = None
 
     def add(self, kind: str, parallel_ids: list[str], real_tokens: int, computed_tokens: int,
             loss: torch.Tensor) -> None:
-        value = float(loss)
-        k = 2 + 2 * KINDS.index(kind)
-        self.sums[0:2] += torch.tensor([value, 1.0], dtype=torch.float64)
-        self.sums[k:k + 2] += torch.tensor([value, 1.0], dtype=torch.float64)
+        k = 1 + KINDS.index(kind)
+        if self.losses is None:
+            self.losses = torch.zeros(1 + len(KINDS), dtype=torch.float64, device=loss.device)
+        value = loss.detach().to(torch.float64)  # exact: the float32 loss as a float64, no sync
+        self.losses[0] += value
+        self.losses[k] += value
+        self.sums[1] += 1
+        self.sums[2 * k + 1] += 1
         self.sums[-3:] += torch.tensor([len(parallel_ids), real_tokens, computed_tokens], dtype=torch.float64)
         self.batch_ids.append(list(parallel_ids))
         self.kind = kind
@@ -100,6 +108,8 @@ class ReportWindow:
         """A collective when torch.distributed is up: every rank must call it at the same step."""
         from hbt.collectives import all_reduce_sum
 
+        if self.losses is not None:
+            self.sums[0:-3:2] = self.losses.cpu()  # the one read of the losses: loss, then each kind's
         sums = all_reduce_sum(self.sums)  # (S,) on the CPU, summed over ranks
         elapsed = max(time.perf_counter() - self.started, 1e-9)
 

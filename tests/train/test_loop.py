@@ -52,6 +52,29 @@ def test_report_window_means_per_kind_and_throughput():
     assert metrics["padded_fraction"] == pytest.approx(1 - 6 / 10)
 
 
+class _UnreadLoss(torch.Tensor):
+    """A loss that fails when read on the host: on a GPU that read waits for the step's kernels."""
+
+    def __float__(self):
+        raise AssertionError("the loss was read in a micro-step")
+
+    def item(self):
+        raise AssertionError("the loss was read in a micro-step")
+
+
+def test_report_window_reads_losses_once_per_report_with_the_same_sums():
+    from hbt.train.loop import ReportWindow
+
+    window = ReportWindow()
+    losses = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float32)  # not exact in binary: the sums must match
+    mask = torch.ones(2, 3, dtype=torch.int64)
+    for kind, loss in zip(["xx", "xy", "xy"], losses):
+        window.add(kind, ["a"], mask, loss.as_subclass(_UnreadLoss))
+    metrics = window.metrics(step=2, lr=0.5)
+    a, b, c = (float(v) for v in losses)  # what a per-step float(loss) summed in float64 gave
+    assert (metrics["loss"], metrics["loss_xx"], metrics["loss_xy"]) == ((a + b + c) / 3, a, (b + c) / 2)
+
+
 def test_progress_line():
     from hbt.train.progress import progress_line
 
