@@ -6,8 +6,8 @@
 
 A document is encoded as BEIR's models do, "title text" (title omitted when empty). Queries
 and documents go through the same encode-once path as LAReQA corpora (`hbt.eval.encode`, on
-Ray actors when Ray is up), the documents into faiss shards of at most SHARD_DOCS each (shard
-actors when Ray is up) searched for each query's top RECALL_DEPTH, and ranx scores nDCG@10
+Ray actors or in process as `run_eval` decides), the documents into faiss shards of at most
+SHARD_DOCS each (held by shard actors on Ray) searched for each query's top RECALL_DEPTH, and ranx scores nDCG@10
 (graded qrels) and Recall@100 per query. Queries without a relevant document (score > 0) are
 left out, as BEIR's evaluation does.
 """
@@ -15,7 +15,6 @@ left out, as BEIR's evaluation does.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import pyarrow as pa
 
 from hbt.data.lareqa import LareqaCorpus
 from hbt.errors import DataError
+from hbt.jsonl import read_jsonl, utf8_lines
 
 CORPUS, QUERIES, QRELS_DIR = "corpus.jsonl", "queries.jsonl", "qrels"
 METRICS = {"ndcg@10": "ndcg@10", "recall@100": "recall@100"}  # reported name -> ranx name
@@ -41,26 +41,19 @@ def _jsonl(path: Path) -> dict[str, dict]:
     if not path.is_file():
         raise DataError(f"{path}: not found (a BEIR dir holds {CORPUS}, {QUERIES} and {QRELS_DIR}/SPLIT.tsv)")
     records: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}: line {number}: not a JSON object")
-            for name in ("_id", "text"):
-                if not isinstance(record.get(name), str):
-                    raise DataError(f"{path}: line {number}: field {name!r} missing or not a string")
-            if not isinstance(record.get("title", ""), str):
-                raise DataError(f"{path}: line {number}: field 'title' is not a string")
-            if not record["text"].strip():
-                raise DataError(f"{path}: line {number}: empty text")
-            if record["_id"] in records:
-                raise DataError(f"{path}: line {number}: duplicate _id {record['_id']!r}")
-            records[record["_id"]] = record
+    for number, record in read_jsonl(path):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: not a JSON object")
+        for name in ("_id", "text"):
+            if not isinstance(record.get(name), str):
+                raise DataError(f"{path}: line {number}: field {name!r} missing or not a string")
+        if not isinstance(record.get("title", ""), str):
+            raise DataError(f"{path}: line {number}: field 'title' is not a string")
+        if not record["text"].strip():
+            raise DataError(f"{path}: line {number}: empty text")
+        if record["_id"] in records:
+            raise DataError(f"{path}: line {number}: duplicate _id {record['_id']!r}")
+        records[record["_id"]] = record
     if not records:
         raise DataError(f"{path}: no records")
     return records
@@ -70,12 +63,15 @@ def _qrels(path: Path, queries: dict, docs: dict) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise DataError(f"{path}: not found")
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t")
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise DataError(f"{path}: line 1: expected the header query-id, corpus-id, score")
-        for number, row in enumerate(rows, 2):
+    with open(path, "rb") as stream:
+        for number, line in utf8_lines(stream, path):
+            row = next(csv.reader([line], delimiter="\t"), [])
+            if number == 1:
+                if [h.strip() for h in row[:3]] != ["query-id", "corpus-id", "score"]:
+                    raise DataError(f"{path}: line 1: expected the header query-id, corpus-id, score")
+                continue
+            if not row:
+                continue
             if len(row) != 3 or not row[2].strip().lstrip("-").isdigit():
                 raise DataError(f"{path}: line {number}: expected query-id, corpus-id and an integer score")
             qid, did, score = row[0], row[1], int(row[2])

@@ -39,7 +39,7 @@ def test_reader_keeps_queries_with_a_relevant_document(tmp_path):
 
 
 BAD = [
-    (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "a"}\n{broken\n'), "corpus.jsonl: line 2: not valid JSON"),
+    (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "a"}\n{broken\n'), "corpus.jsonl: line 2: invalid JSON"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0"}\n'), "corpus.jsonl: line 1: field 'text' missing"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": 3, "text": "a"}\n'), "corpus.jsonl: line 1: field '_id'"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "  "}\n'), "corpus.jsonl: line 1: empty text"),
@@ -59,6 +59,22 @@ BAD = [
     (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t0\n"),
      "no query has a relevant document"),
 ]
+
+
+def test_byte_order_marks_are_read_and_a_bad_encoding_deep_inside_is_named_by_line(tmp_path, tiny_model, capsys):
+    docs = [{"_id": f"d{i}", "title": f"t{i}", "text": f"doc {i}"} for i in range(N_DOCS)]
+    root = write_beir(tmp_path / "b", docs=docs)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    corpus = beir.BeirCorpus(root)
+    assert corpus.query_ids[0] == "q0" and corpus.qrels["q0"] == {"d0": 2, "d10": 1}
+    lines = (root / "corpus.jsonl").read_bytes().splitlines(keepends=True)
+    lines[24] = json.dumps({"_id": "d24", "text": "caf\u00e9"}, ensure_ascii=False).encode("latin-1") + b"\n"
+    (root / "corpus.jsonl").write_bytes(b"".join(lines))
+    assert main(["eval", "--model", str(tiny_model), "--corpus", str(root), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("corpus.jsonl: line 25: not valid UTF-8 (byte 27 of the line)") and "\n" not in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("damage,message", BAD, ids=[m[:40] for _, m in BAD])
