@@ -4,7 +4,7 @@ Per kind (queries, candidates), the texts of every language are sorted together 
 they take and cut into chunks of `eval.batch_size * CHUNK_BATCHES` texts, so every batch pads
 little. Sorting each language apart would not do: each language's last batches span its whole
 length range (`benchmarks/eval_allpairs.py`, 11 languages: encoding 67 s -> 45 s a round with
-one sort). Chunks go either to an in-process encoder (`encode_corpus`) or, with Ray up, to a
+one sort). Chunks go either to an in-process encoder (`encode_corpus`) or, on Ray, to a
 pool of `eval.encode_actors` `EncodeActor`s that each load the model once
 (`encode_corpus_on_actors`); results are put back in table order either way, so both give the
 same arrays.
@@ -207,14 +207,12 @@ def checked_model(model_dir, model_cfg: ModelConfig, config, start_ray: bool) ->
     return model_cfg
 
 
-def encode_for_eval(model_cfg: ModelConfig, corpus, config) -> tuple[Embeddings, Embeddings]:
-    """The corpus encoded once: on Ray actors when Ray is up, in process otherwise."""
-    import ray
-
+def encode_for_eval(model_cfg: ModelConfig, corpus, config, on_ray: bool) -> tuple[Embeddings, Embeddings]:
+    """The corpus encoded once: on Ray actors (`on_ray`, Ray must be up) or in process."""
     from hbt.model.encoder import Encoder
     from hbt.shared_paths import check_shared, local_model_dir
 
-    if not ray.is_initialized():
+    if not on_ray:
         encoder = Encoder.from_config(model_cfg).for_inference(config.eval.precision)
         return encode_corpus(encoder, corpus, config.eval, model_cfg.resolved_candidate_context(),
                              lengths=encoder.token_lengths)

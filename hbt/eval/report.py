@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from hbt.errors import HbtError
-from hbt.eval.allpairs import PER_QUERY
+from hbt.eval.run import PER_QUERY
 from hbt.io import write_json_atomic, write_text_atomic
 
 RESULTS = "results.json"
