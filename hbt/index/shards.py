@@ -155,14 +155,14 @@ def search_shards(shards: Sequence[IndexShard], xq, k: int) -> tuple[np.ndarray,
     return merge_topk([s.search(xq, k) for s in shards], k)
 
 
-# CPU shards: no GPU asked for (Ray hides every GPU from the actor), none used.
-@ray.remote(num_cpus=0, num_gpus=0, max_restarts=2, max_task_retries=2)
+# CPU shards: no GPU asked for (Ray hides every GPU from the actor), none used. Not restartable:
+# its vectors come by value through the object store, where a restart could not count on them
+# (Ray says so at error level for every such actor, ray-project/ray#53727); an actor that dies
+# fails the evaluation, which is rerun whole (minutes at XQuAD-R size).
+@ray.remote(num_cpus=0, num_gpus=0, max_restarts=0)
 class ShardActor:
     """A Ray actor owning one or more :class:`IndexShard`, built inside the actor process from
     ``parts``: ``[(xb, ids), ...]``; a search returns the merged top-k of its shards.
-
-    A shard actor whose process dies is restarted (Ray rebuilds its shards from the same vectors)
-    and the search it was running is retried, up to twice.
 
     It reserves no CPU by default: every search fans out to all shard actors, so they must all
     be alive at once, and with a CPU reservation each, actors beyond the cluster's CPU slots would
