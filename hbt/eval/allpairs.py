@@ -306,7 +306,7 @@ class LareqaEvaluator:
         self.languages = list(languages) if languages is not None else corpus_languages(self.corpus)
         self.model_cfg = resolve_candidate_context(config.model, manifest)
 
-    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool) -> tuple[dict, object]:
+    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool, out_dir: Path) -> tuple[dict, object]:
         """-> (results.json's fields, the per-query table)."""
         query_emb, cand_emb = encode_for_eval(model_cfg, self.corpus, config, on_ray)
         result = {"corpus_note": self.note}

@@ -157,9 +157,33 @@ class EncodeActor:
     def encode(self, index: int, texts: list[str], kind: str, batch_size: int) -> tuple[int, np.ndarray]:
         return index, np.asarray(self.encoder.encode(texts, kind, batch_size), dtype=np.float32)
 
+    def encode_into(self, path: str, rows: np.ndarray, texts: list[str], kind: str, batch_size: int) -> int:
+        """Encode `texts` into `rows` of the shard file at `path` (`write_rows`); -> rows written."""
+        return write_rows(path, rows, self.encode(0, texts, kind, batch_size)[1])
+
+
+def write_rows(path, rows: np.ndarray, emb: np.ndarray) -> int:
+    """Write (m, d) `emb` at `rows` of the memory-mapped (n, d) float32 .npy at `path`; -> m."""
+    shard = np.load(path, mmap_mode="r+")
+    shard[rows] = emb
+    shard.flush()
+    return len(rows)
+
 
 # An encode actor whose process dies (killed, out of memory) is restarted and its chunk retried.
 ACTOR_RETRIES = 2
+
+
+def start_encode_actors(model_cfg: ModelConfig, eval_cfg: EvalConfig, cpus_per_actor: float, use_gpu: bool = False,
+                        actor_class: type = EncodeActor) -> list:
+    """`eval_cfg.encode_actors` restartable encode actors (Ray must be up)."""
+    import ray
+
+    remote = ray.remote(actor_class).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
+                                             max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
+    # threads None: the actor's reserved CPUs, else its node's usable ones (hbt.threads)
+    return [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu, eval_cfg.precision)
+            for _ in range(eval_cfg.encode_actors)]
 
 
 def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig, cpus_per_actor: float,
@@ -172,11 +196,7 @@ def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig
 
     from hbt.model.encoder import load_tokenizer, token_counter
 
-    remote = ray.remote(actor_class).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
-                                             max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
-    # threads None: the actor's reserved CPUs, else its node's usable ones (hbt.threads)
-    actors = [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu, eval_cfg.precision)
-              for _ in range(eval_cfg.encode_actors)]
+    actors = start_encode_actors(model_cfg, eval_cfg, cpus_per_actor, use_gpu, actor_class)
     try:
         # Counted while the actors start and load the model: tokenizing every text here (seconds
         # for all of XQuAD-R) overlaps their start instead of adding to it.

@@ -5,7 +5,8 @@ Every evaluator has one interface (as sentence-transformers' evaluators do):
 * built from ``(corpus_dir, languages, split, manifest, config)``: it reads and checks its corpus
   there, before any model loads or Ray starts, so bad input fails fast;
 * ``kind`` and ``primary_metric``; ``model_cfg``: how this kind's texts are encoded;
-* ``evaluate(model_cfg, config, on_ray) -> (results.json fields, per-query table)``;
+* ``evaluate(model_cfg, config, on_ray, out_dir) -> (results.json fields, per-query table)``
+  (`out_dir`: where the outputs will go, beside which an evaluator may keep resumable work);
 * ``write_outputs(staging, result)``: its files beside results.json and per_query.parquet.
 
 Kinds, in the order they are recognised: a BEIR dir (`hbt.eval.scored.BeirEvaluator`), a
@@ -33,7 +34,7 @@ class Evaluator(Protocol):
     primary_metric: str
     model_cfg: ModelConfig
 
-    def evaluate(self, model_cfg: ModelConfig, config: HbtConfig, on_ray: bool) -> tuple[dict, object]: ...
+    def evaluate(self, model_cfg: ModelConfig, config: HbtConfig, on_ray: bool, out_dir: Path) -> tuple[dict, object]: ...
 
     def write_outputs(self, staging: Path, result: dict) -> None: ...
 
@@ -67,7 +68,7 @@ def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[Hb
     manifest = training_manifest(model_dir)
     evaluator = evaluator_for(corpus_dir, languages, split, manifest, config)
     model_cfg = checked_model(model_dir, evaluator.model_cfg, config, start_ray=on_ray)
-    fields, per_query = evaluator.evaluate(model_cfg, config, on_ray)
+    fields, per_query = evaluator.evaluate(model_cfg, config, on_ray, Path(out_dir))
     result = {"model": str(model_dir), "corpus": str(corpus_dir), **fields}
     with atomic_directory(Path(out_dir)) as staging:
         write_json_atomic(staging / "results.json", result)

@@ -16,7 +16,7 @@ from typing import Optional
 
 from hbt.config import HbtConfig
 from hbt.errors import DataError
-from hbt.eval import beir, bitext
+from hbt.eval import beir, bitext, streamed
 from hbt.eval.encode import encode_for_eval
 
 
@@ -43,7 +43,8 @@ class _ScoredEvaluator:
 
 
 class BeirEvaluator(_ScoredEvaluator):
-    """A BEIR dir at `split` (default test): nDCG@10 and Recall@100 (`hbt.eval.beir`)."""
+    """A BEIR dir at `split` (default test): nDCG@10 and Recall@100 (`hbt.eval.beir`). The
+    documents are encoded in a stream into resumable shard files (`hbt.eval.streamed`)."""
 
     kind = "beir"
     primary_metric = "ndcg@10"
@@ -52,17 +53,34 @@ class BeirEvaluator(_ScoredEvaluator):
         if languages is not None:
             raise DataError(f"{corpus_dir}: a BEIR dir is one corpus: --languages does not apply")
         self.split = split or "test"
-        self.corpus = beir.BeirCorpus(corpus_dir, self.split)
+        self.corpus = beir.BeirCorpus(corpus_dir, self.split, config.eval.shard_docs)
         self.model_cfg = config.model.model_copy(update={"candidate_context": False})
 
-    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool) -> tuple[dict, object]:
+    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool, out_dir: Path) -> tuple[dict, object]:
         """-> (results.json's fields, the per-query table)."""
-        query_emb, doc_emb = encode_for_eval(model_cfg, self.corpus.encodable, config, on_ray)
-        scores, positions = beir.search(query_emb[beir.LANG], doc_emb[beir.LANG], beir.RECALL_DEPTH,
-                                        config.eval.index_factory, on_ray)
-        metrics, per_query = beir.score(self.corpus, scores, positions)
-        return {"kind": self.kind, "split": self.split, "n_queries": len(self.corpus.query_ids),
-                "n_documents": len(self.corpus.doc_ids), "metrics": metrics}, per_query
+        from tqdm import tqdm
+
+        from hbt.index.store import EmbeddingStore
+        from hbt.model.encoder import embedding_dim
+
+        corpus = self.corpus
+        key = {"model": model_cfg.model_dump(mode="json"), "model_files": streamed.model_fingerprint(model_cfg.name_or_path),
+               "precision": config.eval.precision, "shard_docs": corpus.shard_docs}
+        store = EmbeddingStore(streamed.embeddings_dir(config, out_dir), key, embedding_dim(model_cfg.name_or_path))
+        encoder = streamed.TextEncoder(model_cfg, config, on_ray)
+        try:
+            # On stderr, also when not a terminal (Ray job logs); at most one line per 5 s.
+            with tqdm(total=len(corpus.docs.ids), desc="encode", unit="doc", mininterval=5) as bar:
+                streamed.encode_documents(corpus, store, encoder, bar.update)
+            query_emb = encoder.encode(corpus.query_texts, "query")  # (nq, d)
+        finally:
+            encoder.close()
+        k = min(beir.RECALL_DEPTH, len(corpus.docs.ids))
+        scores, positions, index = streamed.search_documents(store, corpus, query_emb, k, config, on_ray)
+        metrics, per_query = beir.score(corpus, scores, positions)
+        return {"kind": self.kind, "split": self.split, "n_queries": len(corpus.query_ids),
+                "n_documents": len(corpus.docs.ids), "index": index, "embeddings": str(store.root),
+                "metrics": metrics}, per_query
 
 
 class TatoebaEvaluator(_ScoredEvaluator):
@@ -80,7 +98,7 @@ class TatoebaEvaluator(_ScoredEvaluator):
         self.note = "the model trained on Tatoeba pairs: these are not held-out scores" \
             if _trained_on_tatoeba(manifest) else None
 
-    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool) -> tuple[dict, object]:
+    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool, out_dir: Path) -> tuple[dict, object]:
         """-> (results.json's fields, the per-query table)."""
         query_emb, cand_emb = encode_for_eval(model_cfg, self.corpus.encodable, config, on_ray)
         metrics, per_language, per_query = bitext.score(self.corpus, query_emb, cand_emb)
