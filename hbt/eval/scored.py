@@ -67,7 +67,7 @@ class BeirEvaluator(_ScoredEvaluator):
         key = {"model": model_cfg.model_dump(mode="json"), "model_files": streamed.model_fingerprint(model_cfg.name_or_path),
                "precision": config.eval.precision, "shard_docs": corpus.shard_docs}
         store = EmbeddingStore(streamed.embeddings_dir(config, out_dir), key, embedding_dim(model_cfg.name_or_path))
-        encoder = streamed.TextEncoder(model_cfg, config, on_ray)
+        encoder = streamed.TextEncoder(model_cfg, config, on_ray, store.root)
         try:
             # On stderr, also when not a terminal (Ray job logs); at most one line per 5 s.
             with tqdm(total=len(corpus.docs.ids), desc="encode", unit="doc", mininterval=5) as bar:

@@ -32,7 +32,9 @@ EXACT_FACTORIES = ("Flat",)
 class TextEncoder:
     """One encoder for a whole evaluation: in process, or a pool of encode actors on Ray."""
 
-    def __init__(self, model_cfg: ModelConfig, config: HbtConfig, on_ray: bool):
+    def __init__(self, model_cfg: ModelConfig, config: HbtConfig, on_ray: bool, shard_dir: Optional[Path] = None):
+        """`shard_dir`: where the actors write shard files; on a multi-node Ray, checked to be one
+        place on every node."""
         from hbt.model.encoder import Encoder, load_tokenizer, token_counter
 
         self.batch_size = config.eval.batch_size
@@ -40,7 +42,8 @@ class TextEncoder:
         if on_ray:
             from hbt.shared_paths import check_shared, local_model_dir
 
-            check_shared(reads={"--model": local_model_dir(model_cfg.name_or_path)}, writes={})
+            check_shared(reads={"--model": local_model_dir(model_cfg.name_or_path)},
+                         writes={"eval.embeddings_dir": str(shard_dir) if shard_dir else None})
             self.actors = start_encode_actors(model_cfg, config.eval, config.cluster.cpus_per_worker,
                                               config.cluster.use_gpu)
             self.lengths = token_counter(load_tokenizer(model_cfg.name_or_path), model_cfg)

@@ -221,33 +221,51 @@ def search_parameters(index: faiss.Index, factory: str, nprobe: int, ef_search: 
     return index
 
 
+def file_blocks(path, block: int = ADD_BLOCK):
+    """(first row, (m, d) float32 rows) of an (n, d) .npy file, `block` rows at a time, read
+    rather than memory-mapped: a mapping would keep every page read resident in this process."""
+    header = np.load(path, mmap_mode="r")
+    (n, d), offset = header.shape, header.offset
+    del header
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for start in range(0, n, block):
+            rows = np.fromfile(f, dtype=np.float32, count=min(block, n - start) * d)
+            yield start, rows.reshape(-1, d)
+
+
+def _training_sample(path, size: int, seed: int) -> np.ndarray:
+    """A seeded sample of at most `size` rows (sorted) of a shard file, copied out of a mapping
+    that ends here."""
+    xb = np.load(path, mmap_mode="r")  # (n, d)
+    rows = np.sort(np.random.default_rng(seed).choice(len(xb), size=min(len(xb), size), replace=False))
+    return np.ascontiguousarray(xb[rows])
+
+
 def index_from_file(path, factory: str, train_sample: int, seed: int = 0) -> faiss.Index:
-    """The index of a memory-mapped (n, d) float32 shard file, trained (IVF, PQ) on a seeded
-    sample of at most `train_sample` of its rows, then filled block by block."""
-    xb = np.load(path, mmap_mode="r")  # (n, d), pages read as needed
-    n, d = xb.shape
+    """The index of an (n, d) float32 shard file, trained (IVF, PQ) on a seeded sample of at
+    most `train_sample` of its rows, then filled block by block."""
+    d = np.load(path, mmap_mode="r").shape[1]
     check_index_factory(factory, d)
     index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, train_sample), replace=False))
+        sample = _training_sample(path, train_sample, seed)
         try:
-            index.train(np.ascontiguousarray(xb[rows]))
+            index.train(sample)
         except RuntimeError as error:
-            raise HbtError(f"eval.index_factory {factory!r} cannot train on {len(rows)} vectors of {path} "
+            raise HbtError(f"eval.index_factory {factory!r} cannot train on {len(sample)} vectors of {path} "
                            f"({_faiss_message(error)})") from None
-    for start in range(0, n, ADD_BLOCK):
-        index.add(np.ascontiguousarray(xb[start:start + ADD_BLOCK]))
+    for _, xb in file_blocks(path):
+        index.add(xb)
     return index
 
 
 def exact_search_file(path, first_id: int, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k (inner product) of a memory-mapped shard file, block by block: what a Flat
-    index would return, without holding one."""
-    xb = np.load(path, mmap_mode="r")  # (n, d)
+    """Exact top-k (inner product) of a shard file, block by block: what a Flat index would
+    return, without holding one."""
     results = []
-    for start in range(0, len(xb), ADD_BLOCK):
-        D, I = faiss.knn(xq, np.ascontiguousarray(xb[start:start + ADD_BLOCK]), min(k, len(xb) - start),
-                         metric=faiss.METRIC_INNER_PRODUCT)
+    for start, xb in file_blocks(path):
+        D, I = faiss.knn(xq, xb, min(k, len(xb)), metric=faiss.METRIC_INNER_PRODUCT)
         results.append((D, np.where(I >= 0, I + first_id + start, -1)))
     return merge_topk(results, k)
 
