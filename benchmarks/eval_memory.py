@@ -77,12 +77,15 @@ def scaled_corpus(corpus: Path, languages: list[str], scale: int, out: Path) -> 
 
 
 class TreeMemory:
-    """Peak PSS of a process and all its descendants, sampled on a thread."""
+    """Peak PSS of a process and all its descendants, sampled on a thread: of the whole tree, of
+    the process itself (`peak_root`), and of the largest process of each role (`roles`: role ->
+    a marker in the command line, as Ray titles an actor's process after its class)."""
 
-    def __init__(self, root: int, interval: float):
+    def __init__(self, root: int, interval: float, roles: Optional[dict[str, str]] = None):
         self.root, self.interval = psutil.Process(root), interval
-        self.peak_total = 0
-        self.peak_by_role = {role: 0 for role in ROLES}
+        self.roles = roles or ROLES
+        self.peak_total = self.peak_root = 0
+        self.peak_by_role = {role: 0 for role in self.roles}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -96,9 +99,11 @@ class TreeMemory:
 
     def _sample(self) -> None:
         total = 0
-        for _, title, pss in tree_pss(self.root):
+        for process, title, pss in tree_pss(self.root):
             total += pss
-            for role, marker in ROLES.items():
+            if process.pid == self.root.pid:
+                self.peak_root = max(self.peak_root, pss)
+            for role, marker in self.roles.items():
                 if marker in title:
                     self.peak_by_role[role] = max(self.peak_by_role[role], pss)
         self.peak_total = max(self.peak_total, total)

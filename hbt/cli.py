@@ -138,14 +138,14 @@ def _cmd_experiment(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    from hbt.eval.allpairs import run_eval
+    from hbt.eval.run import run_eval
     from hbt.languages import check_languages
 
     if args.heldout_only:
         args.overrides.append("eval.heldout_only=true")
     config = _config(args)
     languages = check_languages(args.languages.split(",")) if args.languages else None
-    result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config, start_ray=True,
+    result = run_eval(args.model, args.corpus, args.out, languages=languages, config=config, on_ray=True,
                       split=args.split)
     if "metrics" in result:  # a BEIR or Tatoeba corpus
         print("  ".join(f"{name} {value:.4f}" for name, value in result["metrics"].items()))

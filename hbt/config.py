@@ -242,7 +242,17 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    index_factory: str = "Flat"
+    index_factory: str = Field("Flat", description="faiss index of the searched shards: Flat (exact), or for "
+                               "BEIR corpora past ~10M passages an approximate one, e.g. IVF4096,Flat, "
+                               "IVF4096,PQ48, HNSW32 (docs/evaluation.md)")
+    nprobe: int = Field(64, ge=1, description="IVF indexes: inverted lists searched per query")
+    ef_search: int = Field(128, ge=1, description="HNSW indexes: candidates kept while searching")
+    train_sample: int = Field(100_000, ge=1, description="IVF / PQ indexes: vectors of each shard they are trained on")
+    recall_queries: int = Field(100, ge=1, description="an approximate index's Recall@100 against Flat is "
+                                "measured on this many queries (the first ones) and reported")
+    shard_docs: int = Field(250_000, ge=1, description="BEIR corpora: documents per embeddings shard file")
+    embeddings_dir: Optional[str] = Field(None, description="BEIR corpora: where the embedding shards are written "
+                                          "and resumed from (None: OUT.embeddings beside --out)")
     batch_size: int = Field(64, ge=1)
     top_k: int = Field(100, ge=10, description="candidates kept per query for the top-k metrics (>= 10: r@10, "
                        "hit@10 and ndcg@10 need the top 10)")

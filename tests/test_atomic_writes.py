@@ -98,7 +98,7 @@ def test_killed_eval_keeps_the_previous_results(corpus_dir, tmp_path):
 
 def test_killed_report_keeps_the_previous_markdown(corpus_dir, tmp_path):
     from hbt.cli import main
-    from hbt.eval.allpairs import run_eval
+    from hbt.eval.run import run_eval
     from hbt.model.tiny import tiny_bert
 
     model = tiny_bert(tmp_path / "tiny")

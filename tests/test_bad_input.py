@@ -240,7 +240,7 @@ CASES: list[tuple[str, Callable[[Env], list[str]], list[str]]] = [
      ["*.jsonl: no .jsonl or .parquet file matches"]),
     ("pairs not UTF-8",
      lambda e: pairs_argv(e, _file_bytes(e, "pairs.jsonl", '{"question": "caf\u00e9"}\n'.encode("latin-1"))),
-     ["pairs.jsonl: not valid UTF-8"]),
+     ["pairs.jsonl: line 1: not valid UTF-8"]),
     ("data dir does not exist",
      lambda e: ["data", "prepare", "--data-dir", str(e.tmp / "no-data"), "--out", str(e.out)],
      ["no-data", "not found"]),

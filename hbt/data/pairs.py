@@ -26,8 +26,6 @@ shard pays for it.
 from __future__ import annotations
 
 import fnmatch
-import io
-import json
 from typing import NamedTuple
 
 import numpy as np
@@ -41,6 +39,7 @@ from hbt.data.columns import codes
 from hbt.data.schema import RAW_PAIR_SCHEMA
 from hbt.errors import DataError, first_line
 from hbt.io import absolute_location, sha256_stream
+from hbt.jsonl import jsonl_buffer_values
 from hbt.languages import KNOWN_LANGUAGES
 
 REQUIRED = ("parallel_id", "lang", "question", "positive")
@@ -106,19 +105,7 @@ def _check_row(row, path, where: str) -> dict:
 
 def _check_jsonl_lines(data: pa.Buffer, path: str) -> pa.Table:
     """The row checker over a JSONL file's bytes: line by line, as Python reads a text file."""
-    try:
-        text = memoryview(data).tobytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
-    rows = []
-    for n, line in enumerate(io.StringIO(text, newline=None), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {n}: invalid JSON: {e.msg}") from None
-        rows.append(_check_row(obj, path, f"line {n}"))
+    rows = [_check_row(obj, path, f"line {n}") for n, obj in jsonl_buffer_values(data, path)]
     return pa.Table.from_pylist(rows, schema=RAW_PAIR_SCHEMA)
 
 

@@ -7,7 +7,7 @@
   the top-k metrics (r@1, r@10, hit@1, hit@10, ndcg@10, mrr: ``topk_metrics``, ranx's
   values on arrays) use its top ``top_k``.
 * The multi setting pools the candidates of every language: one faiss shard per
-  candidate language (held by :class:`ShardActor` when Ray is initialised,
+  candidate language (held by :class:`ShardActor`s when evaluating on Ray,
   searched in process otherwise) gives the top-k lists; the LAReQA mAP
   and the rank distance use the exact dense scores, one query language at a time
   (so the pooled matrix is never materialised whole).
@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from hbt.config import HbtConfig
 from hbt.errors import HbtError
-from hbt.eval.encode import checked_model, corpus_languages, encode_for_eval
+from hbt.eval.encode import corpus_languages, encode_for_eval
 from hbt.eval.metrics import (
     language_bias,
     lareqa_average_precisions,
@@ -38,9 +37,8 @@ from hbt.eval.metrics import (
     rank_distance,
     topk_metrics,
 )
-from hbt.io import atomic_directory, write_json_atomic
 from hbt.languages import cross_pairs
-from hbt.layout import HEATMAP, PAIRS_CSV, PER_QUERY, RESULTS, SUMMARY
+from hbt.layout import HEATMAP, PAIRS_CSV, SUMMARY
 
 PAIR_METRICS = ["map", "r@1", "r@10", "hit@1", "hit@10", "ndcg@10", "mrr"]
 
@@ -202,11 +200,10 @@ def _per_query_table(pair_rows: list[tuple[str, str, dict]], multi_rows: dict):
 
 
 def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: str = "Flat",
-             shards_on_ray: Optional[bool] = None) -> dict:
+             shards_on_ray: bool = False) -> dict:
     """Metrics of every (X, Y) pair plus the mono / cross / multi settings (see module doc).
 
-    The pooled setting's faiss shards live in Ray actors when `shards_on_ray` (default: when
-    Ray is up), in process otherwise.
+    The pooled setting's faiss shards live in Ray actors when `shards_on_ray`, in process otherwise.
 
     The returned dict also holds ``"per_query"``: a pyarrow table of every query's AP per
     pair and in the multi setting (see `_per_query_table`), which `run_eval` writes as
@@ -226,10 +223,6 @@ def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: 
     settings = {"mono": _macro_over(mono)}
     if cross:
         settings["cross"] = _macro_over(cross)
-    if shards_on_ray is None:
-        import ray
-
-        shards_on_ray = ray.is_initialized()
     settings["multi"], multi_rows = _multi(view, query_emb, cand_emb, languages, top_k, index_factory, shards_on_ray)
     return {"languages": languages, "settings": settings, "pairs": pairs,
             "per_query": _per_query_table(pair_rows, multi_rows)}
@@ -299,36 +292,32 @@ def write_heatmap(path: Path, result: dict, title: str = "LAReQA mAP, X -> Y") -
         plt.close(fig)
 
 
-def run_eval(model_dir, corpus_dir, out_dir, languages=None, config: Optional[HbtConfig] = None,
-             start_ray: bool = False, split: Optional[str] = None) -> dict:
-    """Read the corpus (a LAReQA dir, or a prepared dir at `split`, default test; never articles
-    the model was trained on, see `hbt.eval.heldout`), encode with the model at `model_dir`,
-    evaluate, and write OUT/{results.json, per_query.parquet, pairs.csv, summary.md,
-    heatmap.png} all-or-nothing. A BEIR dir or a Tatoeba dir is evaluated by `hbt.eval.scored`.
+class LareqaEvaluator:
+    """A LAReQA dir, or a prepared dir at `split` (default test), read and checked at construction;
+    never articles the model was trained on (`hbt.eval.heldout`). Outputs: results.json,
+    per_query.parquet, pairs.csv, summary.md, heatmap.png."""
 
-    Encoding and the index shards run on Ray actors when Ray is up, in process otherwise;
-    `start_ray` starts (or joins, per `config.cluster`) Ray once the inputs have been checked.
-    """
-    from hbt.eval.heldout import guard, read_eval_corpus, resolve_candidate_context, training_manifest
-    from hbt.eval.scored import is_scored_corpus, run_scored_eval
+    kind = "lareqa"
+    primary_metric = "multi_map"
 
-    config = config or HbtConfig()
-    if is_scored_corpus(corpus_dir):
-        return run_scored_eval(model_dir, corpus_dir, out_dir, languages, config, start_ray, split)
-    manifest = training_manifest(model_dir)
-    eval_corpus = guard(read_eval_corpus(corpus_dir, languages, split), manifest, config.eval.heldout_only)
-    corpus = eval_corpus.corpus
-    langs = list(languages) if languages is not None else corpus_languages(corpus)
-    model_cfg = checked_model(model_dir, resolve_candidate_context(config.model, manifest), config, start_ray)
-    query_emb, cand_emb = encode_for_eval(model_cfg, corpus, config)
-    result = {"model": str(model_dir), "corpus": str(corpus_dir), "corpus_note": eval_corpus.note}
-    result.update(evaluate(query_emb, cand_emb, corpus, langs, config.eval.top_k, config.eval.index_factory))
-    result["eval"] = {**config.eval.model_dump(), "candidate_context": model_cfg.candidate_context}
-    per_query = result.pop("per_query")
-    with atomic_directory(Path(out_dir)) as staging:
-        write_json_atomic(staging / RESULTS, result)
-        pq.write_table(per_query, staging / PER_QUERY)
+    def __init__(self, corpus_dir, languages, split: Optional[str], manifest: Optional[dict], config: HbtConfig):
+        from hbt.eval.heldout import guard, read_eval_corpus, resolve_candidate_context
+
+        eval_corpus = guard(read_eval_corpus(corpus_dir, languages, split), manifest, config.eval.heldout_only)
+        self.corpus, self.note = eval_corpus.corpus, eval_corpus.note
+        self.languages = list(languages) if languages is not None else corpus_languages(self.corpus)
+        self.model_cfg = resolve_candidate_context(config.model, manifest)
+
+    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool, out_dir: Path) -> tuple[dict, object]:
+        """-> (results.json's fields, the per-query table)."""
+        query_emb, cand_emb = encode_for_eval(model_cfg, self.corpus, config, on_ray)
+        result = {"corpus_note": self.note}
+        result.update(evaluate(query_emb, cand_emb, self.corpus, self.languages, config.eval.top_k,
+                               config.eval.index_factory, on_ray))
+        result["eval"] = {**config.eval.model_dump(), "candidate_context": model_cfg.candidate_context}
+        return result, result.pop("per_query")
+
+    def write_outputs(self, staging: Path, result: dict) -> None:
         write_pairs_csv(staging / PAIRS_CSV, result)
         write_summary(staging / SUMMARY, result)
         write_heatmap(staging / HEATMAP, result)
-    return result

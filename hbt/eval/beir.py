@@ -1,137 +1,190 @@
-"""BEIR-format retrieval corpora (MIRACL ships in this layout): read, encode once, search, score.
+"""BEIR-format retrieval corpora (MIRACL ships in this layout): read, check, stream, score.
 
     DIR/corpus.jsonl       {"_id": ..., "title": ..., "text": ...} per line
     DIR/queries.jsonl      {"_id": ..., "text": ...} per line
     DIR/qrels/SPLIT.tsv    query-id <TAB> corpus-id <TAB> score, after a header line
 
-A document is encoded as BEIR's models do, "title text" (title omitted when empty). Queries
-and documents go through the same encode-once path as LAReQA corpora (`hbt.eval.encode`, on
-Ray actors when Ray is up), the documents into faiss shards of at most SHARD_DOCS each (shard
-actors when Ray is up) searched for each query's top RECALL_DEPTH, and ranx scores nDCG@10
-(graded qrels) and Recall@100 per query. Queries without a relevant document (score > 0) are
-left out, as BEIR's evaluation does.
+A document is encoded as BEIR's models do, "title text" (title omitted when empty). Queries and
+qrels are read whole; the documents, which may be millions, are checked in one pass that keeps
+only their ids and each shard's digest (`scan_documents`), then streamed in blocks for encoding
+into shard files of `eval.shard_docs` (`hbt.eval.streamed`). ranx scores nDCG@10 (graded
+qrels) and Recall@100 per query from each query's top RECALL_DEPTH. Queries without a relevant
+document (score > 0) are left out, as BEIR's evaluation does.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from hbt.data.lareqa import LareqaCorpus
 from hbt.errors import DataError
+from hbt.jsonl import read_jsonl, utf8_lines
 
 CORPUS, QUERIES, QRELS_DIR = "corpus.jsonl", "queries.jsonl", "qrels"
 METRICS = {"ndcg@10": "ndcg@10", "recall@100": "recall@100"}  # reported name -> ranx name
 RECALL_DEPTH = 100
-SHARD_DOCS = 250_000
-LANG = "beir"  # the one "language" key the encode path files a BEIR corpus under
+SHARD_DOCS = 250_000  # documents per embeddings shard (eval.shard_docs)
+DOCS_BLOCK = 8192  # documents read at once, sorted by length and cut into encode chunks
 
 
 def is_beir_dir(path: Path) -> bool:
     return (Path(path) / CORPUS).is_file()
 
 
-def _jsonl(path: Path) -> dict[str, dict]:
-    """`_id` -> record, every line checked: valid JSON, `_id` and a non-empty `text` (and `title`,
-    when given) strings, ids unique."""
+def _records(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line number, `_id`, text) of every record, each checked: a JSON object with `_id` and a
+    non-empty `text` (and `title`, when given) strings; the text is "title text"."""
     if not path.is_file():
         raise DataError(f"{path}: not found (a BEIR dir holds {CORPUS}, {QUERIES} and {QRELS_DIR}/SPLIT.tsv)")
-    records: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}: line {number}: not a JSON object")
-            for name in ("_id", "text"):
-                if not isinstance(record.get(name), str):
-                    raise DataError(f"{path}: line {number}: field {name!r} missing or not a string")
-            if not isinstance(record.get("title", ""), str):
-                raise DataError(f"{path}: line {number}: field 'title' is not a string")
-            if not record["text"].strip():
-                raise DataError(f"{path}: line {number}: empty text")
-            if record["_id"] in records:
-                raise DataError(f"{path}: line {number}: duplicate _id {record['_id']!r}")
-            records[record["_id"]] = record
-    if not records:
+    for number, record in read_jsonl(path):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: not a JSON object")
+        for name in ("_id", "text"):
+            if not isinstance(record.get(name), str):
+                raise DataError(f"{path}: line {number}: field {name!r} missing or not a string")
+        if not isinstance(record.get("title", ""), str):
+            raise DataError(f"{path}: line {number}: field 'title' is not a string")
+        if not record["text"].strip():
+            raise DataError(f"{path}: line {number}: empty text")
+        yield number, record["_id"], " ".join(t for t in (record.get("title", "").strip(), record["text"]) if t)
+
+
+def _queries(path: Path) -> dict[str, str]:
+    """`_id` -> text of every query, ids unique."""
+    queries: dict[str, str] = {}
+    for number, qid, text in _records(path):
+        if qid in queries:
+            raise DataError(f"{path}: line {number}: duplicate _id {qid!r}")
+        queries[qid] = text
+    if not queries:
         raise DataError(f"{path}: no records")
-    return records
+    return queries
 
 
-def _qrels(path: Path, queries: dict, docs: dict) -> dict[str, dict[str, int]]:
+@dataclass
+class DocumentScan:
+    """What one checking pass over the documents keeps: their ids, and per shard of
+    `shard_docs` documents its size and the sha256 of its ids and texts (`hbt.index.store`)."""
+
+    ids: pa.Array          # (n,) string, file order
+    shards: list[tuple[int, str]]
+
+
+def scan_documents(path: Path, shard_docs: int) -> DocumentScan:
+    """Every document checked (the first bad line is one `DataError` naming it) and digested, no
+    text kept: ~25 bytes a document in the driver."""
+    ids, parts, shards = [], [], []
+    digest = hashlib.sha256()
+    for _, doc_id, text in _records(path):
+        ids.append(doc_id)
+        digest.update(f"{doc_id}\t{text}\n".encode())
+        if len(ids) == shard_docs:
+            parts.append(pa.array(ids, pa.string()))
+            shards.append((len(ids), digest.hexdigest()))
+            ids, digest = [], hashlib.sha256()
+    if ids:
+        parts.append(pa.array(ids, pa.string()))
+        shards.append((len(ids), digest.hexdigest()))
+    if not parts:
+        raise DataError(f"{path}: no records")
+    all_ids = pa.concat_arrays(parts)
+    if pc.count_distinct(all_ids).as_py() < len(all_ids):
+        row, doc_id = _first_repeat(all_ids)
+        number = next(n for i, (n, _, _) in enumerate(_records(path)) if i == row)
+        raise DataError(f"{path}: line {number}: duplicate _id {doc_id!r}")
+    return DocumentScan(all_ids, shards)
+
+
+def _first_repeat(ids: pa.Array) -> tuple[int, str]:
+    """The row and value of the first id seen before (only the repeated values are walked)."""
+    counts = pc.value_counts(ids)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    seen = set()
+    for row in np.flatnonzero(pc.is_in(ids, value_set=repeated).to_numpy(zero_copy_only=False)):
+        value = ids[int(row)].as_py()
+        if value in seen:
+            return int(row), value
+        seen.add(value)
+    raise AssertionError("no repeated id")
+
+
+def _qrels(path: Path, queries: dict, doc_ids: pa.Array) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise DataError(f"{path}: not found")
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t")
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise DataError(f"{path}: line 1: expected the header query-id, corpus-id, score")
-        for number, row in enumerate(rows, 2):
+    rows: list[tuple[int, str]] = []  # (line, corpus-id), checked against the documents at once
+    with open(path, "rb") as stream:
+        for number, line in utf8_lines(stream, path):
+            row = next(csv.reader([line], delimiter="\t"), [])
+            if number == 1:
+                if [h.strip() for h in row[:3]] != ["query-id", "corpus-id", "score"]:
+                    raise DataError(f"{path}: line 1: expected the header query-id, corpus-id, score")
+                continue
+            if not row:
+                continue
             if len(row) != 3 or not row[2].strip().lstrip("-").isdigit():
                 raise DataError(f"{path}: line {number}: expected query-id, corpus-id and an integer score")
             qid, did, score = row[0], row[1], int(row[2])
             if qid not in queries:
                 raise DataError(f"{path}: line {number}: query-id {qid!r} is not in {QUERIES}")
-            if did not in docs:
-                raise DataError(f"{path}: line {number}: corpus-id {did!r} is not in {CORPUS}")
+            rows.append((number, did))
             if score > 0:
                 qrels.setdefault(qid, {})[did] = score
+    known = pc.is_in(pa.array([did for _, did in rows], pa.string()), value_set=doc_ids).to_numpy(zero_copy_only=False)
+    if not known.all():
+        number, did = rows[int(np.argmin(known))]
+        raise DataError(f"{path}: line {number}: corpus-id {did!r} is not in {CORPUS}")
     if not qrels:
         raise DataError(f"{path}: no query has a relevant document (score > 0)")
     return qrels
 
 
 class BeirCorpus:
-    """A BEIR dir read and checked; `.encodable` is its view for `hbt.eval.encode`."""
+    """A BEIR dir read and checked: queries and qrels whole, documents scanned (ids and shard
+    digests kept) and then streamed in blocks (`document_blocks`) for encoding."""
 
-    def __init__(self, path: Path, split: str = "test"):
+    def __init__(self, path: Path, split: str = "test", shard_docs: int = SHARD_DOCS):
         self.path = Path(path)
-        docs, queries = _jsonl(self.path / CORPUS), _jsonl(self.path / QUERIES)
-        self.qrels = _qrels(self.path / QRELS_DIR / f"{split}.tsv", queries, docs)
+        self.shard_docs = shard_docs
+        queries = _queries(self.path / QUERIES)
+        self.docs = scan_documents(self.path / CORPUS, shard_docs)
+        self.qrels = _qrels(self.path / QRELS_DIR / f"{split}.tsv", queries, self.docs.ids)
         self.query_ids = [qid for qid in queries if qid in self.qrels]
-        self.doc_ids = list(docs)
-        texts = [" ".join(t for t in (docs[d].get("title", "").strip(), docs[d]["text"]) if t) for d in self.doc_ids]
-        n_q, n_d = len(self.query_ids), len(self.doc_ids)
-        self.encodable = LareqaCorpus(
-            pa.table({"id": self.query_ids, "lang": [LANG] * n_q,
-                      "text": [queries[q]["text"] for q in self.query_ids]}),
-            pa.table({"id": self.doc_ids, "lang": [LANG] * n_d, "sentence": texts, "context": [""] * n_d}),
-            pa.table({"query_id": [], "lang": [], "candidate_id": []}))
+        self.query_texts = [queries[qid] for qid in self.query_ids]
 
-
-def search(query_emb: np.ndarray, doc_emb: np.ndarray, k: int, factory: str, on_ray: bool) -> tuple:
-    """Top-k (scores, doc positions) of every query over shards of at most SHARD_DOCS documents."""
-    import ray
-
-    from hbt.index.shards import IndexShard, search_actor_shards, search_shards, start_shard_actors
-
-    starts = range(0, len(doc_emb), SHARD_DOCS)
-    parts = [(doc_emb[s:s + SHARD_DOCS], np.arange(s, min(s + SHARD_DOCS, len(doc_emb)))) for s in starts]
-    k = min(k, len(doc_emb))
-    if not on_ray:
-        return search_shards([IndexShard.from_vectors(xb, ids, factory) for xb, ids in parts], query_emb, k)
-    actors = start_shard_actors(parts, factory)
-    try:
-        return search_actor_shards(actors, query_emb, k)
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    def document_blocks(self, skip: set[int], size: int = DOCS_BLOCK) -> Iterator[tuple[int, int, list[str]]]:
+        """(shard, its row of the block's first text, texts) of at most `size` documents in file
+        order, the shards in `skip` passed over."""
+        block: list[str] = []
+        shard = first = 0
+        for row, (_, _, text) in enumerate(_records(self.path / CORPUS)):
+            shard_of_row, row_in_shard = divmod(row, self.shard_docs)
+            if block and (shard_of_row != shard or len(block) == size):
+                yield shard, first, block
+                block = []
+            if shard_of_row in skip:
+                continue
+            if not block:
+                shard, first = shard_of_row, row_in_shard
+            block.append(text)
+        if block:
+            yield shard, first, block
 
 
 def score(corpus: BeirCorpus, scores: np.ndarray, positions: np.ndarray) -> tuple[dict, pa.Table]:
     """ranx's nDCG@10 and Recall@100 -> (means, per-query table: query_id, group, one column each)."""
     import ranx
 
-    run = {qid: {corpus.doc_ids[j]: float(s) for s, j in zip(scores[i], positions[i]) if j >= 0}
+    found = corpus.docs.ids.take(pa.array(np.maximum(positions, 0).ravel())).to_pylist()  # (nq * k,)
+    k = positions.shape[1]
+    run = {qid: {found[i * k + r]: float(scores[i, r]) for r in range(k) if positions[i, r] >= 0}
            for i, qid in enumerate(corpus.query_ids)}
     ids = sorted(corpus.query_ids)  # ranx's typed lists are sorted by query id
     per_query = ranx.evaluate(ranx.Qrels({q: corpus.qrels[q] for q in ids}).to_typed_list(),

@@ -4,7 +4,7 @@ Per kind (queries, candidates), the texts of every language are sorted together 
 they take and cut into chunks of `eval.batch_size * CHUNK_BATCHES` texts, so every batch pads
 little. Sorting each language apart would not do: each language's last batches span its whole
 length range (`benchmarks/eval_allpairs.py`, 11 languages: encoding 67 s -> 45 s a round with
-one sort). Chunks go either to an in-process encoder (`encode_corpus`) or, with Ray up, to a
+one sort). Chunks go either to an in-process encoder (`encode_corpus`) or, on Ray, to a
 pool of `eval.encode_actors` `EncodeActor`s that each load the model once
 (`encode_corpus_on_actors`); results are put back in table order either way, so both give the
 same arrays.
@@ -157,9 +157,33 @@ class EncodeActor:
     def encode(self, index: int, texts: list[str], kind: str, batch_size: int) -> tuple[int, np.ndarray]:
         return index, np.asarray(self.encoder.encode(texts, kind, batch_size), dtype=np.float32)
 
+    def encode_into(self, path: str, rows: np.ndarray, texts: list[str], kind: str, batch_size: int) -> int:
+        """Encode `texts` into `rows` of the shard file at `path` (`write_rows`); -> rows written."""
+        return write_rows(path, rows, self.encode(0, texts, kind, batch_size)[1])
+
+
+def write_rows(path, rows: np.ndarray, emb: np.ndarray) -> int:
+    """Write (m, d) `emb` at `rows` of the memory-mapped (n, d) float32 .npy at `path`; -> m."""
+    shard = np.load(path, mmap_mode="r+")
+    shard[rows] = emb
+    shard.flush()
+    return len(rows)
+
 
 # An encode actor whose process dies (killed, out of memory) is restarted and its chunk retried.
 ACTOR_RETRIES = 2
+
+
+def start_encode_actors(model_cfg: ModelConfig, eval_cfg: EvalConfig, cpus_per_actor: float, use_gpu: bool = False,
+                        actor_class: type = EncodeActor) -> list:
+    """`eval_cfg.encode_actors` restartable encode actors (Ray must be up)."""
+    import ray
+
+    remote = ray.remote(actor_class).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
+                                             max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
+    # threads None: the actor's reserved CPUs, else its node's usable ones (hbt.threads)
+    return [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu, eval_cfg.precision)
+            for _ in range(eval_cfg.encode_actors)]
 
 
 def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig, cpus_per_actor: float,
@@ -172,11 +196,7 @@ def encode_corpus_on_actors(model_cfg: ModelConfig, corpus, eval_cfg: EvalConfig
 
     from hbt.model.encoder import load_tokenizer, token_counter
 
-    remote = ray.remote(actor_class).options(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
-                                             max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
-    # threads None: the actor's reserved CPUs, else its node's usable ones (hbt.threads)
-    actors = [remote.remote(model_cfg, eval_cfg.encode_threads, use_gpu, eval_cfg.precision)
-              for _ in range(eval_cfg.encode_actors)]
+    actors = start_encode_actors(model_cfg, eval_cfg, cpus_per_actor, use_gpu, actor_class)
     try:
         # Counted while the actors start and load the model: tokenizing every text here (seconds
         # for all of XQuAD-R) overlaps their start instead of adding to it.
@@ -207,14 +227,12 @@ def checked_model(model_dir, model_cfg: ModelConfig, config, start_ray: bool) ->
     return model_cfg
 
 
-def encode_for_eval(model_cfg: ModelConfig, corpus, config) -> tuple[Embeddings, Embeddings]:
-    """The corpus encoded once: on Ray actors when Ray is up, in process otherwise."""
-    import ray
-
+def encode_for_eval(model_cfg: ModelConfig, corpus, config, on_ray: bool) -> tuple[Embeddings, Embeddings]:
+    """The corpus encoded once: on Ray actors (`on_ray`, Ray must be up) or in process."""
     from hbt.model.encoder import Encoder
     from hbt.shared_paths import check_shared, local_model_dir
 
-    if not ray.is_initialized():
+    if not on_ray:
         encoder = Encoder.from_config(model_cfg).for_inference(config.eval.precision)
         return encode_corpus(encoder, corpus, config.eval, model_cfg.resolved_candidate_context(),
                              lengths=encoder.token_lengths)

@@ -6,7 +6,7 @@ Recall@100, `hbt.eval.beir`) or a Tatoeba dir (bitext accuracy both ways, `hbt.e
                            bootstrap resamples (by query_id)
     OUT/summary.md
 
-all written at once (the dir is replaced whole).
+written at once by `hbt.eval.run.run_eval` (the dir is replaced whole).
 """
 
 from __future__ import annotations
@@ -14,17 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import pyarrow.parquet as pq
-
 from hbt.config import HbtConfig
 from hbt.errors import DataError
-from hbt.eval import beir, bitext
-from hbt.io import atomic_directory, write_json_atomic
-from hbt.layout import PER_QUERY, RESULTS, SUMMARY
-
-
-def is_scored_corpus(path) -> bool:
-    return beir.is_beir_dir(path) or bitext.is_tatoeba_dir(path)
+from hbt.eval import beir, bitext, streamed
+from hbt.eval.encode import encode_for_eval
+from hbt.layout import SUMMARY
 
 
 def _trained_on_tatoeba(manifest: Optional[dict]) -> bool:
@@ -42,42 +36,75 @@ def _summary(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_scored_eval(model_dir, corpus_dir, out_dir, languages, config: HbtConfig, start_ray: bool,
-                    split: Optional[str]) -> dict:
-    import ray
+class _ScoredEvaluator:
+    """Shared by the BEIR and Tatoeba evaluators: documents and bitext sides are bare texts (no
+    paragraph after them); the outputs are results.json, per_query.parquet and summary.md."""
 
-    from hbt.eval.encode import checked_model, encode_for_eval
-    from hbt.eval.heldout import training_manifest
+    def write_outputs(self, staging: Path, result: dict) -> None:
+        (staging / SUMMARY).write_text(_summary(result), encoding="utf-8")
 
-    manifest = training_manifest(model_dir)
-    # Documents and bitext sides are bare texts: no paragraph after them.
-    model_cfg = config.model.model_copy(update={"candidate_context": False})
-    result = {"model": str(model_dir), "corpus": str(corpus_dir)}
-    if beir.is_beir_dir(corpus_dir):
+
+class BeirEvaluator(_ScoredEvaluator):
+    """A BEIR dir at `split` (default test): nDCG@10 and Recall@100 (`hbt.eval.beir`). The
+    documents are encoded in a stream into resumable shard files (`hbt.eval.streamed`)."""
+
+    kind = "beir"
+    primary_metric = "ndcg@10"
+
+    def __init__(self, corpus_dir, languages, split: Optional[str], manifest: Optional[dict], config: HbtConfig):
         if languages is not None:
             raise DataError(f"{corpus_dir}: a BEIR dir is one corpus: --languages does not apply")
-        corpus = beir.BeirCorpus(corpus_dir, split or "test")
-        model_cfg = checked_model(model_dir, model_cfg, config, start_ray)
-        query_emb, doc_emb = encode_for_eval(model_cfg, corpus.encodable, config)
-        scores, positions = beir.search(query_emb[beir.LANG], doc_emb[beir.LANG], beir.RECALL_DEPTH,
-                                        config.eval.index_factory, ray.is_initialized())
+        self.split = split or "test"
+        self.corpus = beir.BeirCorpus(corpus_dir, self.split, config.eval.shard_docs)
+        self.model_cfg = config.model.model_copy(update={"candidate_context": False})
+
+    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool, out_dir: Path) -> tuple[dict, object]:
+        """-> (results.json's fields, the per-query table)."""
+        from tqdm import tqdm
+
+        from hbt.index.store import EmbeddingStore
+        from hbt.model.encoder import embedding_dim
+
+        corpus = self.corpus
+        key = {"model": model_cfg.model_dump(mode="json"), "model_files": streamed.model_fingerprint(model_cfg.name_or_path),
+               "precision": config.eval.precision, "shard_docs": corpus.shard_docs}
+        store = EmbeddingStore(streamed.embeddings_dir(config, out_dir), key, embedding_dim(model_cfg.name_or_path))
+        encoder = streamed.TextEncoder(model_cfg, config, on_ray, store.root)
+        try:
+            # On stderr, also when not a terminal (Ray job logs); at most one line per 5 s.
+            with tqdm(total=len(corpus.docs.ids), desc="encode", unit="doc", mininterval=5) as bar:
+                streamed.encode_documents(corpus, store, encoder, bar.update)
+            query_emb = encoder.encode(corpus.query_texts, "query")  # (nq, d)
+        finally:
+            encoder.close()
+        k = min(beir.RECALL_DEPTH, len(corpus.docs.ids))
+        scores, positions, index = streamed.search_documents(store, corpus, query_emb, k, config, on_ray)
         metrics, per_query = beir.score(corpus, scores, positions)
-        result.update(kind="beir", split=split or "test", n_queries=len(corpus.query_ids),
-                      n_documents=len(corpus.doc_ids))
-    else:
+        return {"kind": self.kind, "split": self.split, "n_queries": len(corpus.query_ids),
+                "n_documents": len(corpus.docs.ids), "index": index, "embeddings": str(store.root),
+                "metrics": metrics}, per_query
+
+
+class TatoebaEvaluator(_ScoredEvaluator):
+    """A Tatoeba dir: bitext accuracy both ways (`hbt.eval.bitext`); both sides take the query prefix."""
+
+    kind = "tatoeba"
+    primary_metric = "accuracy"
+
+    def __init__(self, corpus_dir, languages, split: Optional[str], manifest: Optional[dict], config: HbtConfig):
         if split is not None:
             raise DataError(f"{corpus_dir}: --split needs a prepared dir or a BEIR dir; this is a Tatoeba dir")
-        corpus = bitext.BitextCorpus(corpus_dir, languages)
-        model_cfg = model_cfg.model_copy(update={"passage_prefix": model_cfg.query_prefix})
-        model_cfg = checked_model(model_dir, model_cfg, config, start_ray)
-        query_emb, cand_emb = encode_for_eval(model_cfg, corpus.encodable, config)
-        metrics, per_language, per_query = bitext.score(corpus, query_emb, cand_emb)
-        result.update(kind="tatoeba", languages=per_language)
-        if _trained_on_tatoeba(manifest):
-            result["corpus_note"] = "the model trained on Tatoeba pairs: these are not held-out scores"
-    result["metrics"] = metrics
-    with atomic_directory(Path(out_dir)) as staging:
-        write_json_atomic(staging / RESULTS, result)
-        pq.write_table(per_query, staging / PER_QUERY)
-        (staging / SUMMARY).write_text(_summary(result), encoding="utf-8")
-    return result
+        self.corpus = bitext.BitextCorpus(corpus_dir, languages)
+        model_cfg = config.model.model_copy(update={"candidate_context": False})
+        self.model_cfg = model_cfg.model_copy(update={"passage_prefix": model_cfg.query_prefix})
+        self.note = "the model trained on Tatoeba pairs: these are not held-out scores" \
+            if _trained_on_tatoeba(manifest) else None
+
+    def evaluate(self, model_cfg, config: HbtConfig, on_ray: bool, out_dir: Path) -> tuple[dict, object]:
+        """-> (results.json's fields, the per-query table)."""
+        query_emb, cand_emb = encode_for_eval(model_cfg, self.corpus.encodable, config, on_ray)
+        metrics, per_language, per_query = bitext.score(self.corpus, query_emb, cand_emb)
+        result = {"kind": self.kind, "languages": per_language, "metrics": metrics}
+        if self.note:
+            result["corpus_note"] = self.note
+        return result, per_query

@@ -39,6 +39,7 @@ from hbt.eval.report import (
     resample_indices,
     resample_weights,
 )
+from hbt.eval.run import PER_QUERY
 from hbt.experiment.spec import Experiment
 from hbt.io import write_file_atomic, write_json_atomic, write_text_atomic
 from hbt.layout import PER_QUERY

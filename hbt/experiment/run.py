@@ -168,7 +168,7 @@ def _export_models(plans: list[RunPlan], configs: dict[str, HbtConfig], prepared
 def _evaluate(experiment: Experiment, configs: dict[str, HbtConfig], prepared: dict[str, Path], out: Path,
               progress) -> None:
     """Every run on every corpus, each to DIR/eval/CORPUS/RUN; an existing result is kept."""
-    from hbt.eval.allpairs import run_eval
+    from hbt.eval.run import run_eval
 
     for corpus in experiment.corpora:
         for name, config in configs.items():
@@ -177,7 +177,8 @@ def _evaluate(experiment: Experiment, configs: dict[str, HbtConfig], prepared: d
                 continue
             model = config.model.name_or_path if experiment.runs[name].seed is None else out / "models" / name
             progress(f"evaluating {name} on {corpus.name}")
-            run_eval(model, corpus.path or prepared[name], target, corpus.languages, config, split=corpus.split)
+            run_eval(model, corpus.path or prepared[name], target, corpus.languages, config, on_ray=True,
+                     split=corpus.split)
 
 
 def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", config_paths=(), overrides=(),

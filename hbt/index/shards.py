@@ -1,9 +1,10 @@
 """Sharded faiss search with an exact top-k merge (inner product, larger is better).
 
-Evaluation keeps one index shard per candidate language; the pooled multilingual
-setting searches every shard and merges the per-shard top-k lists with
-``faiss.ResultHeap(keep_max=True)``.  For exact (``"Flat"``) shards the merged
-result equals a single flat index over all rows.
+Evaluation keeps one index shard per candidate language (LAReQA: vectors passed in,
+:class:`ShardActor`) or per embeddings shard file (BEIR: :class:`FileShards`, built from
+memory-mapped files by one actor per node); the search visits every shard and merges the
+per-shard top-k lists with ``faiss.ResultHeap(keep_max=True)``.  For exact (``"Flat"``) shards
+the merged result equals a single flat index over all rows.
 
 Conventions (as in faiss):
 
@@ -155,14 +156,14 @@ def search_shards(shards: Sequence[IndexShard], xq, k: int) -> tuple[np.ndarray,
     return merge_topk([s.search(xq, k) for s in shards], k)
 
 
-# CPU shards: no GPU asked for (Ray hides every GPU from the actor), none used.
-@ray.remote(num_cpus=0, num_gpus=0, max_restarts=2, max_task_retries=2)
+# CPU shards: no GPU asked for (Ray hides every GPU from the actor), none used. Not restartable:
+# its vectors come by value through the object store, where a restart could not count on them
+# (Ray says so at error level for every such actor, ray-project/ray#53727); an actor that dies
+# fails the evaluation, which is rerun whole (minutes at XQuAD-R size).
+@ray.remote(num_cpus=0, num_gpus=0, max_restarts=0)
 class ShardActor:
     """A Ray actor owning one or more :class:`IndexShard`, built inside the actor process from
     ``parts``: ``[(xb, ids), ...]``; a search returns the merged top-k of its shards.
-
-    A shard actor whose process dies is restarted (Ray rebuilds its shards from the same vectors)
-    and the search it was running is retried, up to twice.
 
     It reserves no CPU by default: every search fans out to all shard actors, so they must all
     be alive at once, and with a CPU reservation each, actors beyond the cluster's CPU slots would
@@ -190,8 +191,9 @@ def start_shard_actors(parts: Sequence[tuple[np.ndarray, np.ndarray]], factory: 
     return [ShardActor.options(scheduling_strategy="SPREAD").remote(list(parts[i::n]), factory) for i in range(n)]
 
 
-def search_actor_shards(actors: Sequence, xq, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Search all :class:`ShardActor` handles in parallel and merge exactly.
+def search_actor_shards(actors: Sequence, xq, k: int, method: str = "search") -> tuple[np.ndarray, np.ndarray]:
+    """Search all shard actor handles in parallel (`method`: "search", or a
+    :class:`FileShards`' "exact_search") and merge exactly.
 
     ``xq`` is validated and converted here, then put once in the object store.
     A shard-side error (e.g. wrong dimension) surfaces as a ``RayTaskError``
@@ -201,4 +203,108 @@ def search_actor_shards(actors: Sequence, xq, k: int) -> tuple[np.ndarray, np.nd
         raise ValueError("search_actor_shards needs at least one actor")
     k = _check_k(k)
     xq_ref = ray.put(_as_matrix(xq, "xq"))
-    return merge_topk(ray.get([a.search.remote(xq_ref, k) for a in actors]), k)
+    return merge_topk(ray.get([getattr(a, method).remote(xq_ref, k) for a in actors]), k)
+
+
+# ---------------------------------------------------------------- shards read from files
+
+ADD_BLOCK = 65_536  # rows copied from a memory-mapped shard into an index (or scored exactly) at once
+
+
+def search_parameters(index: faiss.Index, factory: str, nprobe: int, ef_search: int) -> faiss.Index:
+    """Set the search-time knob of an approximate index: IVF lists probed, HNSW candidates kept."""
+    space = faiss.ParameterSpace()
+    if "IVF" in factory:
+        space.set_index_parameter(index, "nprobe", nprobe)
+    if "HNSW" in factory:
+        space.set_index_parameter(index, "efSearch", ef_search)
+    return index
+
+
+def file_blocks(path, block: int = ADD_BLOCK):
+    """(first row, (m, d) float32 rows) of an (n, d) .npy file, `block` rows at a time, read
+    rather than memory-mapped: a mapping would keep every page read resident in this process."""
+    header = np.load(path, mmap_mode="r")
+    (n, d), offset = header.shape, header.offset
+    del header
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for start in range(0, n, block):
+            rows = np.fromfile(f, dtype=np.float32, count=min(block, n - start) * d)
+            yield start, rows.reshape(-1, d)
+
+
+def _training_sample(path, size: int, seed: int) -> np.ndarray:
+    """A seeded sample of at most `size` rows (sorted) of a shard file, copied out of a mapping
+    that ends here."""
+    xb = np.load(path, mmap_mode="r")  # (n, d)
+    rows = np.sort(np.random.default_rng(seed).choice(len(xb), size=min(len(xb), size), replace=False))
+    return np.ascontiguousarray(xb[rows])
+
+
+def index_from_file(path, factory: str, train_sample: int, seed: int = 0) -> faiss.Index:
+    """The index of an (n, d) float32 shard file, trained (IVF, PQ) on a seeded sample of at
+    most `train_sample` of its rows, then filled block by block."""
+    d = np.load(path, mmap_mode="r").shape[1]
+    check_index_factory(factory, d)
+    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        sample = _training_sample(path, train_sample, seed)
+        try:
+            index.train(sample)
+        except RuntimeError as error:
+            raise HbtError(f"eval.index_factory {factory!r} cannot train on {len(sample)} vectors of {path} "
+                           f"({_faiss_message(error)})") from None
+    for _, xb in file_blocks(path):
+        index.add(xb)
+    return index
+
+
+def exact_search_file(path, first_id: int, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (inner product) of a shard file, block by block: what a Flat index would
+    return, without holding one."""
+    results = []
+    for start, xb in file_blocks(path):
+        D, I = faiss.knn(xq, xb, min(k, len(xb)), metric=faiss.METRIC_INNER_PRODUCT)
+        results.append((D, np.where(I >= 0, I + first_id + start, -1)))
+    return merge_topk(results, k)
+
+
+class FileShards:
+    """The indexes of embedding shard files (`hbt.index.store`), in process or as a
+    :data:`FileShardActor`: ``files`` is ``[(path, first_id), ...]``, a shard's rows having ids
+    first_id, first_id + 1, ..."""
+
+    def __init__(self, files: Sequence[tuple[str, int]], factory: str, nprobe: int, ef_search: int,
+                 train_sample: int):
+        self.files = list(files)
+        self.shards = []
+        for path, first_id in self.files:
+            index = search_parameters(index_from_file(path, factory, train_sample), factory, nprobe, ef_search)
+            self.shards.append(IndexShard(index, first_id + np.arange(index.ntotal)))
+
+    def search(self, xq, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return search_shards(self.shards, xq, k)
+
+    def exact_search(self, xq, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-k over the same files (what Flat returns): the reference of the recall."""
+        xq = _as_matrix(xq, "xq")
+        return merge_topk([exact_search_file(path, first_id, xq, k) for path, first_id in self.files], k)
+
+    def ntotal(self) -> int:
+        return sum(shard.ntotal for shard in self.shards)
+
+
+# Restartable: a restarted actor rebuilds its indexes from the same files (its arguments are
+# paths), and the search it was running is retried. Reserves no CPU, as ShardActor.
+FileShardActor = ray.remote(num_cpus=0, num_gpus=0, max_restarts=2, max_task_retries=2)(FileShards)
+
+
+def start_file_shard_actors(files: Sequence[tuple[str, int]], factory: str, nprobe: int, ef_search: int,
+                            train_sample: int) -> list:
+    """The shard files dealt round-robin to one :class:`FileShardActor` per alive Ray node."""
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    n = max(1, min(len(files), nodes))
+    return [FileShardActor.options(scheduling_strategy="SPREAD").remote(list(files[i::n]), factory, nprobe,
+                                                                       ef_search, train_sample)
+            for i in range(n)]

@@ -222,7 +222,7 @@ def test_blank_lines_are_skipped(tmp_path):
 def test_non_utf8_jsonl(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_bytes(json.dumps({**FULL, "question": "caf\u00e9"}, ensure_ascii=False).encode("latin-1") + b"\n")
-    with pytest.raises(DataError, match=r"pairs.jsonl: not valid UTF-8 \(byte \d+\)$"):
+    with pytest.raises(DataError, match=r"pairs.jsonl: line 1: not valid UTF-8 \(byte \d+ of the line\)$"):
         read_pairs(path)
 
 

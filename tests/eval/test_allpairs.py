@@ -10,8 +10,9 @@ from hbt.config import EvalConfig, HbtConfig
 from hbt.data.lareqa import read_lareqa
 from hbt.errors import HbtError
 from hbt.eval import allpairs
-from hbt.eval.allpairs import all_pairs, evaluate, run_eval
+from hbt.eval.allpairs import all_pairs, evaluate
 from hbt.eval.encode import encode_corpus
+from hbt.eval.run import run_eval
 from hbt.index.shards import IndexShard, search_shards
 
 

@@ -4,13 +4,19 @@ on a BEIR dir writes its outputs."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hbt.cli import main
+from hbt.config import HbtConfig
 from hbt.errors import DataError
-from hbt.eval import beir
+from hbt.eval import beir, encode, streamed
+from hbt.eval.encode import write_rows
+from hbt.eval.run import run_eval
+from hbt.eval.streamed import recall_against, search_documents
+from hbt.index.store import EmbeddingStore
 
 N_DOCS, N_QUERIES = 30, 8
 
@@ -33,14 +39,22 @@ def test_reader_keeps_queries_with_a_relevant_document(tmp_path):
     extra = [{"_id": "lonely", "text": "nothing answers me"}]
     corpus = beir.BeirCorpus(write_beir(tmp_path / "b", queries=[{"_id": f"q{i}", "text": f"query {i}"}
                                                                    for i in range(N_QUERIES)] + extra))
-    assert corpus.query_ids == [f"q{i}" for i in range(N_QUERIES)] and len(corpus.doc_ids) == N_DOCS
-    assert corpus.encodable.candidates.column("sentence")[3].as_py() == "t3 doc 3"
-    assert corpus.qrels["q1"] == {"d1": 2, "d11": 1}
+    assert corpus.query_ids == [f"q{i}" for i in range(N_QUERIES)] and len(corpus.docs.ids) == N_DOCS
+    assert corpus.query_texts[1] == "query 1" and corpus.qrels["q1"] == {"d1": 2, "d11": 1}
+
+
+def test_documents_stream_in_blocks_within_shards(tmp_path):
+    corpus = beir.BeirCorpus(write_beir(tmp_path / "b"), shard_docs=7)
+    assert [count for count, _ in corpus.docs.shards] == [7, 7, 7, 7, 2]
+    blocks = list(corpus.document_blocks(skip={1, 3}, size=4))
+    assert [(shard, first, len(texts)) for shard, first, texts in blocks] == \
+        [(0, 0, 4), (0, 4, 3), (2, 0, 4), (2, 4, 3), (4, 0, 2)]
+    assert blocks[0][2][3] == "t3 doc 3" and blocks[2][2][0] == "t14 doc 14"
 
 
 BAD = [
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "a"}\n{broken\n'),
-     "corpus.jsonl: line 2: not valid JSON"),
+     "corpus.jsonl: line 2: invalid JSON"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0"}\n'), "corpus.jsonl: line 1: field 'text' missing"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": 3, "text": "a"}\n'), "corpus.jsonl: line 1: field '_id'"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": "d0", "text": "  "}\n'), "corpus.jsonl: line 1: empty text"),
@@ -48,6 +62,8 @@ BAD = [
     (lambda r: (r / "corpus.jsonl").write_text('[1]\n'), "corpus.jsonl: line 1: not a JSON object"),
     (lambda r: (r / "queries.jsonl").write_text('{"_id": "q0", "text": "a"}\n{"_id": "q0", "text": "b"}\n'),
      "queries.jsonl: line 2: duplicate _id 'q0'"),
+    (lambda r: (r / "corpus.jsonl").write_text("".join(f'{{"_id": "d{i % 20}", "text": "a"}}\n\n' for i in range(30))),
+     "corpus.jsonl: line 41: duplicate _id 'd0'"),
     (lambda r: (r / "queries.jsonl").unlink(), "queries.jsonl: not found"),
     (lambda r: (r / "qrels" / "test.tsv").unlink(), "test.tsv: not found"),
     (lambda r: (r / "qrels" / "test.tsv").write_text("q\td\ts\n"), "test.tsv: line 1: expected the header"),
@@ -60,6 +76,22 @@ BAD = [
     (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t0\n"),
      "no query has a relevant document"),
 ]
+
+
+def test_byte_order_marks_are_read_and_a_bad_encoding_deep_inside_is_named_by_line(tmp_path, tiny_model, capsys):
+    docs = [{"_id": f"d{i}", "title": f"t{i}", "text": f"doc {i}"} for i in range(N_DOCS)]
+    root = write_beir(tmp_path / "b", docs=docs)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())
+    corpus = beir.BeirCorpus(root)
+    assert corpus.query_ids[0] == "q0" and corpus.qrels["q0"] == {"d0": 2, "d10": 1}
+    lines = (root / "corpus.jsonl").read_bytes().splitlines(keepends=True)
+    lines[24] = json.dumps({"_id": "d24", "text": "caf\u00e9"}, ensure_ascii=False).encode("latin-1") + b"\n"
+    (root / "corpus.jsonl").write_bytes(b"".join(lines))
+    assert main(["eval", "--model", str(tiny_model), "--corpus", str(root), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("corpus.jsonl: line 25: not valid UTF-8 (byte 27 of the line)") and "\n" not in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("damage,message", BAD, ids=[m[:40] for _, m in BAD])
@@ -84,20 +116,90 @@ def brute_force(scores: np.ndarray, qrels: dict, query_ids, doc_ids) -> dict:
     return {"ndcg@10": float(np.mean(ndcg)), "recall@100": float(np.mean(recall))}
 
 
+def store_of(corpus, docs, root):
+    """`docs` (n, d) written as `corpus`'s shards, as the encode path writes them."""
+    store = EmbeddingStore(root, {"test": True}, docs.shape[1])
+    start = 0
+    for shard, (count, source) in enumerate(corpus.docs.shards):
+        write_rows(store.begin(shard, count), np.arange(count), docs[start:start + count])
+        store.finish(shard, count, source)
+        start += count
+    return store
+
+
 @pytest.mark.parametrize("shard_docs", [7, 1000])
-def test_search_over_shards_and_scores_match_brute_force(tmp_path, monkeypatch, shard_docs):
-    monkeypatch.setattr(beir, "SHARD_DOCS", shard_docs)
-    corpus = beir.BeirCorpus(write_beir(tmp_path / "b"))
+def test_search_over_shard_files_and_scores_match_brute_force(tmp_path, shard_docs):
+    corpus = beir.BeirCorpus(write_beir(tmp_path / "b"), shard_docs=shard_docs)
     rng = np.random.default_rng(0)
     docs = rng.normal(size=(N_DOCS, 16)).astype(np.float32)
     queries = (docs[:N_QUERIES] * 0.6 + rng.normal(size=(N_QUERIES, 16)) * 0.8).astype(np.float32)
-    scores, positions = beir.search(queries, docs, beir.RECALL_DEPTH, "Flat", on_ray=False)
+    store = store_of(corpus, docs, tmp_path / "emb")
+    scores, positions, index = search_documents(store, corpus, queries, N_DOCS, HbtConfig(), on_ray=False)
+    assert index == {"factory": "Flat", "exact": True}
     metrics, per_query = beir.score(corpus, scores, positions)
-    expected = brute_force(queries @ docs.T, corpus.qrels, corpus.query_ids, corpus.doc_ids)
+    expected = brute_force(queries @ docs.T, corpus.qrels, corpus.query_ids, [f"d{i}" for i in range(N_DOCS)])
     assert metrics == pytest.approx(expected, abs=1e-6)
     assert 0 < metrics["ndcg@10"] < 1 and metrics["recall@100"] == 1.0  # 30 docs: all retrieved
     assert per_query.column_names == ["query_id", "group", "ndcg@10", "recall@100"]
     assert np.mean(per_query.column("ndcg@10").to_numpy()) == pytest.approx(metrics["ndcg@10"])
+
+
+def test_an_approximate_index_reports_its_recall_against_flat(tmp_path):
+    """IVF over 4 lists: probing all 4 is exact (recall 1), probing 1 misses some of the top 10."""
+    docs = [{"_id": f"d{i}", "text": f"doc {i}"} for i in range(400)]
+    corpus = beir.BeirCorpus(write_beir(tmp_path / "b", docs=docs), shard_docs=200)
+    rng = np.random.default_rng(1)
+    store = store_of(corpus, rng.normal(size=(400, 16)).astype(np.float32), tmp_path / "emb")
+    queries = rng.normal(size=(N_QUERIES, 16)).astype(np.float32)
+    config = HbtConfig()
+    config.eval.index_factory, config.eval.recall_queries = "IVF4,Flat", 5
+    recalls = {}
+    for nprobe in (4, 1):
+        config.eval.nprobe = nprobe
+        _, positions, index = search_documents(store, corpus, queries, 10, config, on_ray=False)
+        assert index["factory"] == "IVF4,Flat" and not index["exact"] and index["recall_queries"] == 5
+        recalls[nprobe] = index["recall@10_vs_flat"]
+    assert recalls[4] == 1.0 and recalls[1] < 1.0
+    flat = np.argsort(-(queries[:5] @ np.load(store.path(0)).T), axis=1)[:, :10]  # shard 0: rows 0-199
+    assert recall_against(flat, flat) == 1.0
+
+
+def test_an_interrupted_encoding_resumes_from_its_last_finished_shard(tiny_model, tmp_path, monkeypatch):
+    """Shards 0 and 1 finished, 2 half-written when the run dies; shard 1's file then damaged. The
+    rerun keeps shard 0, encodes 1 (digest), 2 (never finished), 3, 4 again, and scores as a
+    fresh run does."""
+    root = write_beir(tmp_path / "b")
+    config = HbtConfig()
+    config.eval.shard_docs = 7
+    finish = EmbeddingStore.finish
+
+    def dies_on_shard_2(store, shard, count, source):
+        if shard == 2:
+            raise KeyboardInterrupt
+        finish(store, shard, count, source)
+
+    monkeypatch.setattr(EmbeddingStore, "finish", dies_on_shard_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(tiny_model, root, tmp_path / "out", config=config)
+    monkeypatch.setattr(EmbeddingStore, "finish", finish)
+    embeddings = tmp_path / "out.embeddings"
+    assert sorted(p.name for p in embeddings.iterdir()) == [
+        ".shard-00002.partial.npy", "manifest.json", "shard-00000.npy", "shard-00001.npy"]
+    damaged = bytearray((embeddings / "shard-00001.npy").read_bytes())
+    damaged[-1] ^= 0xFF
+    (embeddings / "shard-00001.npy").write_bytes(bytes(damaged))
+
+    written = []
+    monkeypatch.setattr(streamed, "write_rows", lambda path, rows, emb: written.append(Path(path).name) or
+                        encode.write_rows(path, rows, emb))
+    resumed = run_eval(tiny_model, root, tmp_path / "out", config=config)
+    assert sorted(set(written)) == [f".shard-0000{i}.partial.npy" for i in (1, 2, 3, 4)]
+    config.eval.embeddings_dir = str(tmp_path / "fresh")
+    fresh = run_eval(tiny_model, root, tmp_path / "fresh-out", config=config)
+    assert resumed["metrics"] == fresh["metrics"]
+    for shard in range(5):
+        np.testing.assert_array_equal(np.load(embeddings / f"shard-0000{shard}.npy"),
+                                      np.load(tmp_path / "fresh" / f"shard-0000{shard}.npy"))
 
 
 def test_hbt_eval_on_a_beir_dir(tiny_model, tmp_path, capsys):
@@ -107,6 +209,8 @@ def test_hbt_eval_on_a_beir_dir(tiny_model, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["kind"] == "beir" and set(results["metrics"]) == {"ndcg@10", "recall@100"}
     assert results["n_queries"] == N_QUERIES and results["n_documents"] == N_DOCS
+    assert results["index"] == {"factory": "Flat", "exact": True}
+    assert results["embeddings"] == str(tmp_path / "out.embeddings")
     assert (out / "per_query.parquet").is_file() and "ndcg@10" in capsys.readouterr().out
     assert main(["eval", "--model", str(tiny_model), "--corpus", str(root), "--out", str(out),
                  "--languages", "en"]) == 2

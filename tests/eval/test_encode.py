@@ -99,18 +99,23 @@ def test_int8_encodes_on_actors_close_to_fp32(ray_local, corpus_dir, tiny_cfg):
 
 @pytest.mark.timeout(300)
 def test_run_eval_on_ray_matches_in_process(ray_local, corpus_dir, tiny_cfg, tmp_path, monkeypatch):
-    """With Ray up, run_eval encodes on actors and searches actor-held shards; same report."""
-    import ray
-
-    from hbt.eval import allpairs
+    """on_ray: run_eval encodes on actors and searches actor-held shards; on_ray=False, with the
+    same Ray up, runs in process (no actor is asked for); same report."""
+    from hbt.eval import encode
+    from hbt.eval.run import run_eval
+    from hbt.index import shards
 
     config = HbtConfig()
     config.eval.top_k = 10
     config.eval.encode_threads = 1
-    on_ray = allpairs.run_eval(tiny_cfg.name_or_path, corpus_dir, tmp_path / "ray", config=config)
-    assert ray.is_initialized()
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    local = allpairs.run_eval(tiny_cfg.name_or_path, corpus_dir, tmp_path / "local", config=config)
+    on_ray = run_eval(tiny_cfg.name_or_path, corpus_dir, tmp_path / "ray", config=config, on_ray=True)
+
+    def no_actors(*args, **kwargs):
+        raise AssertionError("an actor was started in process mode")
+
+    monkeypatch.setattr(encode, "encode_corpus_on_actors", no_actors)
+    monkeypatch.setattr(shards, "start_shard_actors", no_actors)
+    local = run_eval(tiny_cfg.name_or_path, corpus_dir, tmp_path / "local", config=config, on_ray=False)
     for name in ("mono", "cross", "multi"):
         for metric in ("map", "r@1", "r@10", "hit@1", "hit@10", "mrr"):
             assert on_ray["settings"][name][metric] == pytest.approx(local["settings"][name][metric], abs=1e-5)

@@ -129,7 +129,7 @@ def test_candidate_context_follows_the_model():
 
 
 def test_run_eval_refuses_held_in_articles(trained_model, data_dir, tmp_path):
-    from hbt.eval.allpairs import run_eval
+    from hbt.eval.run import run_eval
 
     with pytest.raises(DataError, match="trained on"):
         run_eval(trained_model, data_dir / "xquad-r", tmp_path / "out", languages=["en"])

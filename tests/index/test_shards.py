@@ -1,5 +1,7 @@
 """Sharded faiss search: exact merge vs brute force and one flat index; Ray actor shards."""
 
+import re
+
 import faiss
 import numpy as np
 import pytest
@@ -177,6 +179,18 @@ def test_one_shard_actor_per_node_holds_every_shard(data, ray_local):
     actors = start_shard_actors([(xb[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
     assert len(actors) == 1 and ray.get(actors[0].ntotal.remote()) == len(xb)
     _assert_brute_force(xb, ids, xq, *_searched_and_killed(actors, xq))
+
+
+@pytest.mark.timeout(120)
+def test_shard_actors_with_vectors_in_the_object_store_log_no_error(ray_local, capfd):
+    """Vectors past Ray's inline limit (100 KiB) go through the object store: a restartable actor
+    built from them makes Ray print an error-level core_worker line; a successful eval prints none."""
+    rng = np.random.default_rng(0)
+    parts = [(rng.standard_normal((400, 384)).astype(np.float32), np.arange(400) + 400 * i) for i in range(2)]
+    xb, ids = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    _assert_brute_force(xb, ids, xb[:3], *_searched_and_killed(start_shard_actors(parts), xb[:3]))
+    errors = [line for line in capfd.readouterr().err.splitlines() if re.search(r"^\[[^]]* E \d+ \d+\]", line)]
+    assert errors == []
 
 
 def test_shards_run_on_cpus_and_take_no_gpu(data, monkeypatch):
