@@ -51,6 +51,9 @@ def test_progress_line():
     line = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
                           "pairs_per_s": 10.0, "tokens_per_s": 300.0}, total_steps=7)
     assert line.startswith("step 3/7  loss 1.5000 (xy 1.5000)") and "300 tokens/s" in line and "dev" not in line
+    paced = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
+                           "pairs_per_s": 10.0, "tokens_per_s": 300.0}, total_steps=1003, pairs_per_step=40)
+    assert paced.endswith("300 tokens/s  4.00 s/step  ETA 1:06:40")  # 4 s * 1000 steps left
     evaluated = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
                                "pairs_per_s": 10.0, "tokens_per_s": 300.0, "dev/mono_map": 0.5, "dev/cross_map": 0.25,
                                "dev/multi_map": 0.125, "dev/rank_distance": 42.0, "dev/seconds": 9.0}, total_steps=7)
