@@ -90,7 +90,7 @@ def test_a_bad_arm_value_names_the_arm_and_the_key(tmp_path):
 
 
 def test_an_unknown_size_lists_the_sizes():
-    with pytest.raises(ConfigError, match="no size 'huge' \\(it has cpu, full, smoke\\)"):
+    with pytest.raises(ConfigError, match="no size 'huge' \\(it has cpu, mid, full, smoke\\)"):
         load_experiment(EXPERIMENTS / "table1.yaml", "huge")
 
 
