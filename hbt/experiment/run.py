@@ -225,8 +225,8 @@ def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", 
     base = HbtConfig.model_validate(experiment.base)
     out.mkdir(parents=True, exist_ok=True)
     prepared = _prepare_pools(experiment, out, progress)
-    configs = _checked_configs(experiment, prepared)
     _check_corpora(experiment)
+    configs = _checked_configs(experiment, prepared)
     if not resume:  # only once its data and models are known good: a bad input leaves no experiment
         _write_state(out, experiment)
 

@@ -75,6 +75,9 @@ def test_the_curves_are_the_runs_dev_metrics(smoke):
             assert points["seeds"] == {f"{arm}-s0": expected}
             assert points["mean"] == points["min"] == points["max"] == expected  # one seed: no band
     assert set(curves["order"]["multi_map"]) == {"xx", "xy"}
+    for run in TRAINED:  # the curve scored the dev split; the model is still the last checkpoint
+        manifest = json.loads((out / "models" / run / "hbt_training.json").read_text())
+        assert manifest["exported_checkpoint"] == {"selected_by": "last checkpoint"}
     # a progress line per report of every run, as `hbt train` prints it, the run named first
     for run in TRAINED:
         shown = [line for line in lines if line.startswith(f"{run}: step ")]
