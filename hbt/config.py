@@ -239,6 +239,9 @@ class TrainConfig(Section):
     select_metric: Literal[SELECT_METRICS + GROUP_METRICS] = Field(
         "dev/multi_map", description="dev metric that picks the exported checkpoint (rank distance: lowest, "
         "the others: highest)")
+    select_checkpoint: Literal["best", "last"] = Field(
+        "best", description="with eval_every: export the checkpoint best on dev by select_metric, or the last one "
+        "(the dev scores are then only recorded: a learning curve)")
 
 
 class EvalConfig(Section):

@@ -1,5 +1,9 @@
 """The report of `hbt experiment`: every arm on every corpus, against the reference arm.
 
+With `train.eval_every`, the trained arms' dev curves come first (`hbt.experiment.curves`);
+with more than one corpus, every corpus side by side and the differences in direction between
+them come last (`hbt.experiment.directions`).
+
 Per arm and corpus: Mo / Cr / Mul mAP, multi hit@1 and hit@10, and rank distance (RD), each
 the mean over the arm's seeds with their standard deviation; and for every arm but the
 reference, its difference to the reference with a paired-bootstrap 95% CI over questions
@@ -39,7 +43,8 @@ from hbt.eval.report import (
     resample_indices,
     resample_weights,
 )
-from hbt.eval.run import PER_QUERY
+from hbt.experiment.curves import experiment_curves, format_curves, write_curves_figure
+from hbt.experiment.directions import across_corpora, format_across
 from hbt.experiment.spec import Experiment
 from hbt.io import write_file_atomic, write_json_atomic, write_text_atomic
 from hbt.layout import PER_QUERY
@@ -157,13 +162,19 @@ def _tables(comparison: dict, reference: str) -> list[str]:
 
 
 def _settings_line(experiment: Experiment) -> str:
+    from hbt.train.driver import pairs_per_step, selects_on_dev
+
     trained = experiment.trained()
     if not trained:
         return ""
     c = trained[0].config
-    return (f"Every trained run: {c.train.steps} steps of {c.batching.batch_size * c.train.num_workers} pairs, "
+    dev = f", the dev split scored every {c.train.eval_every} steps" if c.train.eval_every else ""
+    exported = (f"the checkpoint best on dev by {c.train.select_metric}" if selects_on_dev(c)
+                else "its last checkpoint")
+    return (f"Every trained run: {c.train.steps} steps of {pairs_per_step(c)} pairs, "
             f"lr {c.train.lr:g}, model `{Path(c.model.name_or_path).name}`, seeds {experiment.seeds} "
-            f"(set into {', '.join(experiment.spec.seed_keys)}).")
+            f"(set into {', '.join(experiment.spec.seed_keys)}){dev}; each run's model, evaluated below, is "
+            f"{exported} (train.select_checkpoint).")
 
 
 def _corpus_heading(name: str, comparison: dict) -> str:
@@ -172,10 +183,13 @@ def _corpus_heading(name: str, comparison: dict) -> str:
     return f"## {name} ({comparison['kind']}): {comparison['n_questions']} {what}{languages}"
 
 
-def format_markdown(experiment: Experiment, comparisons: dict[str, dict], seconds: float) -> str:
+def format_markdown(experiment: Experiment, comparisons: dict[str, dict], seconds: float,
+                    curves: Optional[dict] = None, across: Optional[dict] = None) -> str:
     spec = experiment.spec
     lines = [f"# Experiment `{experiment.path.stem}` (size {experiment.size})", "", " ".join(spec.description.split()),
              "", _settings_line(experiment), f"Wall time: {seconds / 60:.1f} min (this invocation).", ""]
+    if curves:
+        lines += format_curves(curves, experiment.reference)
     for corpus, comparison in comparisons.items():
         lines += [_corpus_heading(corpus, comparison), "", *_tables(comparison, experiment.reference), ""]
         for group, group_comparison in comparison.get("groups", {}).items():
@@ -186,6 +200,8 @@ def format_markdown(experiment: Experiment, comparisons: dict[str, dict], second
         if comparison["kind"] == "lareqa":
             lines += ["Heatmaps (X -> Y mAP, mean over seeds): " + ", ".join(
                 f"[{arm}](heatmaps/{corpus}_{arm}.png)" for arm in comparison["arms"]), ""]
+    if across:
+        lines += format_across(comparisons, across, experiment.reference, LABELS)
     lines += [f"Values: mean ± standard deviation over an arm's seeds. Δ: arm - {experiment.reference}, seeds pooled; "
               f"paired bootstrap over questions ({RESAMPLES} resamples, {int(CONFIDENCE * 100)}% CI); * = the CI "
               "excludes 0. The CI holds the question sampling, not the seed-to-seed spread. Mo / Cr / Mul: LAReQA "
@@ -255,11 +271,15 @@ def write_report(experiment: Experiment, out: Path, seconds: float) -> dict:
             comparison = compare_scored_arms(experiment, dirs)
         comparisons[corpus.name] = comparison
         write_comparison_figure(out / f"comparison_{corpus.name}.png", comparison)
+    curves = experiment_curves(experiment, out)
+    if curves["arms"]:
+        write_curves_figure(out / "curves.png", curves)
+    across = across_corpora(comparisons)
     report = {"experiment": experiment.path.stem, "size": experiment.size, "reference": experiment.reference,
               "seeds": experiment.seeds, "resamples": RESAMPLES, "confidence": CONFIDENCE,
-              "seconds": seconds, "corpora": comparisons}
+              "seconds": seconds, "corpora": comparisons, "across_corpora": across, "curves": curves}
     write_json_atomic(out / "report.json", json.loads(json.dumps(report)))
-    write_text_atomic(out / "report.md", format_markdown(experiment, comparisons, seconds))
+    write_text_atomic(out / "report.md", format_markdown(experiment, comparisons, seconds, curves, across))
     return report
 
 

@@ -4,10 +4,11 @@
     DIR/prepared/POOL/        the prepared data (one pool, unless arms change how it is prepared)
     DIR/runs/ARM-sSEED/       each run's Ray Train run, while it lasts (removed once exported)
     DIR/tune/                 Tune's state of the trials
-    DIR/metrics/ARM-sSEED.jsonl  each run's reports (loss, lr, pairs/s per step), as `hbt train`'s
+    DIR/metrics/ARM-sSEED.jsonl  each run's reports (loss, lr, pairs/s per step; dev metrics every
+                              `train.eval_every` steps: the curves), as `hbt train`'s
     DIR/models/ARM-sSEED/     each trained model (all or nothing)
     DIR/eval/CORPUS/RUN/      `hbt eval`'s outputs for every run (an untrained arm: RUN = ARM)
-    DIR/report.md, report.json, comparison_CORPUS.png, heatmaps/CORPUS_ARM.png
+    DIR/report.md, report.json, curves.png, comparison_CORPUS.png, heatmaps/CORPUS_ARM.png
 
 Every trained run gets the same data, steps and seed list; the runs are the trials of one Tune
 grid, so they run side by side where the CPUs allow (on a laptop: one at a time). Each stage
@@ -19,7 +20,10 @@ parent), so on a cluster they sit where every node reaches them.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -30,7 +34,7 @@ from hbt.errors import HbtError, RunFailed, user_error
 from hbt.experiment.spec import Experiment, RunPlan, load_experiment
 from hbt.io import write_text_atomic
 from hbt.layout import MANIFEST, RESULTS
-from hbt.train.progress import to_stderr
+from hbt.train.progress import following, progress_line, to_stderr
 
 STATE = "experiment.yaml"
 
@@ -82,6 +86,14 @@ def _checked_configs(experiment: Experiment, prepared: dict[str, Path]) -> dict[
     return configs
 
 
+def _check_corpora(experiment: Experiment) -> None:
+    """A corpus dir that is not there is said before any run trains, not after."""
+    for corpus in experiment.corpora:
+        path = experiment.corpus_dir(corpus)
+        if path is not None and not path.is_dir():
+            raise HbtError(f"{experiment.path}: corpus {corpus.name}: {path} is not a directory")
+
+
 def _finished(run_path: str, steps: int) -> bool:
     """Whether the Ray run at `run_path` reached its last step (its final checkpoint)."""
     from hbt.train.driver import holds_run, read_result
@@ -112,6 +124,12 @@ def _run_progress(progress, total: int):
     return RunProgress()
 
 
+def _report_line(progress, name: str, config: HbtConfig, line: str) -> None:
+    from hbt.train.driver import pairs_per_step
+
+    progress(f"{name}: {progress_line(json.loads(line), config.train.steps, pairs_per_step(config))}")
+
+
 def _train(plans: list[RunPlan], configs: dict[str, HbtConfig], prepared: dict[str, Path], runs_path: str,
            tune_path: str, metrics_dir: Path, base: HbtConfig, progress) -> None:
     """The runs as the trials of one Tune grid (each a TorchTrainer, `hbt.experiment.trial`)."""
@@ -139,7 +157,12 @@ def _train(plans: list[RunPlan], configs: dict[str, HbtConfig], prepared: dict[s
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                   callbacks=[_run_progress(progress, len(plans))]))
     progress(f"{len(plans)} run(s) to train: {', '.join(plan.name for plan in plans)}")
-    for result in fit_quietly(tuner):
+    with contextlib.ExitStack() as watching:
+        for plan in plans:  # each run's reports as `hbt train` shows them, the run named first
+            watching.enter_context(following(metrics_dir / f"{plan.name}.jsonl", partial(
+                _report_line, progress, plan.name, configs[plan.name])))
+        results = fit_quietly(tuner)
+    for result in results:
         if result.error is None:
             continue
         name, cause = result.config["run"], user_error(result.error)
@@ -177,8 +200,8 @@ def _evaluate(experiment: Experiment, configs: dict[str, HbtConfig], prepared: d
                 continue
             model = config.model.name_or_path if experiment.runs[name].seed is None else out / "models" / name
             progress(f"evaluating {name} on {corpus.name}")
-            run_eval(model, corpus.path or prepared[name], target, corpus.languages, config, on_ray=True,
-                     split=corpus.split)
+            run_eval(model, experiment.corpus_dir(corpus) or prepared[name], target, corpus.languages, config,
+                     on_ray=True, split=corpus.split)
 
 
 def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", config_paths=(), overrides=(),
@@ -203,6 +226,7 @@ def run_experiment(spec_path: Optional[Path], out_dir: Path, size: str = "cpu", 
     base = HbtConfig.model_validate(experiment.base)
     out.mkdir(parents=True, exist_ok=True)
     prepared = _prepare_pools(experiment, out, progress)
+    _check_corpora(experiment)
     configs = _checked_configs(experiment, prepared)
     if not resume:  # only once its data and models are known good: a bad input leaves no experiment
         _write_state(out, experiment)

@@ -15,9 +15,10 @@ each arm trains with, and the corpora every trained model is evaluated on.
       base: {train: false}                #   the base model, evaluated untrained (once)
       xx: {set: {batching.mode: xx}}
       hybrid: {set: {batching.mode: hybrid, batching.alpha: 0.5}}
-    corpora:                              # what every model is evaluated on (default: test)
-      - {name: test, split: test}         #   a split of the experiment's prepared data
-      - {name: mlqa-r, path: /data/mlqa-r}  #   or a dir: LAReQA ({lang}.json), BEIR or Tatoeba
+    corpora:                              # what every model is evaluated on (default: test and
+      - {name: test, split: test}         #   tatoeba): a split of the experiment's prepared data
+      - {name: mlqa-r, path: mlqa-r}      #   or a dir: LAReQA ({lang}.json), BEIR or Tatoeba (a
+                                          #   relative path not found here: under data.data_dir)
     groups: {unseen: [el, vi]}            # also compare on these query languages alone
 
 Every arm x seed config is built and validated here, before anything runs: an unknown key, a
@@ -85,6 +86,10 @@ class CorpusSpec(_Strict):
         return self
 
 
+# In domain, the prepared test split; out of domain, Tatoeba's bitext (DATA_DIR/tatoeba-laser).
+DEFAULT_CORPORA = (CorpusSpec(name="test", split="test"), CorpusSpec(name="tatoeba", path=Path("tatoeba-laser")))
+
+
 class SizeSpec(_Strict):
     config: list[str] = Field(default_factory=list)
     set: dict[str, Any] = Field(default_factory=dict)
@@ -106,7 +111,7 @@ class ExperimentSpec(_Strict):
     seed_keys: list[str] = Field(default_factory=lambda: ["batching.seed"], min_length=1)
     reference: str
     arms: dict[str, ArmSpec] = Field(min_length=2)
-    corpora: list[CorpusSpec] = Field(default_factory=lambda: [CorpusSpec(name="test", split="test")], min_length=1)
+    corpora: list[CorpusSpec] = Field(default_factory=lambda: list(DEFAULT_CORPORA), min_length=1)
     groups: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("arms")
@@ -190,6 +195,13 @@ class Experiment:
     @property
     def reference(self) -> str:
         return self.spec.reference
+
+    def corpus_dir(self, corpus: CorpusSpec) -> Optional[Path]:
+        """A corpus's dir (None: a split of the prepared data): its `path` as given when absolute
+        or found from the working dir, else under the experiment's `data.data_dir`."""
+        if corpus.path is None or corpus.path.is_absolute() or corpus.path.exists():
+            return corpus.path
+        return Path(self.base["data"]["data_dir"]) / corpus.path
 
     def trained(self) -> list[RunPlan]:
         return [plan for plan in self.runs.values() if plan.seed is not None]

@@ -8,8 +8,8 @@ Output layout of `train(config, prepared_dir, OUT)`:
                         `hbt_training.json` (the prepared manifest: which questions it saw;
                         the run's config; which checkpoint was exported and why)
 
-The export is the last checkpoint, or with `train.eval_every` the checkpoint with the best
-dev `train.select_metric` (`hbt.train.dev`).
+The export is the last checkpoint, or with `train.eval_every` (and `train.select_checkpoint`
+best, the default) the checkpoint with the best dev `train.select_metric` (`hbt.train.dev`).
 
 While the run lasts, each new line of metrics.jsonl is also shown as one progress line
 (`hbt.train.progress`).
@@ -80,12 +80,17 @@ def _resolved_model(config: HbtConfig) -> HbtConfig:
     return config.model_copy(update={"model": config.model.model_copy(update=update)})
 
 
+def selects_on_dev(config: HbtConfig) -> bool:
+    """Whether the export is the checkpoint best on dev (`train.eval_every`, `train.select_checkpoint`)."""
+    return config.train.eval_every is not None and config.train.select_checkpoint == "best"
+
+
 def selected_checkpoint(result, config: HbtConfig) -> tuple[object, dict]:
-    """(checkpoint to export, why): the best by the dev metric with `train.eval_every`, else the last."""
+    """(checkpoint to export, why): the best by the dev metric when selecting on dev, else the last."""
     from hbt.train.dev import selection_mode
 
     metric = config.train.select_metric
-    if config.train.eval_every is None or not result.best_checkpoints:
+    if not selects_on_dev(config) or not result.best_checkpoints:
         return result.checkpoint, {"selected_by": "last checkpoint"}
     mode = selection_mode(metric)
     scored = [(c, m) for c, m in result.best_checkpoints if m.get(metric) is not None]
@@ -129,6 +134,11 @@ def _check_resume_config(saved_yaml: Path, config: HbtConfig) -> None:
                            "a resumed run keeps it (start a new run to change it)")
 
 
+def pairs_per_step(config: HbtConfig) -> int:
+    """Pairs of one optimizer step: every worker's micro-batches of `batching.batch_size` pairs."""
+    return config.batching.batch_size * config.train.num_workers * config.train.grad_accum
+
+
 def cpus_per_run(config: HbtConfig) -> float:
     """CPUs one training run holds: every rank has a train worker and a tokenize actor at once."""
     cl = config.cluster
@@ -153,13 +163,13 @@ def check_cpus(config: HbtConfig) -> None:
 
 
 def _checkpoint_config(config: HbtConfig):
-    """Keep the 2 latest checkpoints; with dev evaluation the 2 best by `train.select_metric`
+    """Keep the 2 latest checkpoints; selecting on dev, the 2 best by `train.select_metric`
     (Ray always keeps the latest as well, for resuming)."""
     import ray.train
 
     from hbt.train.dev import selection_mode
 
-    if config.train.eval_every is None:
+    if not selects_on_dev(config):
         return ray.train.CheckpointConfig(num_to_keep=2)
     metric = config.train.select_metric
     return ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
@@ -288,7 +298,8 @@ def train(config: HbtConfig, prepared_dir: Path, out_dir: Path, resume: bool = F
     if not resume:
         metrics_path.write_text("")
     metrics_path.touch()
-    watching = (following(metrics_path, lambda line: progress(progress_line(json.loads(line), config.train.steps)))
+    watching = (following(metrics_path, lambda line: progress(progress_line(json.loads(line), config.train.steps,
+                                                                            pairs_per_step(config))))
                 if progress is not None else contextlib.nullcontext())
     with watching:
         result = fit(config, prepared_dir, run_path, [MetricsFile(str(metrics_path))], dev, composer_state, index)

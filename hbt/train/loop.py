@@ -21,8 +21,9 @@ sees the whole global micro-batch as negatives:
 runs backward and the optimizer.
 
 With `train.eval_every`, rank 0 scores the dev split every `eval_every` steps and at every
-checkpoint, and every step so scored is checkpointed too (`hbt.train.dev`): each checkpoint
-carries the dev metrics the driver selects the export by.
+checkpoint (`hbt.train.dev`); with `train.select_checkpoint` best (the default) every step so
+scored is checkpointed too: each checkpoint carries the dev metrics the driver selects the
+export by. With `last`, the scores are only reported (a learning curve).
 
 Checkpoint (every `train.checkpoint_every` steps and at the end): the strategy's files
 (`hbt.train.engine`: always `model/`, the HF export) plus `composer.json`, the composer's
@@ -236,7 +237,9 @@ def train_func(config: dict) -> None:
         done = step + 1
         want_eval = tc.eval_every is not None and (
             done % tc.eval_every == 0 or done % tc.checkpoint_every == 0 or done >= tc.steps)
-        want_checkpoint = want_eval or done % tc.checkpoint_every == 0 or done >= tc.steps
+        # An evaluated step is a candidate for the export only when selecting on dev.
+        want_checkpoint = (want_eval and tc.select_checkpoint == "best") or done % tc.checkpoint_every == 0 \
+            or done >= tc.steps
         if done % tc.report_every == 0 or want_checkpoint:
             metrics = window.metrics(step, lr)
             if want_eval:

@@ -13,7 +13,7 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from ray.train import UserCallback
 
@@ -64,17 +64,27 @@ def to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def progress_line(metrics: Dict[str, Any], total_steps: int) -> str:
-    """One line for a user watching `hbt train`: step, losses, lr and throughput."""
+def progress_line(metrics: Dict[str, Any], total_steps: int, pairs_per_step: Optional[int] = None) -> str:
+    """One line for a user watching `hbt train`: step, losses, lr and throughput; with
+    `pairs_per_step`, seconds per step and the time left at that pace (dev evaluation excluded)."""
     by_kind = ", ".join(f"{kind} {metrics[f'loss_{kind}']:.4f}" for kind in ("xx", "xy")
                         if metrics.get(f"loss_{kind}") is not None)
-    line = (f"step {metrics['step'] + 1}/{total_steps}  loss {metrics['loss']:.4f} ({by_kind})  "
+    done = metrics["step"] + 1
+    line = (f"step {done}/{total_steps}  loss {metrics['loss']:.4f} ({by_kind})  "
             f"lr {metrics['lr']:.2e}  {metrics['pairs_per_s']:.1f} pairs/s  {metrics['tokens_per_s']:.0f} real tokens/s "
             f"({metrics['padded_fraction']:.0%} padding)")
+    if pairs_per_step and metrics["pairs_per_s"] > 0:
+        seconds = pairs_per_step / metrics["pairs_per_s"]  # pairs_per_s: the window's pairs over its wall time
+        line += f"  {seconds:.2f} s/step  ETA {_duration(seconds * (total_steps - done))}"
     dev = [f"{label} {metrics[key]:{fmt}}" for key, label, fmt in DEV_COLUMNS if metrics.get(key) is not None]
     if not dev:
         return line
     return f"{line}  dev {' '.join(dev)} ({metrics.get('dev/seconds', 0.0):.0f} s)"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 # On steps evaluated on the dev split (`train.eval_every`), the progress line adds these.

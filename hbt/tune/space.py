@@ -30,7 +30,7 @@ from hbt.errors import ConfigError, validation_line
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 # Set by the sweep for every trial (`trial_config`).
-SWEEP_OWNED_KEYS = ("train.eval_every", "train.checkpoint_every", "train.select_metric")
+SWEEP_OWNED_KEYS = ("train.eval_every", "train.checkpoint_every", "train.select_metric", "train.select_checkpoint")
 
 
 class Distribution(Section):
@@ -163,7 +163,7 @@ class SearchSpace:
         """A trial's config: `base` + the fixed overrides + its `params`, evaluated on dev every
         `tune.eval_every` steps (each evaluation a checkpoint) and selected by `tune.metric`."""
         owned = [f"train.eval_every={tune.eval_every}", f"train.checkpoint_every={tune.eval_every}",
-                 f"train.select_metric={tune.metric}"]
+                 f"train.select_metric={tune.metric}", "train.select_checkpoint=best"]
         return load_config(None, [*self.overrides(params), *owned], base=base)
 
 

@@ -133,3 +133,53 @@ def test_scored_runs_over_different_queries_are_refused(tmp_path):
             "other": [write_scored_run(tmp_path / "other", np.ones(6), ["a", "b"])]}
     with pytest.raises(HbtError, match="other: its queries differ"):
         compare_scored_arms(experiment, dirs)
+
+
+def test_a_curve_is_the_mean_and_range_over_seeds_at_the_steps_every_seed_evaluated(tmp_path):
+    import json
+
+    from hbt.experiment.curves import arm_curve, order_segments, run_curve
+
+    def metrics_file(name, points):  # steps done -> Mul; the other dev metrics follow from it
+        rows = [{"step": 0, "loss": 1.0}]  # a step not evaluated: no point
+        rows += [{"step": step - 1, "loss": 0.5, "dev/mono_map": mul + 0.1, "dev/cross_map": mul - 0.1,
+                  "dev/multi_map": mul, "dev/rank_distance": 100 * (1 - mul)} for step, mul in points.items()]
+        (tmp_path / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return run_curve(tmp_path / name)
+
+    curve = arm_curve({"a-s0": metrics_file("a-s0.jsonl", {5: 0.2, 10: 0.4}),
+                       "a-s1": metrics_file("a-s1.jsonl", {5: 0.3, 10: 0.5, 15: 0.6})})  # s0 stopped at 10
+    assert curve["steps"] == [5, 10]
+    mul = curve["metrics"]["multi_map"]
+    assert mul["seeds"] == {"a-s0": [0.2, 0.4], "a-s1": [0.3, 0.5]}
+    assert mul["mean"] == pytest.approx([0.25, 0.45]) and mul["min"] == [0.2, 0.4] and mul["max"] == [0.3, 0.5]
+    assert curve["metrics"]["rank_distance"]["max"] == pytest.approx([80.0, 60.0])
+    # the reference behind, then ahead; rank distance: lower is better
+    assert order_segments([5, 10, 15], [0.1, 0.3, 0.4], [0.2, 0.2, 0.2], lower_is_better=False) == [
+        {"from": 5, "to": 5, "reference": "behind"}, {"from": 10, "to": 15, "reference": "ahead"}]
+    assert order_segments([5, 10], [50.0, 40.0], [60.0, 60.0], lower_is_better=True) == [
+        {"from": 5, "to": 10, "reference": "ahead"}]
+
+
+def test_differences_in_direction_between_corpora_are_called_out():
+    from hbt.experiment.directions import across_corpora
+
+    def ci(diff, significant=True):
+        return {"diff": diff, "lo": diff - 0.01, "hi": diff + 0.01, "significant": significant}
+
+    def corpus(kind, differences):
+        metrics = {m: {"mean": 0.5, "std": None, "seeds": [0.5]} for m in differences}
+        return {"kind": kind, "arms": {"ref": {"metrics": metrics, "vs_reference": None},
+                                       "xy": {"metrics": metrics, "vs_reference": differences}}}
+
+    comparisons = {"test": corpus("lareqa", {"multi_map": ci(0.02), "rank_distance": ci(-5.0)}),
+                   "mlqa": corpus("lareqa", {"multi_map": ci(0.01), "rank_distance": ci(3.0, False)}),
+                   "tatoeba": corpus("tatoeba", {"accuracy": ci(-0.03)})}
+    across = across_corpora(comparisons)
+    assert across["headlines"] == {"test": "multi_map", "mlqa": "multi_map", "tatoeba": "accuracy"}
+    assert across["direction_changes"] == [
+        # RD: lower is better, so -5 on test is better and +3 on mlqa worse
+        {"arm": "xy", "metric": "rank_distance", "directions": {"test": "better", "mlqa": "worse"},
+         "significant": {"test": True, "mlqa": False}},
+        {"arm": "xy", "metric": "headline", "directions": {"test": "better", "mlqa": "better", "tatoeba": "worse"},
+         "significant": {"test": True, "mlqa": True, "tatoeba": True}}]

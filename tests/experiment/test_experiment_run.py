@@ -52,13 +52,54 @@ def test_every_arm_is_trained_evaluated_and_reported(smoke):
     for run in TRAINED:  # each run's reports, one line per step
         lines = (out / "metrics" / f"{run}.jsonl").read_text().splitlines()
         assert [json.loads(line)["step"] for line in lines] == [0, 1]
-    for png in ["comparison_test.png", *(f"heatmaps/test_{arm}.png" for arm in ARMS)]:
+    for png in ["curves.png", "comparison_test.png", "comparison_tatoeba.png",
+                *(f"heatmaps/test_{arm}.png" for arm in ARMS)]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     markdown = (out / "report.md").read_text()
     assert "| arm - hybrid | ΔMo [95% CI]" in markdown and "### query languages unseen (el)" in markdown
+    assert "each run's model, evaluated below, is its last checkpoint (train.select_checkpoint)" in markdown
+    assert "## Dev curves" in markdown and "![dev curves](curves.png)" in markdown
     trained = [line.split(" ", 2) for line in lines if line.startswith("trained ")]  # side by side: any order
     assert sorted(run for _, run, _ in trained) == sorted(TRAINED)
     assert [count for _, _, count in trained] == ["(1 of 3)", "(2 of 3)", "(3 of 3)"]
+
+
+def test_the_curves_are_the_runs_dev_metrics(smoke):
+    out, lines = smoke
+    curves = json.loads((out / "report.json").read_text())["curves"]
+    assert sorted(curves["arms"]) == ["hybrid", "xx", "xy"]  # the untrained base has no curve
+    for arm, curve in curves["arms"].items():
+        rows = [json.loads(line) for line in (out / "metrics" / f"{arm}-s0.jsonl").read_text().splitlines()]
+        assert curve["runs"] == [f"{arm}-s0"] and curve["steps"] == [1, 2]  # train.eval_every 1: both steps
+        for metric in ("mono_map", "cross_map", "multi_map", "rank_distance"):
+            expected = [row[f"dev/{metric}"] for row in rows]
+            points = curve["metrics"][metric]
+            assert points["seeds"] == {f"{arm}-s0": expected}
+            assert points["mean"] == points["min"] == points["max"] == expected  # one seed: no band
+    assert set(curves["order"]["multi_map"]) == {"xx", "xy"}
+    for run in TRAINED:  # the curve scored the dev split; the model is still the last checkpoint
+        manifest = json.loads((out / "models" / run / "hbt_training.json").read_text())
+        assert manifest["exported_checkpoint"] == {"selected_by": "last checkpoint"}
+    # a progress line per report of every run, as `hbt train` prints it, the run named first
+    for run in TRAINED:
+        shown = [line for line in lines if line.startswith(f"{run}: step ")]
+        assert [line.split()[2] for line in shown] == ["1/2", "2/2"] and all(" s/step  ETA " in line for line in shown)
+
+
+def test_every_corpus_has_its_table_and_they_stand_side_by_side(smoke):
+    out, _ = smoke
+    report = json.loads((out / "report.json").read_text())
+    tatoeba = report["corpora"]["tatoeba"]
+    assert tatoeba["kind"] == "tatoeba" and tatoeba["languages"] == ["de", "el"] and sorted(tatoeba["arms"]) == sorted(ARMS)
+    assert report["across_corpora"]["headlines"] == {"test": "multi_map", "tatoeba": "accuracy"}
+    markdown = (out / "report.md").read_text()
+    assert "## tatoeba (tatoeba): 2000 sentence pairs, languages de, el" in markdown  # 1,000 pairs a language
+    assert "| arm - hybrid | test ΔMul [95% CI] | tatoeba Δaccuracy [95% CI] |" in markdown
+    for change in report["across_corpora"]["direction_changes"]:  # each call-out is in the tables' CIs
+        for corpus, way in change["directions"].items():
+            metric = report["across_corpora"]["headlines"][corpus] if change["metric"] == "headline" else change["metric"]
+            diff = report["corpora"][corpus]["arms"][change["arm"]]["vs_reference"][metric]["diff"]
+            assert way == ("better" if (-diff if metric == "rank_distance" else diff) > 0 else "worse")
 
 
 def test_the_cis_are_hbt_reports_paired_bootstrap(smoke):

@@ -90,7 +90,7 @@ def test_a_bad_arm_value_names_the_arm_and_the_key(tmp_path):
 
 
 def test_an_unknown_size_lists_the_sizes():
-    with pytest.raises(ConfigError, match="no size 'huge' \\(it has cpu, full, smoke\\)"):
+    with pytest.raises(ConfigError, match="no size 'huge' \\(it has cpu, mid, full, smoke\\)"):
         load_experiment(EXPERIMENTS / "table1.yaml", "huge")
 
 
@@ -131,3 +131,24 @@ def test_a_missing_data_dir_leaves_no_experiment_behind(tmp_path, capsys):
     assert main(argv) == 2
     assert "data directory not found" in capsys.readouterr().err
     assert not (out / "experiment.yaml").exists()  # so the same command runs once the data is there
+
+
+def test_a_relative_corpus_path_is_under_the_data_dir_and_a_missing_one_stops_before_training(
+        tmp_path, data_dir, capsys):
+    from hbt.cli import main
+
+    raw = {"description": "d", "reference": "a", "arms": {"a": {}, "b": {}},
+           "corpora": [{"name": "test", "split": "test"}, {"name": "gone", "path": "no-such-corpus"}]}
+    spec = tmp_path / "x.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    experiment = load_experiment(spec, "cpu", overrides=[f"data.data_dir={tmp_path}"])
+    assert [experiment.corpus_dir(c) for c in experiment.corpora] == [None, tmp_path / "no-such-corpus"]
+    assert [c.name for c in load_experiment(EXPERIMENTS / "language_count.yaml").corpora] == ["test", "tatoeba"]
+
+    out = tmp_path / "exp"
+    argv = ["experiment", str(spec), "--data-dir", str(data_dir), "--out", str(out),
+            "--set", "data.languages=[en,de]", "--set", "data.eval_languages=[en,de]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(f"corpus gone: {data_dir / 'no-such-corpus'} is not a directory")
+    assert not (out / "experiment.yaml").exists()  # refused before any run trains
