@@ -67,9 +67,8 @@ def test_report_window_reads_losses_once_per_report_with_the_same_sums():
 
     window = ReportWindow()
     losses = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float32)  # not exact in binary: the sums must match
-    mask = torch.ones(2, 3, dtype=torch.int64)
     for kind, loss in zip(["xx", "xy", "xy"], losses):
-        window.add(kind, ["a"], mask, loss.as_subclass(_UnreadLoss))
+        window.add(kind, ["a"], 6, 6, loss.as_subclass(_UnreadLoss))
     metrics = window.metrics(step=2, lr=0.5)
     a, b, c = (float(v) for v in losses)  # what a per-step float(loss) summed in float64 gave
     assert (metrics["loss"], metrics["loss_xx"], metrics["loss_xy"]) == ((a + b + c) / 3, a, (b + c) / 2)
