@@ -12,12 +12,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hbt"
 
-# Circles that another branch removes; each entry names exactly one pair.
-KNOWN_CIRCLES = {
-    frozenset({"hbt.eval.allpairs", "hbt.eval.scored"}),  # removed by the eval-scale branch
-}
-
-
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -72,5 +66,5 @@ def test_the_graph_sees_function_level_imports_and_circles():
 
 
 def test_no_import_circle_among_hbt_modules():
-    found = sorted(sorted(circle) for circle in circles(import_graph()) - KNOWN_CIRCLES)
+    found = sorted(sorted(circle) for circle in circles(import_graph()))
     assert found == [], f"import circles: {found}"
