@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pyarrow as pa
 
@@ -155,6 +155,19 @@ def answer_sentence(spans: list[tuple[int, int]], answer: dict, context: str, pa
     return next((i for i, (begin, end) in enumerate(spans) if begin <= start < end), None)
 
 
+def answered_questions(par: dict, spans: list[tuple[int, int]], seen: set, path, where: str,
+                       stats: dict) -> Iterator[tuple[dict, str, dict, int]]:
+    """(qa, question id, answer, sentence index) of each question of paragraph `par` whose answer
+    starts in one of `spans`; the others are counted in `stats["skipped_no_sentence"]`."""
+    for q, qa in enumerate(par["qas"]):
+        qid, ans = unique_question(qa, q, seen, path, where)
+        hit = answer_sentence(spans, ans, par["context"], path, f"{where}.qas[{q}]")
+        if hit is None:
+            stats["skipped_no_sentence"] += 1
+            continue
+        yield qa, qid, ans, hit
+
+
 def read_breaks(path: Path) -> dict[tuple[int, int], tuple[str, list[tuple[int, int]]]]:
     """{(article, paragraph): (context, sentence spans)} of one LAReQA file."""
     path = Path(path)
@@ -176,12 +189,7 @@ def _read_one(path: Path, lang: str, seen_ids: set, queries, candidates, qrels) 
                 "context": context, "article": a,
             })
             stats["candidates"] += 1
-        for q, qa in enumerate(par["qas"]):
-            qid, ans = unique_question(qa, q, seen_ids, path, where)
-            hit = answer_sentence(spans, ans, context, path, f"{where}.qas[{q}]")
-            if hit is None:
-                stats["skipped_no_sentence"] += 1
-                continue
+        for qa, qid, ans, hit in answered_questions(par, spans, seen_ids, path, where, stats):
             if ans["answer_start"] + len(ans["text"]) > spans[hit][1]:
                 stats["answer_past_sentence_end"] += 1
             queries.append({"id": qid, "lang": lang, "text": qa["question"], "article": a})

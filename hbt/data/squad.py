@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from hbt.data.lareqa import answer_sentence, iter_squad, load_json, read_breaks, unique_question
+from hbt.data.lareqa import answered_questions, iter_squad, load_json, read_breaks
 from hbt.data.schema import RAW_PAIR_SCHEMA
 from hbt.errors import DataError
 from hbt.languages import check_languages
@@ -122,12 +122,7 @@ def _read_one(path: Path, lang: str, breaks, rows: list, stats: dict) -> None:
         # XQuAD-R candidates are context[start:end] as they are; the fallback splitter's
         # sentences own their trailing whitespace, so they are stripped.
         texts = [context[s:e] if from_breaks else context[s:e].strip().strip("\ufeff").strip() for s, e in spans]
-        for q, qa in enumerate(par["qas"]):
-            qid, ans = unique_question(qa, q, seen, path, where)
-            hit = answer_sentence(spans, ans, context, path, f"{where}.qas[{q}]")
-            if hit is None:
-                stats["skipped_no_sentence"] += 1
-                continue
+        for qa, qid, ans, hit in answered_questions(par, spans, seen, path, where, stats):
             positive = texts[hit]
             if ans["text"].strip() not in positive:
                 stats["answer_not_in_positive"] += 1
