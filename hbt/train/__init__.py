@@ -1,6 +1,7 @@
 """Distributed contrastive training on Ray Train.
 
-* `hbt.train.batch`: one step's texts (question, positive, hard negatives) and tokens.
+* `hbt.train.batch`: one step's texts (question, positive, hard negatives) and tokens (unpadded).
+* `hbt.train.packing`: a step's sequences as length-sorted chunks padded to their own length.
 * `hbt.train.stream`: the Ray Data path: the driver's composer plan, tokenize actors, one
   ordered stream per rank.
 * `hbt.train.engine`: the strategies the loop drives through one interface: DDP (torch AdamW
