@@ -151,6 +151,24 @@ def test_train_overhead_benchmark_runs(ray_local, tmp_path, data_dir):
         assert math.isfinite(result[key]) and result[key] > 0
 
 
+@pytest.mark.timeout(600)
+def test_step_overhead_benchmark_runs(ray_local, tmp_path, prepared, tiny_model, capsys):
+    out = tmp_path / "bench.json"
+    result = load_benchmark("step_overhead").main([
+        "--config", str(BENCHMARKS.parent / "configs" / "local.yaml"), "--model", str(tiny_model),
+        "--prepared", str(prepared), "--set", "data.languages=[en,de,es]", "--set", "batching.batch_size=4",
+        "--set", "model.max_length=32", "--steps", "4", "--warmup", "1", "--rounds", "1", "--report-every", "2",
+        "--paper-model", str(tiny_model), "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    bare, hbt = result["step_seconds"]["bare"], result["step_seconds"]["hbt_report_every_2"]
+    assert len(bare) == len(hbt) == 1 and len(bare[0]) == len(hbt[0]) == 4 and min(bare[0] + hbt[0]) > 0
+    # the mean overhead is of total times, per timed step
+    assert result["overhead"]["hbt_report_every_2"]["mean_ms"] == pytest.approx(1e3 * (sum(hbt[0]) - sum(bare[0])) / 4)
+    assert result["on_paper"]["gpus"]["H100"]["step_ms"] < result["on_paper"]["gpus"]["A100"]["step_ms"]
+    printed = capsys.readouterr().out
+    assert "hbt_report_every_2" in printed and "overhead mean (ms)" in printed and "H100: step" in printed
+
+
 def test_rotating_rounds_rotates_the_order_and_keeps_each_result():
     load_benchmark("train_overhead")  # puts benchmarks/ on sys.path
     from bench_rounds import rotating_rounds
