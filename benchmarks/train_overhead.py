@@ -58,18 +58,23 @@ from hbt.train.stream import StepMaker, num_micro_steps
 TARGET = 0.95
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def training_parser(doc: str, steps: int, warmup: int, rounds: int) -> argparse.ArgumentParser:
+    """The arguments of the training benchmarks: config, model, prepared dir, rounds of steps, json."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "local.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--model", type=Path, default=REPO_ROOT / "runs" / "models" / "e5-small")
     p.add_argument("--prepared", type=Path, default=None,
                    help="prepared dir (default: data.prepared_dir if it holds train pairs, else a fresh temp one)")
-    p.add_argument("--steps", type=positive_int, default=10, help="timed optimizer steps per contender and round")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
-    p.add_argument("--rounds", type=positive_int, default=3, help="rounds of every contender, rotating their order")
+    p.add_argument("--steps", type=positive_int, default=steps, help="timed optimizer steps per contender and round")
+    p.add_argument("--warmup", type=int, default=warmup, help="untimed steps before them")
+    p.add_argument("--rounds", type=positive_int, default=rounds, help="rounds of every contender, rotating their order")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    return training_parser(__doc__, steps=10, warmup=2, rounds=3).parse_args(argv)
 
 
 def bench_config(args: argparse.Namespace) -> HbtConfig:

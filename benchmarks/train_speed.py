@@ -29,9 +29,9 @@ from typing import Optional
 
 import torch
 from bench_rounds import positive_int, report, rotating_rounds
-from train_overhead import bare_loop, bench_config, prepared_dir, tokenized_steps
+from train_overhead import bare_loop, bench_config, prepared_dir, tokenized_steps, training_parser
 
-from hbt.config import REPO_ROOT, HbtConfig
+from hbt.config import HbtConfig
 from hbt.train.packing import one_matrix, pack
 
 TARGETS = {"ratio": 1.8, "loss_rel": 1e-4, "real_fraction": 0.80}
@@ -39,20 +39,11 @@ LAYOUTS = {"one_matrix": one_matrix, "packed": pack}
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "local.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--model", type=Path, default=REPO_ROOT / "runs" / "models" / "e5-small")
-    p.add_argument("--prepared", type=Path, default=None,
-                   help="prepared dir (default: data.prepared_dir if it holds train pairs, else a fresh temp one)")
-    p.add_argument("--steps", type=positive_int, default=4, help="timed steps per contender and round")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
-    p.add_argument("--rounds", type=positive_int, default=2, help="rounds of both contenders, rotating their order")
+    p = training_parser(__doc__, steps=4, warmup=1, rounds=2)
     p.add_argument("--fraction-steps", type=positive_int, default=100,
                    help="composer steps the real-token fraction is counted over, at each batch size")
     p.add_argument("--fraction-batches", type=positive_int, nargs="+", default=[16, 100],
                    help="batch sizes the real-token fraction is counted at")
-    p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p.parse_args(argv)
 
 
