@@ -46,7 +46,7 @@ from hbt.train.driver import (
 )
 from hbt.train.progress import to_stderr
 from hbt.tune.space import SearchSpace, grid_size, load_space, parse_space
-from hbt.tune.trial import TRIAL_CPUS, run_trial
+from hbt.tune.trial import TRIAL_CPUS, SweepTrials, run_trial
 
 SWEEP_STATE = "sweep.yaml"
 RUNS = "runs"
@@ -129,8 +129,8 @@ def _check_pool_languages(space: SearchSpace, base: dict, settings: TuneConfig, 
 
 
 def _trainable(space: SearchSpace, base: dict, settings: TuneConfig, prepared_dir: Path, sweep_path: str, dev):
-    bound = tune.with_parameters(run_trial, base=base, space=space, settings=settings, prepared_dir=str(prepared_dir),
-                                 runs_path=f"{sweep_path}/{RUNS}", dev=dev)
+    bound = tune.with_parameters(run_trial, trials=SweepTrials(base, space, settings, str(prepared_dir),
+                                                               f"{sweep_path}/{RUNS}", dev))
     return tune.with_resources(bound, {"cpu": TRIAL_CPUS})
 
 
@@ -178,9 +178,10 @@ def _read_state(out: Path) -> tuple[dict, SearchSpace, TuneConfig]:
 def tune_sweep(config: Optional[HbtConfig], space_path: Optional[Path], out_dir: Path, resume: bool = False,
                num_samples: Optional[int] = None, max_concurrent: Optional[int] = None,
                progress: Callable[[str], None] = to_stderr) -> Path:
-    """Run the sweep of `space_path` over `config` (`num_samples`, `max_concurrent`: over the
-    config's and the space's `tune`), or with `resume` continue the one in `out_dir` as it was
-    started (the other arguments unused); -> DIR."""
+    """Run the sweep of `space_path` over `config` into `out_dir`; returns `out_dir`.
+
+    `num_samples`, `max_concurrent` override the config's and the space's `tune` settings. With
+    `resume`, the sweep in `out_dir` continues as it was started (the other arguments unused)."""
     from ray.tune.search import BasicVariantGenerator
 
     from hbt.data.prepare import load_manifest
