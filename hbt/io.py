@@ -97,9 +97,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` fills a temp file beside `path` (by name: a parquet writer, `savefig`;
-    give it the format, the temp name ends in .tmp), which is fsynced, then `os.replace`d into
-    place; on any error the temp file is removed and `path` is left as it was."""
+    """Write `path` all or nothing: `write(tmp)` fills a temp file beside it, which replaces `path`.
+
+    The temp file is fsynced, then `os.replace`d into place; on any error it is removed and
+    `path` is left as it was. `write` gets the temp file's name (a parquet writer, `savefig`):
+    give it the format, as the name ends in .tmp."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,9 +60,11 @@ def unseen_on_nodes(markers: list[str], node_ids: list[str], timeout_s: float = 
 
 
 def check_shared(reads: Mapping[str, str | None], writes: Mapping[str, str | None]) -> None:
-    """On a multi-node Ray, refuse an input in `reads` that some node does not have at that
-    path, or an output in `writes` that is not one place on every node ({what it is, e.g.
-    "data.prepared_dir": path}; None entries and URIs are skipped). A single node passes."""
+    """Refuse (HbtError) paths that are not one place on every node of a multi-node Ray.
+
+    `reads` and `writes` map what a path is to the path (e.g. {"data.prepared_dir": path}): an
+    input some node does not have at that path, or an output that is not one place on every
+    node, is refused. None entries and URIs are skipped; a single node passes."""
     node_ids = alive_node_ids()
     reads, writes = _local(reads), _local(writes)
     if len(node_ids) < 2 or not (reads or writes):

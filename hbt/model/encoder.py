@@ -78,9 +78,11 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "sp
 
 
 def check_model(name_or_path: str) -> str:
-    """Refuse, before any Ray worker or actor would load it, a model that cannot load: a dir
-    without config, weights or tokenizer, or a hub name this machine cannot fetch (no hub).
-    Reads the config and the tokenizer only (not the weights). Returns the resolved name."""
+    """Check that the model at `name_or_path` can load; returns its resolved name, else HbtError.
+
+    Run before any Ray worker or actor would load it: refuses a dir without config, weights or
+    tokenizer, or a hub name this machine cannot fetch (no hub). Reads the config and the
+    tokenizer only (not the weights)."""
     import logging
 
     from transformers import AutoConfig, AutoTokenizer
@@ -164,10 +166,11 @@ class Encoder(nn.Module):
         return cls(model, tokenizer, model_cfg)
 
     def for_inference(self, precision: str) -> "Encoder":
-        """Set for encoding at `precision` (`eval.precision`): fp32 as it is; int8 run by ONNX
-        Runtime with int8 weights per output channel and activations quantized per batch (CPU
-        only; `hbt.model.onnx_int8`), on torch's thread count; bf16 with bfloat16 weights (GPU
-        only). Embeddings come out as float32 either way."""
+        """Set this encoder up to encode at `precision` (fp32, int8, bf16); returns it.
+
+        fp32 as it is; int8 run by ONNX Runtime with int8 weights per output channel and
+        activations quantized per batch (CPU only; `hbt.model.onnx_int8`), on torch's thread
+        count; bf16 with bfloat16 weights (GPU only). Embeddings come out as float32 either way."""
         if precision == "int8":
             from hbt.model.onnx_int8 import OnnxInt8Model
 

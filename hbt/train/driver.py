@@ -167,7 +167,9 @@ def _checkpoint_config(config: HbtConfig):
 
 
 def set_report_poll_interval(config: HbtConfig) -> None:
-    """Ray Train's controller takes one report per worker per poll, and a worker's result queue
+    """Set Ray Train's report poll interval to `train.report_poll_s` (an environment variable).
+
+    Ray Train's controller takes one report per worker per poll, and a worker's result queue
     holds one: with Ray's default poll of 2 s, reporting every 1-s step blocks the loop half
     the time. The driver's value of this variable reaches the controller (Ray propagates it);
     it stays set in this process, for every later Ray Train run."""
@@ -202,10 +204,11 @@ def composer_state_to_resume(run_path: str) -> Optional[dict]:
 
 def fit(config: HbtConfig, prepared_dir: Path, run_path: str, callbacks: list, dev=None,
         composer_state: Optional[dict] = None, index: Optional[PoolIndex] = None):
-    """Stream the prepared pairs into a `TorchTrainer` that runs `train_func` as the Ray run at
-    `run_path` (`STORAGE/NAME`); -> Ray Train's Result. `dev`: the dev corpus (with
-    `train.eval_every`); `composer_state`: where a resumed run's stream starts; `index`: the
-    pool's (`check_pool`), read once."""
+    """Train `config` on the pool at `prepared_dir` as the Ray run at `run_path`; returns Ray Train's Result.
+
+    The prepared pairs stream into a `TorchTrainer` running `train_func`; `run_path` is
+    `STORAGE/NAME`. `dev`: the dev corpus (with `train.eval_every`); `composer_state`: where a
+    resumed run's stream starts; `index`: the pool's (`check_pool`), read once."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
