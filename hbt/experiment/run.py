@@ -136,18 +136,19 @@ def _train(plans: list[RunPlan], configs: dict[str, HbtConfig], prepared: dict[s
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from hbt.experiment.trial import train_run
+    from hbt.experiment.trial import ExperimentRuns
     from hbt.train.dev import load_dev_corpus
     from hbt.tune.sweep import default_concurrency, fit_quietly
-    from hbt.tune.trial import TRIAL_CPUS
+    from hbt.tune.trial import TRIAL_CPUS, run_trial
 
     devs = {}
     for plan in plans:
         dev_needed = configs[plan.name].train.eval_every is not None
         devs[plan.name] = load_dev_corpus(prepared[plan.name]) if dev_needed else None
-    bound = tune.with_parameters(train_run, configs={p.name: configs[p.name].model_dump(mode="json") for p in plans},
-                                 prepared={p.name: str(prepared[p.name]) for p in plans}, devs=devs,
-                                 runs_path=runs_path, metrics_dir=str(metrics_dir))
+    runs = ExperimentRuns(configs={p.name: configs[p.name].model_dump(mode="json") for p in plans},
+                          prepared={p.name: str(prepared[p.name]) for p in plans}, devs=devs, runs_path=runs_path,
+                          metrics_dir=str(metrics_dir))
+    bound = tune.with_parameters(run_trial, trials=runs)
     storage, name = tune_path.rsplit("/", 1)
     tuner = tune.Tuner(
         tune.with_resources(bound, {"cpu": TRIAL_CPUS}),

@@ -7,18 +7,26 @@ returns, and a run cut short continues from its last checkpoint when the experim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
+from hbt.config import HbtConfig
+from hbt.train.progress import MetricsFile
+from hbt.tune.trial import TrialRun
 
-def train_run(params: dict, *, configs: dict[str, dict], prepared: dict[str, str], devs: dict[str, Optional[object]],
-              runs_path: str, metrics_dir: str) -> None:
-    """Tune's function trainable: `params["run"]` names the run (`tune.with_parameters` binds the
-    rest); rank 0's reports go to METRICS_DIR/NAME.jsonl, as `hbt train`'s metrics.jsonl."""
-    from hbt.config import HbtConfig
-    from hbt.train.driver import composer_state_to_resume, fit
-    from hbt.train.progress import MetricsFile
 
-    name = params["run"]
-    run_path = f"{runs_path}/{name}"
-    fit(HbtConfig.model_validate(configs[name]), prepared[name], run_path, [MetricsFile(f"{metrics_dir}/{name}.jsonl")],
-        devs[name], composer_state_to_resume(run_path))
+@dataclass(frozen=True)
+class ExperimentRuns:
+    """An experiment's runs for `hbt.tune.trial.run_trial`: `params["run"]` names the run; rank 0's
+    reports go to METRICS_DIR/NAME.jsonl, as `hbt train`'s metrics.jsonl."""
+
+    configs: dict[str, dict]
+    prepared: dict[str, str]
+    devs: dict[str, Optional[object]]
+    runs_path: str
+    metrics_dir: str
+
+    def __call__(self, params: dict, trial_id: str) -> TrialRun:
+        name = params["run"]
+        return TrialRun(HbtConfig.model_validate(self.configs[name]), self.prepared[name], f"{self.runs_path}/{name}",
+                        [MetricsFile(f"{self.metrics_dir}/{name}.jsonl")], self.devs[name])
