@@ -6,7 +6,7 @@ benchmarks/make_pairs_pool.py and cached under `--work` by its parameters):
 
   prepare   `hbt data prepare` with the pool as the only training source (XQuAD-R from the
             data dir still gives dev/test), in one process: seconds, seconds per row and rows/s,
-            CPU seconds of the process tree, peak PSS.
+            CPU seconds of the process tree (each process's CPU time as last sampled), peak PSS.
   prepare --ray  the same on a local Ray of the config's CPUs (`cluster.num_cpus`), a task per
             shard (`hbt.data.distributed`; give `--shards`): the same figures, the peak PSS of
             the driver and of the largest prepare task (Ray worker titled `PREPARE_TASK`), and
@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -136,6 +135,7 @@ class Sampler:
         self.first_line_of, self.first_line_at = first_line_of, None
         self.peak = {"total": 0, "driver": 0, "tokenize": 0, "task": 0}
         self.tokenize_titles: set[str] = set()  # what the pattern matched, to check it
+        self.cpu: dict[int, float] = {}  # pid -> its CPU seconds (user + system) when last sampled
         self.min_available_seen, self.aborted = float("inf"), None
         self.started = time.perf_counter()
         self._stop = threading.Event()
@@ -157,6 +157,11 @@ class Sampler:
         total = 0
         for process, title, pss in tree_pss(self.root):
             total += pss
+            try:
+                times = process.cpu_times()
+                self.cpu[process.pid] = times.user + times.system
+            except psutil.Error:
+                pass
             if process.pid == self.root.pid:
                 self.peak["driver"] = max(self.peak["driver"], pss)
             elif TOKENIZE_ACTOR.search(title):
@@ -196,10 +201,9 @@ class Sampler:
 
 
 def run_measured(command: list[str], args, log: Path, first_line_of: Optional[Path] = None) -> dict:
-    """Run `command` in its own process; -> wall seconds, CPU seconds of the process tree (what
-    it and the descendants it waited for used: on a shared machine the wall time also counts
-    other people's work), peaks (MB), first-line latency, abort."""
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Run `command` in its own process; -> wall seconds, CPU seconds of its process tree (each
+    process's as last sampled: on a shared machine the wall time also counts other people's
+    work), peaks (MB), first-line latency, abort."""
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1",  # this checkout's hbt, also in the child
@@ -208,13 +212,11 @@ def run_measured(command: list[str], args, log: Path, first_line_of: Optional[Pa
         with Sampler(process.pid, args.interval, args.min_available_gb * GB, first_line_of) as sampler:
             process.wait()
     seconds = time.perf_counter() - sampler.started
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     load = os.getloadavg()[0]
     if process.returncode != 0 and sampler.aborted is None:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         sys.exit(f"{' '.join(command[2:5])} failed (exit {process.returncode}, log {log}): {tail[0]}")
-    return {"seconds": seconds, "cpu_seconds": cpu, **{f"peak_{k}_mb": v / 2**20 for k, v in sampler.peak.items()},
+    return {"seconds": seconds, "cpu_seconds": sum(sampler.cpu.values()), **{f"peak_{k}_mb": v / 2**20 for k, v in sampler.peak.items()},
             "first_step_s": sampler.first_line_at, "aborted": sampler.aborted,
             "min_available_gb": sampler.min_available_seen / GB, "tokenize_titles": sorted(sampler.tokenize_titles),
             "load_1min_after": load}
