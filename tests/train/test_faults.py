@@ -17,7 +17,7 @@ import psutil
 import pytest
 import torch
 import yaml
-from runs import make_config, read_metrics, step_ids
+from train_runs import make_config, read_metrics, step_ids
 from safetensors.torch import load_file
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]

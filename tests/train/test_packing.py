@@ -6,7 +6,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from runs import make_config
+from train_runs import make_config
 
 from hbt.train.packing import chunk_bounds, one_matrix, pack
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import assert_loss_falls, check_metrics, make_config, read_metrics, step_ids
+from train_runs import assert_loss_falls, check_metrics, make_config, read_metrics, step_ids
 
 pytestmark = pytest.mark.timeout(300)
 
