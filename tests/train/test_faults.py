@@ -17,8 +17,8 @@ import psutil
 import pytest
 import torch
 import yaml
-from train_runs import make_config, read_metrics, step_ids
 from safetensors.torch import load_file
+from train_runs import make_config, read_metrics, step_ids
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
