@@ -45,9 +45,9 @@ import numpy as np
 import torch
 from bench_rounds import positive_int, report, rotating_rounds
 from limit import encoder_flops
-from train_overhead import bare_loop_step_seconds, prepared_dir, tokenized_steps
+from train_overhead import bare_loop_step_seconds, bench_config, prepared_dir, tokenized_steps
 
-from hbt.config import REPO_ROOT, HbtConfig, load_config
+from hbt.config import REPO_ROOT, HbtConfig
 from hbt.model.tiny import tiny_bert
 
 GOAL_MS = 10.0  # mean overhead per step at report_every 10
@@ -73,16 +73,6 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--mfu", type=float, default=0.4, help="fraction of the GPU's peak the on-paper step reaches")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p.parse_args(argv)
-
-
-def bench_config(args: argparse.Namespace, model: Path, report_every: int) -> HbtConfig:
-    """The run's config with one worker, one micro-batch a step, no dev evaluation and one
-    checkpoint, at the end (`checkpoint_every` beyond the run)."""
-    total = args.warmup + args.steps
-    return load_config(args.config, [*args.overrides, f"model.name_or_path={model.resolve()}",
-                                     "train.num_workers=1", "train.grad_accum=1", f"train.report_every={report_every}",
-                                     f"train.steps={total}", f"train.checkpoint_every={total + 1}",
-                                     "train.eval_every=null"])
 
 
 def _timed_train_func(stamps_path: str) -> Callable[[dict], None]:
@@ -156,8 +146,9 @@ def run(args: argparse.Namespace) -> dict:
 
     every = [int(v) for v in args.report_every.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or tiny_bert(Path(tmp) / "tiny")
-        configs = {f"hbt_report_every_{e}": bench_config(args, model, e) for e in every}
+        # train_overhead's config (one worker, no dev evaluation, one checkpoint: at the end) on this model
+        with_model = argparse.Namespace(**{**vars(args), "model": args.model or tiny_bert(Path(tmp) / "tiny")})
+        configs = {f"hbt_report_every_{e}": bench_config(with_model, e) for e in every}
         base = next(iter(configs.values()))
         prepared = prepared_dir(args, base, Path(tmp))
         steps = tokenized_steps(base, prepared)

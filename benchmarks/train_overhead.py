@@ -77,12 +77,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return training_parser(__doc__, steps=10, warmup=2, rounds=3).parse_args(argv)
 
 
-def bench_config(args: argparse.Namespace) -> HbtConfig:
-    """The run's config with one worker, one micro-batch a step, a report every step and no
-    checkpoint before the end (`checkpoint_every` beyond the run)."""
+def bench_config(args: argparse.Namespace, report_every: int = 1) -> HbtConfig:
+    """The run's config with one worker, one micro-batch a step, a report every `report_every`
+    steps and no checkpoint before the end (`checkpoint_every` beyond the run)."""
     total = args.warmup + args.steps
     return load_config(args.config, [*args.overrides, f"model.name_or_path={args.model.resolve()}",
-                                     "train.num_workers=1", "train.grad_accum=1", "train.report_every=1",
+                                     "train.num_workers=1", "train.grad_accum=1", f"train.report_every={report_every}",
                                      f"train.steps={total}", f"train.checkpoint_every={total + 1}",
                                      "train.eval_every=null"])  # the contenders train; none evaluates
 
