@@ -216,7 +216,8 @@ def run_measured(command: list[str], args, log: Path, first_line_of: Optional[Pa
     if process.returncode != 0 and sampler.aborted is None:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         sys.exit(f"{' '.join(command[2:5])} failed (exit {process.returncode}, log {log}): {tail[0]}")
-    return {"seconds": seconds, "cpu_seconds": sum(sampler.cpu.values()), **{f"peak_{k}_mb": v / 2**20 for k, v in sampler.peak.items()},
+    return {"seconds": seconds, "cpu_seconds": sum(sampler.cpu.values()),
+            **{f"peak_{k}_mb": v / 2**20 for k, v in sampler.peak.items()},
             "first_step_s": sampler.first_line_at, "aborted": sampler.aborted,
             "min_available_gb": sampler.min_available_seen / GB, "tokenize_titles": sorted(sampler.tokenize_titles),
             "load_1min_after": load}
@@ -275,7 +276,8 @@ def measure_size(args, records: int, model: Path) -> dict:
     for path in args.prepare:
         phase, prepared, flags = PREPARE_PATHS[path]
         print(f"{rows} rows: prepare {' '.join(flags)}...", file=sys.stderr)
-        run = run_measured(hbt_command("data", "prepare", *flags, "--config", str(config), "--out", str(work / prepared)),
+        command = hbt_command("data", "prepare", *flags, "--config", str(config), "--out", str(work / prepared))
+        run = run_measured(command,
                            args, work / f"{phase}.log")
         row[phase] = {**run, "s_per_row": run["seconds"] / rows, "us_per_row": 1e6 * run["seconds"] / rows,
                       "rows_per_s": rows / run["seconds"]}
@@ -471,7 +473,8 @@ def format_table(result: dict) -> str:
             lines.append(f"stream against trainer at {stream['rows']:,} rows: {stream['aborted']}")
         else:
             lines += [f"stream against trainer at {stream['rows']:,} rows ({stream['model']}, batch {stream['batch']}, "
-                      f"{stream['tokens_per_step'][0]} real of {stream['computed_tokens_per_step'][0]} computed tokens a step):",
+                      f"{stream['tokens_per_step'][0]} real of {stream['computed_tokens_per_step'][0]} "
+                      "computed tokens a step):",
                       f"  (a) stream: {stream['stream_steps']} steps after the first in {stream['stream_s']:.2f} s = "
                       f"{stream['stream_steps_per_s']:.2f} steps/s (the first step {stream['first_step_s']:.1f} s "
                       "after the "

@@ -152,7 +152,8 @@ def goals(small: dict, large: dict, approx: Optional[dict]) -> list[str]:
         index = approx["index"]
         recall = next(v for key, v in index.items() if key.endswith("_vs_flat"))
         lines.append(f"{index['factory']} nprobe {index['nprobe']}: recall of Flat's top 100 {recall:.4f} on "
-                     f"{index['recall_queries']} queries; nDCG@10 {approx['ndcg@10']:.4f} vs Flat {large['ndcg@10']:.4f}, "
+                     f"{index['recall_queries']} queries; nDCG@10 {approx['ndcg@10']:.4f} "
+                     f"vs Flat {large['ndcg@10']:.4f}, "
                      f"Recall@100 {approx['recall@100'] / large['recall@100']:.3f} of Flat's (goal >= 0.95)")
     return lines
 

@@ -78,7 +78,8 @@ def run(args) -> dict:
     for whole, tasks_in_it in (("read + link (driver: whole step)", ["read_task"]),
                                ("route + write (driver: whole step)", ["route_task", "write_task"])):
         driver = {key: steps[whole][key] - sum(steps[t][key] for t in tasks_in_it) for key in ("wall_s", "cpu_s")}
-        steps[whole.replace("whole step", "its own part")] = {**driver, "calls": 1, "peak_rss_mb": steps[whole]["peak_rss_mb"]}
+        steps[whole.replace("whole step", "its own part")] = {**driver, "calls": 1,
+                                                              "peak_rss_mb": steps[whole]["peak_rss_mb"]}
     task_cpu = sum(steps[t]["cpu_s"] for t in ("read_task", "route_task", "write_task"))
     driver_cpu = sum(step["cpu_s"] for name, step in steps.items() if "its own part" in name or name == "keep (driver)")
     return {"pool": str(args.pool), "rows": rows, "steps": steps, "task_cpu_s": task_cpu, "driver_cpu_s": driver_cpu,
@@ -93,7 +94,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     for name, step in result["steps"].items():
         print(f"{name:<40}{step['calls']:>6}{step['wall_s']:>9.1f}{step['cpu_s']:>9.1f}"
               f"{1e6 * step['cpu_s'] / result['rows']:>12.2f}{step['peak_rss_mb']:>13,.0f}")
-    print(f"tasks: {result['task_cpu_us_per_row']:.2f} CPU us/row; driver: {result['driver_cpu_us_per_row']:.2f} CPU us/row")
+    print(f"tasks: {result['task_cpu_us_per_row']:.2f} CPU us/row; "
+          f"driver: {result['driver_cpu_us_per_row']:.2f} CPU us/row")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
     return result

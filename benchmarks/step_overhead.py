@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> dict:
         # This script is not importable on Ray's workers: ship its functions by value.
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
         contenders = {"bare": lambda: bare_loop_step_seconds(base, steps, args.warmup)}
-        contenders.update({name: (lambda c=c: hbt_step_seconds(c, prepared, args.warmup)) for name, c in configs.items()})
+        contenders.update({name: (lambda c=c: hbt_step_seconds(c, prepared, args.warmup))
+                           for name, c in configs.items()})
         seconds = rotating_rounds(contenders, args.rounds)
     total = {name: sum(map(sum, rounds)) for name, rounds in seconds.items()}
     timed = args.rounds * args.steps
@@ -186,7 +187,8 @@ def format_table(r: dict) -> str:
         lines.append(f"{name:<24}{total:>11.2f}{r['mean_step_ms'][name]:>10.2f}"
                      + (f"{o['mean_ms']:>20.2f}{o['p95_ms']:>10.2f}" if o else ""))
     if "pass" in r:
-        lines += ["", f"overhead at report_every 10: mean {r['overhead']['hbt_report_every_10']['mean_ms']:.2f} ms/step   "
+        lines += ["", "overhead at report_every 10: "
+                  f"mean {r['overhead']['hbt_report_every_10']['mean_ms']:.2f} ms/step   "
                   f"goal <= {r['goal_ms']:.0f}   {'PASS' if r['pass'] else 'FAIL'}"]
     paper = r["on_paper"]
     if paper:

@@ -68,7 +68,8 @@ def training_parser(doc: str, steps: int, warmup: int, rounds: int) -> argparse.
                    help="prepared dir (default: data.prepared_dir if it holds train pairs, else a fresh temp one)")
     p.add_argument("--steps", type=positive_int, default=steps, help="timed optimizer steps per contender and round")
     p.add_argument("--warmup", type=int, default=warmup, help="untimed steps before them")
-    p.add_argument("--rounds", type=positive_int, default=rounds, help="rounds of every contender, rotating their order")
+    p.add_argument("--rounds", type=positive_int, default=rounds,
+                   help="rounds of every contender, rotating their order")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     return p
 

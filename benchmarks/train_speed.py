@@ -103,7 +103,8 @@ def format_table(r: dict) -> str:
     return "\n".join([
         f"model {r['model']}  batch {r['batch_size']} pairs (+{r['hard_negatives']} hard negatives each)  "
         f"max_length {r['max_length']}  frozen embeddings {r['freeze_embeddings']}  torch threads {r['torch_threads']}",
-        f"{r['rounds']} rounds x {r['steps']} timed steps (after {r['warmup']} warm-up steps) per contender, dropout off; "
+        f"{r['rounds']} rounds x {r['steps']} timed steps (after {r['warmup']} warm-up steps) per contender, "
+        "dropout off; "
         f"computed tokens of all {len(tokens['real'])} steps: one matrix {sum(tokens['one_matrix'])}, "
         f"packed {sum(tokens['packed'])}, real {sum(tokens['real'])}",
         "",

@@ -317,7 +317,8 @@ class HbtConfig(Section):
     def _eval_precision_fits_device(self) -> "HbtConfig":
         # int8 runs in ONNX Runtime on CPUs only; bfloat16 pays off on GPUs only.
         if self.eval.precision.startswith("int8") and self.cluster.use_gpu:
-            raise ValueError(f"eval.precision={self.eval.precision} runs on CPUs (cluster.use_gpu=false); on GPUs use bf16")
+            raise ValueError(f"eval.precision={self.eval.precision} runs on CPUs (cluster.use_gpu=false); "
+                             "on GPUs use bf16")
         if self.eval.precision == "bf16" and not self.cluster.use_gpu:
             raise ValueError("eval.precision=bf16 needs cluster.use_gpu=true (bf16 runs on GPUs only)")
         return self

@@ -33,7 +33,8 @@ class Evaluator(Protocol):
     primary_metric: str
     model_cfg: ModelConfig
 
-    def evaluate(self, model_cfg: ModelConfig, config: HbtConfig, on_ray: bool, out_dir: Path) -> tuple[dict, object]: ...
+    def evaluate(self, model_cfg: ModelConfig, config: HbtConfig, on_ray: bool,
+                 out_dir: Path) -> tuple[dict, object]: ...
 
     def write_outputs(self, staging: Path, result: dict) -> None: ...
 

@@ -66,7 +66,8 @@ class BeirEvaluator(_ScoredEvaluator):
         from hbt.model.encoder import embedding_dim
 
         corpus = self.corpus
-        key = {"model": model_cfg.model_dump(mode="json"), "model_files": streamed.model_fingerprint(model_cfg.name_or_path),
+        key = {"model": model_cfg.model_dump(mode="json"),
+               "model_files": streamed.model_fingerprint(model_cfg.name_or_path),
                "precision": config.eval.precision, "shard_docs": corpus.shard_docs}
         store = EmbeddingStore(streamed.embeddings_dir(config, out_dir), key, embedding_dim(model_cfg.name_or_path))
         encoder = streamed.TextEncoder(model_cfg, config, on_ray, store.root)

@@ -114,7 +114,8 @@ def format_curves(curves: dict, reference: str) -> list[str]:
              "|---" * (3 + len(CURVE_METRICS)) + "|"]
     for arm, curve in curves["arms"].items():
         last = [f"{curve['metrics'][m]['mean'][-1]:.{2 if m == 'rank_distance' else 4}f}" for m in CURVE_METRICS]
-        lines.append(f"| {arm} | {len(curve['runs'])} | {', '.join(map(str, curve['steps']))} | " + " | ".join(last) + " |")
+        steps = ", ".join(map(str, curve["steps"]))
+        lines.append(f"| {arm} | {len(curve['runs'])} | {steps} | " + " | ".join(last) + " |")
     if curves["order"]:
         lines += ["", f"{reference} against each arm along the curve (means over seeds; ahead = better):", ""]
         for metric, arms in curves["order"].items():

@@ -76,7 +76,8 @@ def format_across(comparisons: dict[str, dict], across: dict, reference: str, la
     lines.append("Differences in direction between corpora (against the reference; * = the CI excludes 0):")
     lines.append("")
     for change in across["direction_changes"]:
-        what = "the headline metric" if change["metric"] == "headline" else labels.get(change["metric"], change["metric"])
+        metric = change["metric"]
+        what = "the headline metric" if metric == "headline" else labels.get(metric, metric)
         ways = ", ".join(f"{way} on {corpus}{'*' if change['significant'][corpus] else ''}"
                          for corpus, way in change["directions"].items())
         lines.append(f"- {change['arm']} on {what}: {ways}")

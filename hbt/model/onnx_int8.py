@@ -132,7 +132,8 @@ class OnnxInt8Model(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(int8_model_bytes(model, precision), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(int8_model_bytes(model, precision), options,
+                                            providers=["CPUExecutionProvider"])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
         feeds = {"input_ids": input_ids.numpy().astype(np.int64),

@@ -71,7 +71,8 @@ def progress_line(metrics: Dict[str, Any], total_steps: int, pairs_per_step: Opt
                         if metrics.get(f"loss_{kind}") is not None)
     done = metrics["step"] + 1
     line = (f"step {done}/{total_steps}  loss {metrics['loss']:.4f} ({by_kind})  "
-            f"lr {metrics['lr']:.2e}  {metrics['pairs_per_s']:.1f} pairs/s  {metrics['tokens_per_s']:.0f} real tokens/s "
+            f"lr {metrics['lr']:.2e}  {metrics['pairs_per_s']:.1f} pairs/s  "
+            f"{metrics['tokens_per_s']:.0f} real tokens/s "
             f"({metrics['padded_fraction']:.0%} padding)")
     if pairs_per_step and metrics["pairs_per_s"] > 0:
         seconds = pairs_per_step / metrics["pairs_per_s"]  # pairs_per_s: the window's pairs over its wall time

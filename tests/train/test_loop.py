@@ -85,7 +85,8 @@ def test_progress_line():
                            "tokens_per_s": 300.0, "padded_fraction": 0.06}, total_steps=1003, pairs_per_step=40)
     assert paced.endswith("(6% padding)  4.00 s/step  ETA 1:06:40")  # 4 s * 1000 steps left
     evaluated = progress_line({"step": 2, "loss": 1.5, "loss_xx": None, "loss_xy": 1.5, "lr": 1e-3,
-                               "pairs_per_s": 10.0, "tokens_per_s": 300.0, "padded_fraction": 0.06, "dev/mono_map": 0.5, "dev/cross_map": 0.25,
+                               "pairs_per_s": 10.0, "tokens_per_s": 300.0, "padded_fraction": 0.06,
+                               "dev/mono_map": 0.5, "dev/cross_map": 0.25,
                                "dev/multi_map": 0.125, "dev/rank_distance": 42.0, "dev/seconds": 9.0}, total_steps=7)
     assert evaluated.endswith("dev Mo 0.5000 Cr 0.2500 Mul 0.1250 RD 42.0 (9 s)")
 

@@ -44,7 +44,8 @@ def test_a_trial_config_takes_its_values_and_the_sweeps_cadence(tmp_path):
     from hbt.config import TuneConfig
 
     space = load_space(write_space(tmp_path, {"batching.alpha": {"grid": [0.2, 0.8]}}, set={"train.steps": 7}))
-    config = space.trial_config(base("train.select_checkpoint=last"), {"batching.alpha": 0.8}, TuneConfig(eval_every=3, metric="dev/mono_map"))
+    config = space.trial_config(base("train.select_checkpoint=last"), {"batching.alpha": 0.8},
+                                TuneConfig(eval_every=3, metric="dev/mono_map"))
     assert config.batching.alpha == 0.8 and config.train.steps == 7
     assert (config.train.eval_every, config.train.checkpoint_every, config.train.select_metric,
             config.train.select_checkpoint) == (3, 3, "dev/mono_map", "best")  # the sweep selects on dev
