@@ -1,14 +1,15 @@
 """The one trainable of sweeps and experiments (hbt.tune.trial.run_trial): what each kind of trial fits."""
 
+from pathlib import Path
 from types import SimpleNamespace
-
-from conftest import REPO_ROOT
 
 from hbt.config import load_config
 from hbt.experiment.trial import ExperimentRuns
 from hbt.train.progress import MetricsFile
 from hbt.tune import trial
 from hbt.tune.space import load_space
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def fitted_by(monkeypatch) -> list:
