@@ -345,7 +345,11 @@ _Yaml12Numbers.add_implicit_resolver("tag:yaml.org,2002:float",
 
 def load_yaml(text: str):
     """`text` as YAML (safe), numbers as YAML 1.2 reads them."""
-    return yaml.load(text, Loader=_Yaml12Numbers)
+    loader = _Yaml12Numbers(text)  # a SafeLoader: builds no arbitrary object
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def parse_override(assignment: str) -> tuple[list[str], object]:

@@ -50,8 +50,8 @@ def test_every_arm_is_trained_evaluated_and_reported(smoke):
     assert sorted(p.name for p in (out / "models").iterdir()) == sorted(TRAINED)
     assert not list((out / "runs").iterdir()), "an exported run's checkpoints are removed"
     for run in TRAINED:  # each run's reports, one line per step
-        lines = (out / "metrics" / f"{run}.jsonl").read_text().splitlines()
-        assert [json.loads(line)["step"] for line in lines] == [0, 1]
+        reports = (out / "metrics" / f"{run}.jsonl").read_text().splitlines()
+        assert [json.loads(report)["step"] for report in reports] == [0, 1]
     for png in ["curves.png", "comparison_test.png", "comparison_tatoeba.png",
                 *(f"heatmaps/test_{arm}.png" for arm in ARMS)]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

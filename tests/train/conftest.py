@@ -20,7 +20,14 @@ def one_rank_group():
     os.environ.update(env)
     dist.init_process_group("gloo", rank=0, world_size=1)
     yield
-    dist.destroy_process_group()
+    import deepspeed.comm
+
+    if deepspeed.comm.is_initialized():
+        # DeepSpeed's own teardown: it also drops the groups it cached (a world clone), which a
+        # later module's DeepSpeed engine would otherwise find stale on the next gloo group.
+        deepspeed.comm.destroy_process_group()
+    else:
+        dist.destroy_process_group()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
