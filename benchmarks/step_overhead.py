@@ -18,7 +18,10 @@ reading every loss) and `hbt.train.driver.train` (Ray Data stream -> Ray Train w
 `ReportWindow.add` calls of its worker (once per micro-step, after the backward and optimizer):
 it holds waiting on the stream, the step itself and, every `report_every` steps, the metrics'
 all-reduce and `ray.train.report`. A bare step is `micro_step` and reading its loss. One worker,
-one micro-batch a step, the same torch threads; no dev evaluation, and no checkpoint before the
+one micro-batch a step, the same torch threads (`--torch-threads`, 1 by default: on 2 cores the
+second one is the pipeline's, whose tokenize actor and Ray Data threads run beside the loop as
+they do on a GPU node's spare cores; with 2 threads the loop's thread team stalls whenever any
+of them runs, this machine's contention rather than hbt's cost); no dev evaluation, and no checkpoint before the
 run's last step (a checkpoint's cost is the strategy's save, not per step). Start-up and the
 first `--warmup` steps are left out.
 
@@ -42,7 +45,6 @@ from typing import Callable, Optional
 from unittest.mock import patch
 
 import numpy as np
-import torch
 from bench_rounds import positive_int, report, rotating_rounds
 from limit import encoder_flops
 from train_overhead import bare_loop_step_seconds, bench_config, prepared_dir, tokenized_steps
@@ -61,6 +63,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=None, help="model dir (default: a fresh `hbt.model.tiny` BERT)")
     p.add_argument("--prepared", type=Path, default=None,
                    help="prepared dir (default: data.prepared_dir if it holds train pairs, else a fresh temp one)")
+    p.add_argument("--torch-threads", type=positive_int, default=1,
+                   help="train.torch_threads of both contenders (see the module docstring for why 1)")
     p.add_argument("--steps", type=positive_int, default=200, help="timed optimizer steps per contender and round")
     p.add_argument("--warmup", type=positive_int, default=10,
                    help="untimed steps before them (>= 1: a step is timed from the end of the one before)")
@@ -147,7 +151,8 @@ def run(args: argparse.Namespace) -> dict:
     every = [int(v) for v in args.report_every.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         # train_overhead's config (one worker, no dev evaluation, one checkpoint: at the end) on this model
-        with_model = argparse.Namespace(**{**vars(args), "model": args.model or tiny_bert(Path(tmp) / "tiny")})
+        with_model = argparse.Namespace(**{**vars(args), "model": args.model or tiny_bert(Path(tmp) / "tiny"),
+                                           "overrides": [f"train.torch_threads={args.torch_threads}", *args.overrides]})
         configs = {f"hbt_report_every_{e}": bench_config(with_model, e) for e in every}
         base = next(iter(configs.values()))
         prepared = prepared_dir(args, base, Path(tmp))
@@ -165,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
         "model": str(args.model or "hbt.model.tiny"), "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
         "batch_size": base.batching.batch_size, "max_length": base.model.max_length,
         "hard_negatives": base.train.hard_negatives, "report_poll_s": base.train.report_poll_s,
-        "torch_threads": torch.get_num_threads(), "step_seconds": seconds, "total_s": total,
+        "torch_threads": base.train.torch_threads, "step_seconds": seconds, "total_s": total,
         "mean_step_ms": {name: 1e3 * t / timed for name, t in total.items()},
         "overhead": {name: overhead(seconds[name], seconds["bare"]) for name in configs},
         "goal_ms": GOAL_MS,

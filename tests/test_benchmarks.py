@@ -162,6 +162,7 @@ def test_step_overhead_benchmark_runs(ray_local, tmp_path, prepared, tiny_model,
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     bare, hbt = result["step_seconds"]["bare"], result["step_seconds"]["hbt_report_every_2"]
     assert len(bare) == len(hbt) == 1 and len(bare[0]) == len(hbt[0]) == 4 and min(bare[0] + hbt[0]) > 0
+    assert result["torch_threads"] == 1  # both contenders: the default --torch-threads
     # the mean overhead is of total times, per timed step
     assert result["overhead"]["hbt_report_every_2"]["mean_ms"] == pytest.approx(1e3 * (sum(hbt[0]) - sum(bare[0])) / 4)
     assert result["on_paper"]["gpus"]["H100"]["step_ms"] < result["on_paper"]["gpus"]["A100"]["step_ms"]

@@ -167,6 +167,16 @@ def step_seed(seed: int, rank: int, micro_step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, micro_step]).generate_state(1)[0])
 
 
+def seed_dropout(seed: int, device: torch.device) -> None:
+    """Seed the generator the step's dropout draws from (the CPU's, or the GPU's on CUDA).
+
+    Not `torch.manual_seed`: it also queues a seed for each accelerator backend not yet
+    initialised (CUDA, XPU, MTIA), formatting a stack trace for each, on every step."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)  # the current device's generator, as dropout on it uses
+
+
 def build_encoder(cfg: HbtConfig):
     from hbt.model.encoder import Encoder
 
@@ -228,7 +238,7 @@ def train_func(config: dict) -> None:
         lr = strategy.lr
         for micro in range(tc.grad_accum):
             batch = next(stream)
-            torch.manual_seed(step_seed(cfg.batching.seed, rank, batch.step))
+            seed_dropout(step_seed(cfg.batching.seed, rank, batch.step), strategy.device)
             inputs = _inputs(batch, strategy.device)
             loss = strategy.micro_step(partial(contrastive_loss, loss_fn=loss_fn, inputs=inputs),
                                        boundary=micro == tc.grad_accum - 1)

@@ -66,6 +66,12 @@ from hbt.io import absolute_location
 from hbt.model.encoder import resolve_model_name
 from hbt.train.batch import PairPool, PoolIndex, tokenize_step
 
+# Step numbers per input block: the tokenize actor gets one task per block and returns one
+# output block per task, so Ray Data's per-task work (a submission, a block put, its fetch and
+# deserialization on the worker, beside the training loop's thread) is paid once per this many
+# steps; a step still reaches the trainer as soon as its task ends, a few steps ahead.
+STEPS_PER_TASK = 32
+
 if TYPE_CHECKING:
     import ray.data
     import ray.train
@@ -234,7 +240,7 @@ def build_train_datasets(config: HbtConfig, prepared_dir: str | Path, world_size
 
     datasets = {}
     for rank in range(world_size):
-        ds = ray.data.from_items(steps).map_batches(
+        ds = ray.data.from_items(steps, override_num_blocks=max(1, -(-len(steps) // STEPS_PER_TASK))).map_batches(
             TokenizeSteps,
             fn_constructor_kwargs={"prepared_dir": location, "config": worker_config, "world_size": world_size,
                                    "rank": rank, "composer_state": composer_state},

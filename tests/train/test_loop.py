@@ -120,3 +120,16 @@ def test_following_shows_new_and_redone_lines_once(tmp_path):
     follower._drain()
     follower._drain()
     assert shown == ["step 1", "step 2", "step 2 again"]
+
+
+def test_seed_dropout_draws_what_torch_manual_seed_draws_on_cpu():
+    """The loop seeds only the CPU generator: the same dropout masks as `torch.manual_seed`
+    (runs and their restarts reproduce the draws of before), with no per-step stack traces."""
+    from hbt.train.loop import seed_dropout
+
+    dropout = torch.nn.Dropout(0.5)
+    torch.manual_seed(1234)
+    expected = dropout(torch.ones(64))
+    torch.manual_seed(99)
+    seed_dropout(1234, torch.device("cpu"))
+    assert torch.equal(dropout(torch.ones(64)), expected)
