@@ -244,6 +244,13 @@ class TrainConfig(Section):
         "(the dev scores are then only recorded: a learning curve)")
 
 
+# Pooled candidates up to which a LAReQA corpus is scored exactly (eval.lareqa_exact_max): every
+# query against every candidate is (queries x candidates x d) multiply-adds, quadratic: at 50,000
+# candidates and as many queries of 384 dimensions about 1e12, a minute or two on 2 CPU cores.
+# XQuAD-R pools 13,090 candidates in its 11 languages; MLQA-R fewer.
+LAREQA_EXACT_MAX = 50_000
+
+
 class EvalConfig(Section):
     index_factory: str = Field("Flat", description="faiss index of the searched shards: Flat (exact), or for "
                                "BEIR corpora past ~10M passages an approximate one, e.g. IVF4096,Flat, "
@@ -256,6 +263,9 @@ class EvalConfig(Section):
     shard_docs: int = Field(250_000, ge=1, description="BEIR corpora: documents per embeddings shard file")
     embeddings_dir: Optional[str] = Field(None, description="BEIR corpora: where the embedding shards are written "
                                           "and resumed from (None: OUT.embeddings beside --out)")
+    lareqa_exact_max: int = Field(LAREQA_EXACT_MAX, ge=1, description="LAReQA corpora: largest pooled candidate "
+                                  "count scored exactly (every query against every candidate: quadratic); above it "
+                                  "mAP and rank distance come from each query's top top_k (beyond it: not retrieved)")
     batch_size: int = Field(64, ge=1)
     top_k: int = Field(100, ge=10, description="candidates kept per query for the top-k metrics (>= 10: r@10, "
                        "hit@10 and ndcg@10 need the top 10)")

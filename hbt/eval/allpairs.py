@@ -11,6 +11,11 @@
   searched in process otherwise) gives the top-k lists; the LAReQA mAP
   and the rank distance use the exact dense scores, one query language at a time
   (so the pooled matrix is never materialised whole).
+* Above ``eval.lareqa_exact_max`` pooled candidates (``hbt.config.LAREQA_EXACT_MAX``: exact scoring is quadratic),
+  every setting is scored from the shards' top ``top_k`` instead: a pair X->Y searches Y's
+  shard, AP and rank distance come from the lists (``topk_average_precisions``,
+  ``topk_rank_distance``: a relevant candidate beyond the list counts as not retrieved), and
+  results.json's ``scoring`` says so.
 
 Relevance: a query ``(qid, X)`` is answered in language ``Y`` by the qrels row
 ``(qid, Y)`` (question ids are shared by translations). A query with no answer
@@ -22,11 +27,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from hbt.config import HbtConfig
+from hbt.config import LAREQA_EXACT_MAX, HbtConfig
 from hbt.errors import HbtError
 from hbt.eval.encode import corpus_languages, encode_for_eval
 from hbt.eval.metrics import (
@@ -35,8 +40,13 @@ from hbt.eval.metrics import (
     macro_mean,
     one_relevant_ranks,
     rank_distance,
+    topk_average_precisions,
     topk_metrics,
+    topk_rank_distance,
 )
+
+if TYPE_CHECKING:
+    from hbt.index.shards import NamedShards
 from hbt.languages import cross_pairs
 from hbt.layout import HEATMAP, PAIRS_CSV, SUMMARY
 
@@ -79,12 +89,25 @@ def _query_blocks(n: int) -> list[slice]:
     return [slice(start, min(start + QUERY_BLOCK, n)) for start in range(0, n, QUERY_BLOCK)]
 
 
-def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, top_k: int) -> tuple[dict, dict]:
+def _pair_queries(view: _View, x: str, y: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Pair X->Y's queries: their rows among X's queries, ids, and relevant candidate's row in Y."""
     keep = np.array([i for i, qid in enumerate(view.q_ids[x]) if (qid, y) in view.rel], dtype=np.int64)
     if not keep.size:
         raise HbtError(f"pair {x}->{y}: no query of {x} has an answer in {y}")
     qids = [view.q_ids[x][i] for i in keep]
     relevant = np.array([view.c_pos[y][view.rel[(qid, y)]] for qid in qids], dtype=np.int64)  # (nq,)
+    return keep, qids, relevant
+
+
+def _pair_result(x: str, y: str, qids: list[str], ap: np.ndarray, hits: np.ndarray) -> tuple[dict, dict]:
+    out = {"query_lang": x, "cand_lang": y, "n_queries": len(qids), "map": float(ap.mean())}
+    out.update(topk_metrics(hits, np.ones(len(qids), dtype=np.int64)))
+    return out, {"query_id": qids, "ap": ap, "rank_distance": np.full(len(qids), np.nan)}
+
+
+def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, top_k: int) -> tuple[dict, dict]:
+    """Exact: every query against every candidate of Y."""
+    keep, qids, relevant = _pair_queries(view, x, y)
     k = min(top_k, len(ce))
     aps, positions = [], []
     for block in _query_blocks(len(qids)):
@@ -93,46 +116,35 @@ def _pair_metrics(view: _View, qe: np.ndarray, ce: np.ndarray, x: str, y: str, t
         positions.append(position)
     ap, position = np.concatenate(aps), np.concatenate(positions)  # (nq,), (nq,) 0-based, ties: lower index first
     hits = position[:, None] == np.arange(k)  # (nq, k) the relevant candidate's place in the top k
-    out = {"query_lang": x, "cand_lang": y, "n_queries": len(qids), "map": float(ap.mean())}
-    out.update(topk_metrics(hits, np.ones(len(qids), dtype=np.int64)))
-    per_query = {"query_id": qids, "ap": ap, "rank_distance": np.full(len(qids), np.nan)}
-    return out, per_query
+    return _pair_result(x, y, qids, ap, hits)
 
 
-def _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_ray: bool):
-    """Pooled top-k per query language via one faiss shard per candidate language (on Ray: held
-    by one shard actor per node)."""
-    import ray
-
-    from hbt.index.shards import IndexShard, search_actor_shards, search_shards, start_shard_actors
-
-    results = {}
-    if shards_on_ray:
-        actors = start_shard_actors([(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y]))) for y in languages],
-                                    factory)
-        try:
-            for x in languages:
-                results[x] = search_actor_shards(actors, query_emb[x], k)
-        finally:
-            for a in actors:
-                ray.kill(a)
-    else:
-        shards = [IndexShard.from_vectors(cand_emb[y], offsets[y] + np.arange(len(cand_emb[y])),
-                                          factory) for y in languages]
-        for x in languages:
-            results[x] = search_shards(shards, query_emb[x], k)
-    return results
+def _pair_metrics_topk(view: _View, shards: NamedShards, qe: np.ndarray, offsets: dict, x: str, y: str,
+                       top_k: int) -> tuple[dict, dict]:
+    """From Y's shard's top k: AP is 1 / rank when the relevant candidate is in it, else 0."""
+    keep, qids, relevant = _pair_queries(view, x, y)
+    k = min(top_k, len(view.c_ids[y]))
+    _, found = shards.search(qe[keep], k, [y])  # (nq, k) pooled candidate rows
+    hits = found == (offsets[y] + relevant)[:, None]  # (nq, k)
+    return _pair_result(x, y, qids, topk_average_precisions(hits, np.ones(len(qids), dtype=np.int64)), hits)
 
 
-def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str,
-           shards_on_ray: bool) -> tuple[dict, dict]:
+def _offsets(view: _View, languages) -> tuple[dict[str, int], int]:
+    """Each candidate language's first row in the pooled candidates (languages in order), and their count."""
     offsets, n = {}, 0
     for y in languages:
         offsets[y] = n
         n += len(view.c_ids[y])
-    pooled = np.concatenate([cand_emb[y] for y in languages], axis=0)  # (nc_all, d)
+    return offsets, n
+
+
+def _multi(view: _View, query_emb, cand_emb, languages, offsets: dict, top_k: int, shards: NamedShards,
+           exact: bool) -> tuple[dict, dict]:
+    """The pooled setting: top-k lists from every language's shard; mAP and rank distance from
+    the exact scores (`exact`) or from those top-k lists."""
+    n = sum(len(view.c_ids[y]) for y in languages)
+    pooled = np.concatenate([cand_emb[y] for y in languages], axis=0) if exact else None  # (nc_all, d)
     k = min(top_k, n)
-    topk = _multi_topk(query_emb, cand_emb, languages, offsets, k, factory, shards_on_ray)
 
     aps, rds, qlangs, all_qids, hits, n_relevant = [], [], [], [], [], []
     for x in languages:
@@ -141,18 +153,29 @@ def _multi(view: _View, query_emb, cand_emb, languages, top_k: int, factory: str
             [offsets[y] + view.c_pos[y][view.rel[(qid, y)]] for y in languages if (qid, y) in view.rel]
             for qid in qids
         ]
-        found = topk[x][1]  # (nq_x, k) pooled candidate rows, -1 where the index had fewer
+        found = shards.search(query_emb[x], k)[1]  # (nq_x, k) pooled candidate rows, -1 where the index had fewer
         aps_x, rds_x = [], []
         for block in _query_blocks(len(qids)):
-            scores = query_emb[x][block] @ pooled.T  # (b, nc_all), exact
-            relevance = np.zeros(scores.shape, dtype=bool)
-            for i, rows in enumerate(rel_rows[block]):
-                relevance[i, rows] = True
-            aps_x.append(lareqa_average_precisions(scores, relevance))
-            rds_x.append(rank_distance(scores, relevance))
             top = found[block]  # (b, k)
-            hits.append(np.take_along_axis(relevance, np.maximum(top, 0), axis=1) & (top >= 0))  # (b, k)
-            n_relevant.append(relevance.sum(axis=1))  # (b,)
+            if exact:
+                scores = query_emb[x][block] @ pooled.T  # (b, nc_all)
+                relevance = np.zeros(scores.shape, dtype=bool)
+                for i, rows in enumerate(rel_rows[block]):
+                    relevance[i, rows] = True
+                aps_x.append(lareqa_average_precisions(scores, relevance))
+                rds_x.append(rank_distance(scores, relevance))
+                block_hits = np.take_along_axis(relevance, np.maximum(top, 0), axis=1) & (top >= 0)  # (b, k)
+                block_relevant = relevance.sum(axis=1)  # (b,)
+            else:
+                relevant = np.full((len(top), len(languages)), -2, dtype=np.int64)  # (b, L) padded with -2
+                for i, rows in enumerate(rel_rows[block]):
+                    relevant[i, :len(rows)] = rows
+                block_hits = (top[:, :, None] == relevant[:, None, :]).any(axis=2) & (top >= 0)  # (b, k)
+                block_relevant = (relevant >= 0).sum(axis=1)  # (b,)
+                aps_x.append(topk_average_precisions(block_hits, block_relevant))
+                rds_x.append(topk_rank_distance(block_hits, block_relevant))
+            hits.append(block_hits)
+            n_relevant.append(block_relevant)
         aps.append(np.concatenate(aps_x) if aps_x else np.zeros(0))
         rds.append(np.concatenate(rds_x) if rds_x else np.zeros(0, dtype=np.int64))
         qlangs += [x] * len(qids)
@@ -200,10 +223,13 @@ def _per_query_table(pair_rows: list[tuple[str, str, dict]], multi_rows: dict):
 
 
 def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: str = "Flat",
-             shards_on_ray: bool = False) -> dict:
+             shards_on_ray: bool = False, exact_max: int = LAREQA_EXACT_MAX) -> dict:
     """Metrics of every (X, Y) pair plus the mono / cross / multi settings (see module doc).
 
-    The pooled setting's faiss shards live in Ray actors when `shards_on_ray`, in process otherwise.
+    The faiss shards, one per candidate language, live in Ray actors when `shards_on_ray`, in
+    process otherwise. Up to `exact_max` pooled candidates every query is scored against every
+    candidate (LAReQA's exact mAP and rank distance); above it, from the shards' top `top_k`
+    (`"scoring"` in the result says which).
 
     The returned dict also holds ``"per_query"``: a pyarrow table of every query's AP per
     pair and in the multi setting (see `_per_query_table`), which `run_eval` writes as
@@ -212,19 +238,37 @@ def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: 
     missing = [l for l in languages if l not in query_emb or l not in cand_emb]
     if missing:
         raise HbtError(f"no embeddings for language(s) {missing}")
+    from hbt.index.shards import NamedShards  # faiss and Ray: imported when evaluating
+
     view = _View(corpus)
-    pairs, pair_rows = [], []
-    for x, y in all_pairs(languages):
-        metrics, rows = _pair_metrics(view, query_emb[x], cand_emb[y], x, y, top_k)
-        pairs.append(metrics)
-        pair_rows.append((x, y, rows))
+    offsets, n = _offsets(view, languages)
+    exact = n <= exact_max
+    shards = NamedShards({y: (cand_emb[y], offsets[y] + np.arange(len(cand_emb[y]))) for y in languages},
+                         index_factory, shards_on_ray)
+    try:
+        pairs, pair_rows = [], []
+        for x, y in all_pairs(languages):
+            if exact:
+                metrics, rows = _pair_metrics(view, query_emb[x], cand_emb[y], x, y, top_k)
+            else:
+                metrics, rows = _pair_metrics_topk(view, shards, query_emb[x], offsets, x, y, top_k)
+            pairs.append(metrics)
+            pair_rows.append((x, y, rows))
+        multi, multi_rows = _multi(view, query_emb, cand_emb, languages, offsets, top_k, shards, exact)
+    finally:
+        shards.close()
     mono = [p for p in pairs if p["query_lang"] == p["cand_lang"]]
     cross = [p for p in pairs if p["query_lang"] != p["cand_lang"]]
     settings = {"mono": _macro_over(mono)}
     if cross:
         settings["cross"] = _macro_over(cross)
-    settings["multi"], multi_rows = _multi(view, query_emb, cand_emb, languages, top_k, index_factory, shards_on_ray)
-    return {"languages": languages, "settings": settings, "pairs": pairs,
+    settings["multi"] = multi
+    scoring = {"mode": "exact" if exact else "top-k", "candidates": n, "exact_max": exact_max}
+    if not exact:
+        scoring.update(k=top_k, note=f"{n} candidates > eval.lareqa_exact_max {exact_max}: mAP and rank distance "
+                       f"from each query's top {top_k} (a relevant candidate beyond it counts as not retrieved: "
+                       f"AP 0 for it, rank {top_k + 1} for rank distance)")
+    return {"languages": languages, "settings": settings, "pairs": pairs, "scoring": scoring,
             "per_query": _per_query_table(pair_rows, multi_rows)}
 
 
@@ -313,7 +357,7 @@ class LareqaEvaluator:
         query_emb, cand_emb = encode_for_eval(model_cfg, self.corpus, config, on_ray)
         result = {"corpus_note": self.note}
         result.update(evaluate(query_emb, cand_emb, self.corpus, self.languages, config.eval.top_k,
-                               config.eval.index_factory, on_ray))
+                               config.eval.index_factory, on_ray, config.eval.lareqa_exact_max))
         result["eval"] = {**config.eval.model_dump(), "candidate_context": model_cfg.candidate_context}
         return result, result.pop("per_query")
 

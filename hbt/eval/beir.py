@@ -1,6 +1,9 @@
 """BEIR-format retrieval corpora (MIRACL ships in this layout): read, check, stream, score.
 
     DIR/corpus.jsonl       {"_id": ..., "title": ..., "text": ...} per line
+      or DIR/corpus/       shards of those records: .jsonl and .parquet files (columns _id, text,
+                           title optional), recursively, in path order (as training sources'
+                           shards: `hbt.data.pairs.pair_files`)
     DIR/queries.jsonl      {"_id": ..., "text": ...} per line
     DIR/qrels/SPLIT.tsv    query-id <TAB> corpus-id <TAB> score, after a header line
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,10 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hbt.errors import DataError
+from hbt.errors import DataError, first_line
 from hbt.jsonl import read_jsonl, utf8_lines
 
-CORPUS, QUERIES, QRELS_DIR = "corpus.jsonl", "queries.jsonl", "qrels"
+CORPUS, CORPUS_SHARDS, QUERIES, QRELS_DIR = "corpus.jsonl", "corpus", "queries.jsonl", "qrels"
 METRICS = {"ndcg@10": "ndcg@10", "recall@100": "recall@100"}  # reported name -> ranx name
 RECALL_DEPTH = 100
 SHARD_DOCS = 250_000  # documents per embeddings shard (eval.shard_docs)
@@ -35,33 +39,84 @@ DOCS_BLOCK = 8192  # documents read at once, sorted by length and cut into encod
 
 
 def is_beir_dir(path: Path) -> bool:
-    return (Path(path) / CORPUS).is_file()
+    path = Path(path)
+    return (path / CORPUS).is_file() or ((path / CORPUS_SHARDS).is_dir() and (path / QUERIES).is_file())
 
 
-def _records(path: Path) -> Iterator[tuple[int, str, str]]:
-    """(line number, `_id`, text) of every record, each checked: a JSON object with `_id` and a
-    non-empty `text` (and `title`, when given) strings; the text is "title text"."""
+def _record(record, where: str) -> tuple[str, str]:
+    """(`_id`, "title text") of one record, checked: an object with `_id` and a non-empty `text`
+    (and `title`, when given) strings; `where` ("FILE: line N") names it in errors."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: not a JSON object")
+    for name in ("_id", "text"):
+        if not isinstance(record.get(name), str):
+            raise DataError(f"{where}: field {name!r} missing or not a string")
+    title = record.get("title")
+    if not isinstance(title if title is not None else "", str):
+        raise DataError(f"{where}: field 'title' is not a string")
+    if not record["text"].strip():
+        raise DataError(f"{where}: empty text")
+    return record["_id"], " ".join(t for t in ((title or "").strip(), record["text"]) if t)
+
+
+def _records(path: Path) -> Iterator[tuple[str, str, str]]:
+    """("FILE: line N", `_id`, text) of every record of a local JSONL file (`_record`)."""
     if not path.is_file():
-        raise DataError(f"{path}: not found (a BEIR dir holds {CORPUS}, {QUERIES} and {QRELS_DIR}/SPLIT.tsv)")
+        raise DataError(f"{path}: not found (a BEIR dir holds {CORPUS} or {CORPUS_SHARDS}/, {QUERIES} and "
+                        f"{QRELS_DIR}/SPLIT.tsv)")
     for number, record in read_jsonl(path):
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: line {number}: not a JSON object")
-        for name in ("_id", "text"):
-            if not isinstance(record.get(name), str):
-                raise DataError(f"{path}: line {number}: field {name!r} missing or not a string")
-        if not isinstance(record.get("title", ""), str):
-            raise DataError(f"{path}: line {number}: field 'title' is not a string")
-        if not record["text"].strip():
-            raise DataError(f"{path}: line {number}: empty text")
-        yield number, record["_id"], " ".join(t for t in (record.get("title", "").strip(), record["text"]) if t)
+        where = f"{path}: line {number}"
+        yield (where, *_record(record, where))
+
+
+def _shard_records(shard) -> Iterator[tuple[str, str, str]]:
+    """("FILE: line N" or "FILE: row N", `_id`, text) of one corpus shard (`hbt.data.pairs.Shard`),
+    read a line or a record batch at a time."""
+    import pyarrow.parquet as pq
+
+    from hbt.jsonl import jsonl_values
+
+    try:
+        if shard.location.endswith(".jsonl"):
+            # Buffered: a pyarrow stream reads but does not iterate by lines.
+            with io.BufferedReader(shard.filesystem.open_input_stream(shard.path)) as stream:
+                for number, record in jsonl_values(stream, shard.location):
+                    where = f"{shard.location}: line {number}"
+                    yield (where, *_record(record, where))
+            return
+        with shard.filesystem.open_input_file(shard.path) as handle:
+            parquet = pq.ParquetFile(handle)
+            names = [n for n in ("_id", "title", "text") if n in parquet.schema_arrow.names]
+            row = 0
+            for batch in parquet.iter_batches(columns=names, batch_size=DOCS_BLOCK):
+                for record in batch.to_pylist():
+                    row += 1
+                    where = f"{shard.location}: row {row}"
+                    yield (where, *_record(record, where))
+    except (OSError, pa.ArrowInvalid) as error:
+        raise DataError(f"{shard.location}: cannot read: {first_line(error)}") from None
+
+
+def _documents(path: Path) -> Iterator[tuple[str, str, str]]:
+    """(where, `_id`, text) of every document: DIR/corpus.jsonl, else DIR/corpus/'s shards in order."""
+    if (path / CORPUS).is_file() or not (path / CORPUS_SHARDS).is_dir():
+        yield from _records(path / CORPUS)
+        return
+    from hbt.data.pairs import pair_files
+
+    shards, is_datasets_dir = pair_files(path / CORPUS_SHARDS)
+    if is_datasets_dir:
+        raise DataError(f"{path / CORPUS_SHARDS}: a datasets dir; BEIR documents are .jsonl or .parquet shards")
+    for shard in shards:
+        yield from _shard_records(shard)
 
 
 def _queries(path: Path) -> dict[str, str]:
     """`_id` -> text of every query, ids unique."""
     queries: dict[str, str] = {}
-    for number, qid, text in _records(path):
+    for where, qid, text in _records(path):
         if qid in queries:
-            raise DataError(f"{path}: line {number}: duplicate _id {qid!r}")
+            raise DataError(f"{where}: duplicate _id {qid!r}")
         queries[qid] = text
     if not queries:
         raise DataError(f"{path}: no records")
@@ -78,11 +133,11 @@ class DocumentScan:
 
 
 def scan_documents(path: Path, shard_docs: int) -> DocumentScan:
-    """Every document checked (the first bad line is one `DataError` naming it) and digested, no
-    text kept: ~25 bytes a document in the driver."""
+    """Every document of the BEIR dir `path` checked (the first bad line or row is one
+    `DataError` naming it) and digested, no text kept: ~25 bytes a document in the driver."""
     ids, parts, shards = [], [], []
     digest = hashlib.sha256()
-    for _, doc_id, text in _records(path):
+    for _, doc_id, text in _documents(path):
         ids.append(doc_id)
         digest.update(f"{doc_id}\t{text}\n".encode())
         if len(ids) == shard_docs:
@@ -93,12 +148,12 @@ def scan_documents(path: Path, shard_docs: int) -> DocumentScan:
         parts.append(pa.array(ids, pa.string()))
         shards.append((len(ids), digest.hexdigest()))
     if not parts:
-        raise DataError(f"{path}: no records")
+        raise DataError(f"{path}: no records in its documents")
     all_ids = pa.concat_arrays(parts)
     if pc.count_distinct(all_ids).as_py() < len(all_ids):
         row, doc_id = _first_repeat(all_ids)
-        number = next(n for i, (n, _, _) in enumerate(_records(path)) if i == row)
-        raise DataError(f"{path}: line {number}: duplicate _id {doc_id!r}")
+        where = next(w for i, (w, _, _) in enumerate(_documents(path)) if i == row)
+        raise DataError(f"{where}: duplicate _id {doc_id!r}")
     return DocumentScan(all_ids, shards)
 
 
@@ -140,7 +195,7 @@ def _qrels(path: Path, queries: dict, doc_ids: pa.Array) -> dict[str, dict[str, 
     known = pc.is_in(pa.array([did for _, did in rows], pa.string()), value_set=doc_ids).to_numpy(zero_copy_only=False)
     if not known.all():
         number, did = rows[int(np.argmin(known))]
-        raise DataError(f"{path}: line {number}: corpus-id {did!r} is not in {CORPUS}")
+        raise DataError(f"{path}: line {number}: corpus-id {did!r} is not among the documents")
     if not qrels:
         raise DataError(f"{path}: no query has a relevant document (score > 0)")
     return qrels
@@ -154,7 +209,7 @@ class BeirCorpus:
         self.path = Path(path)
         self.shard_docs = shard_docs
         queries = _queries(self.path / QUERIES)
-        self.docs = scan_documents(self.path / CORPUS, shard_docs)
+        self.docs = scan_documents(self.path, shard_docs)
         self.qrels = _qrels(self.path / QRELS_DIR / f"{split}.tsv", queries, self.docs.ids)
         self.query_ids = [qid for qid in queries if qid in self.qrels]
         self.query_texts = [queries[qid] for qid in self.query_ids]
@@ -164,7 +219,7 @@ class BeirCorpus:
         order, the shards in `skip` passed over."""
         block: list[str] = []
         shard = first = 0
-        for row, (_, _, text) in enumerate(_records(self.path / CORPUS)):
+        for row, (_, _, text) in enumerate(_documents(self.path)):
             shard_of_row, row_in_shard = divmod(row, self.shard_docs)
             if block and (shard_of_row != shard or len(block) == size):
                 yield shard, first, block

@@ -254,6 +254,59 @@ def topk_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
     }
 
 
+def _check_topk(hits: np.ndarray, n_relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hits = np.asarray(hits, dtype=bool)  # (nq, k)
+    n_relevant = np.asarray(n_relevant, dtype=np.int64)  # (nq,)
+    if hits.ndim != 2 or n_relevant.shape != (hits.shape[0],):
+        raise ValueError(f"hits must be (nq, k) and n_relevant (nq,), got {hits.shape} and {n_relevant.shape}")
+    if (n_relevant < 1).any() or (hits.sum(axis=1) > n_relevant).any():
+        raise ValueError("every query needs >= 1 relevant candidate, and no more hits than relevant candidates")
+    return hits, n_relevant
+
+
+def topk_average_precisions(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """LAReQA AP from top-k lists alone: the mean over a query's relevant candidates of the
+    precision at each one's rank, a relevant candidate outside the top k counting 0.
+
+    Equal to :func:`lareqa_average_precisions` when every relevant candidate is in the top k and
+    no scores tie; otherwise a lower bound of it (each missing candidate's precision, at most
+    R / (k + 1), taken as 0).
+
+    Args:
+        hits: bool array, shape ``(nq, k)``, as :func:`topk_metrics`.
+        n_relevant: int array, shape ``(nq,)``; each query's relevant candidates (>= 1).
+
+    Returns:
+        float array, shape ``(nq,)``.
+    """
+    hits, n_relevant = _check_topk(hits, n_relevant)
+    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)  # (nq, k) precision at each rank
+    return (precision * hits).sum(axis=1) / n_relevant
+
+
+def topk_rank_distance(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """:func:`rank_distance` from top-k lists alone: a relevant candidate outside the top k is
+    placed at rank k + 1 (where the list stops), so the spread is capped at k.
+
+    Equal to :func:`rank_distance` when every relevant candidate is in the top k and no scores
+    tie; a query with none of them retrieved gets 0.
+
+    Args:
+        hits: bool array, shape ``(nq, k)``, as :func:`topk_metrics`.
+        n_relevant: int array, shape ``(nq,)``; each query's relevant candidates (>= 1).
+
+    Returns:
+        int64 array, shape ``(nq,)``.
+    """
+    hits, n_relevant = _check_topk(hits, n_relevant)
+    k = hits.shape[1]
+    ranks = np.arange(1, k + 1)  # (k,)
+    missing = hits.sum(axis=1) < n_relevant  # (nq,) some relevant candidate beyond the list
+    hi = np.where(missing, k + 1, np.where(hits, ranks, 0).max(axis=1, initial=0))  # (nq,)
+    lo = np.where(hits, ranks, k + 1).min(axis=1, initial=k + 1)  # (nq,)
+    return (hi - lo).astype(np.int64)
+
+
 # ----------------------------------------------------------------------------
 # Rank distance / language bias
 # ----------------------------------------------------------------------------

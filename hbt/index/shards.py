@@ -174,8 +174,9 @@ class ShardActor:
     def __init__(self, parts: Sequence[tuple[np.ndarray, np.ndarray]], factory: str = "Flat"):
         self.shards = [IndexShard.from_vectors(xb, ids, factory) for xb, ids in parts]
 
-    def search(self, xq, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return search_shards(self.shards, xq, k)
+    def search(self, xq, k: int, parts: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The merged top-k of its shards, or of those at `parts` (positions in its `parts`)."""
+        return search_shards(self.shards if parts is None else [self.shards[i] for i in parts], xq, k)
 
     def ntotal(self) -> int:
         return sum(shard.ntotal for shard in self.shards)
@@ -189,6 +190,37 @@ def start_shard_actors(parts: Sequence[tuple[np.ndarray, np.ndarray]], factory: 
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
     n = max(1, min(len(parts), nodes))
     return [ShardActor.options(scheduling_strategy="SPREAD").remote(list(parts[i::n]), factory) for i in range(n)]
+
+
+class NamedShards:
+    """One shard per name (LAReQA: per candidate language), searched all together or a few at a
+    time, in process or dealt to :class:`ShardActor`s (`start_shard_actors`: part i is shard
+    i // n of actor i % n). Close it to free the actors."""
+
+    def __init__(self, parts: dict[str, tuple[np.ndarray, np.ndarray]], factory: str, on_ray: bool):
+        self.names = list(parts)
+        self.actors = start_shard_actors(list(parts.values()), factory) if on_ray else []
+        self.shards = {} if on_ray else {name: IndexShard.from_vectors(xb, ids, factory)
+                                         for name, (xb, ids) in parts.items()}
+
+    def search(self, xq, k: int, names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over the shards of `names` (all by default), merged exactly."""
+        names = self.names if names is None else list(names)
+        if not self.actors:
+            return search_shards([self.shards[name] for name in names], xq, k)
+        n = len(self.actors)
+        held: dict[int, list[int]] = {}  # actor -> its local shard positions
+        for name in names:
+            i = self.names.index(name)
+            held.setdefault(i % n, []).append(i // n)
+        k = _check_k(k)
+        xq_ref = ray.put(_as_matrix(xq, "xq"))
+        return merge_topk(ray.get([self.actors[a].search.remote(xq_ref, k, local) for a, local in held.items()]), k)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
 
 
 def search_actor_shards(actors: Sequence, xq, k: int, method: str = "search") -> tuple[np.ndarray, np.ndarray]:

@@ -52,7 +52,7 @@ def dev_metrics(encoder, corpus: LareqaCorpus, cfg: HbtConfig) -> dict[str, floa
     query_emb, cand_emb = encode_corpus(encoder, corpus, cfg.eval, cfg.model.resolved_candidate_context(),
                                         progress=False, lengths=encoder.token_lengths)
     result = evaluate(query_emb, cand_emb, corpus, corpus_languages(corpus), cfg.eval.top_k,
-                      cfg.eval.index_factory, shards_on_ray=False)
+                      cfg.eval.index_factory, shards_on_ray=False, exact_max=cfg.eval.lareqa_exact_max)
     settings = result["settings"]
     out = {name: float(settings[s][m]) for name, (s, m) in DEV_METRICS.items() if s in settings}
     out.update(group_metrics(settings["multi"], cfg.data.train_languages))

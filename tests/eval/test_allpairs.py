@@ -172,3 +172,61 @@ def test_scoring_in_query_blocks_is_exact(corpus_dir, monkeypatch):
     assert blocked["settings"] == whole["settings"] and blocked["pairs"] == whole["pairs"]
     assert blocked["per_query"].to_pandas().equals(whole["per_query"].to_pandas())  # NaNs in place
     assert 0.0 < whole["settings"]["multi"]["map"] < 1.0  # noisy enough that ranks differ
+
+
+def _noisy_embeddings(corpus_dir, seed=0):
+    rng = np.random.default_rng(seed)
+    corpus = read_lareqa(corpus_dir, LANGS)
+    q, c = encode_corpus(FakeEncoder(use_alt=True), corpus, EvalConfig(batch_size=2), candidate_context=True)
+    def noisy(embeddings):  # translations share a tag: noise on both sides, or their scores tie
+        return {lang: (e + 0.4 * rng.standard_normal(e.shape)).astype(np.float32) for lang, e in embeddings.items()}
+
+    return corpus, noisy(q), noisy(c)
+
+
+def test_above_exact_max_scoring_from_the_whole_top_k_equals_exact(corpus_dir):
+    """Past `exact_max` the scores come from top-k lists; lists holding every candidate (18
+    pooled, 6 a language) give the exact mAP, rank distance and top-k metrics."""
+    corpus, q, c = _noisy_embeddings(corpus_dir)
+    exact = evaluate(q, c, corpus, LANGS, 18)
+    listed = evaluate(q, c, corpus, LANGS, 18, exact_max=17)
+    assert exact["scoring"] == {"mode": "exact", "candidates": 18, "exact_max": 50_000}
+    assert listed["scoring"]["mode"] == "top-k" and "top 18" in listed["scoring"]["note"]
+    for name in ("mono", "cross", "multi"):
+        for metric, value in exact["settings"][name].items():
+            assert listed["settings"][name][metric] == pytest.approx(value), (name, metric)
+    for mine, theirs in zip(listed["pairs"], exact["pairs"], strict=True):
+        assert mine == {m: pytest.approx(v) if isinstance(v, float) else v for m, v in theirs.items()}
+    assert 0.0 < exact["settings"]["multi"]["map"] < 1.0 and exact["settings"]["multi"]["rank_distance"] > 2
+
+
+def test_above_exact_max_a_relevant_candidate_beyond_k_counts_as_not_retrieved(corpus_dir):
+    """Top 3 of 6 a pair and of 18 pooled: each query's AP is the exact one when its relevant
+    candidates are all within the top 3, with those beyond it contributing 0 (the reference:
+    the exact ranks); per-query rows stay finite for `hbt report`."""
+    from hbt.eval.metrics import ranks_by_score
+
+    corpus, q, c = _noisy_embeddings(corpus_dir, seed=1)
+    k = 3
+    exact = evaluate(q, c, corpus, LANGS, k)
+    listed = evaluate(q, c, corpus, LANGS, k, exact_max=1)
+    view = allpairs._View(corpus)
+    rows_exact, rows_listed = exact["per_query"].to_pandas(), listed["per_query"].to_pandas()
+    for x, y in all_pairs(LANGS):  # one relevant candidate: AP 1 / rank within k, else 0
+        mine = rows_listed[(rows_listed.query_lang == x) & (rows_listed.cand_lang == y)]
+        theirs = rows_exact[(rows_exact.query_lang == x) & (rows_exact.cand_lang == y)]
+        expected = np.where(1 / theirs.ap.to_numpy() <= k, theirs.ap.to_numpy(), 0.0)
+        assert np.allclose(mine.ap.to_numpy(), expected)
+    pooled = np.concatenate([c[y] for y in LANGS])  # (18, d)
+    multi = rows_listed[rows_listed.setting == "multi"]
+    offsets = np.cumsum([0] + [len(c[y]) for y in LANGS])
+    for x in LANGS:
+        ranks = ranks_by_score(q[x] @ pooled.T)  # (4, 18) exact, 1-based
+        for i, qid in enumerate(view.q_ids[x]):
+            relevant = [offsets[j] + view.c_pos[y][view.rel[(qid, y)]] for j, y in enumerate(LANGS)
+                        if (qid, y) in view.rel]
+            within = sorted(r for r in ranks[i, relevant] if r <= k)
+            expected = sum((j + 1) / r for j, r in enumerate(within)) / len(relevant)
+            assert multi[(multi.query_lang == x) & (multi.query_id == qid)].ap.item() == pytest.approx(expected)
+    assert np.isfinite(multi.rank_distance).all() and multi.rank_distance.max() <= k
+    assert listed["settings"]["multi"]["map"] < exact["settings"]["multi"]["map"]

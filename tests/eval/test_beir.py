@@ -70,7 +70,7 @@ BAD = [
     (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\n"),
      "test.tsv: line 2: expected query-id, corpus-id and an integer score"),
     (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\tnope\t1\n"),
-     "test.tsv: line 2: corpus-id 'nope' is not in corpus.jsonl"),
+     "test.tsv: line 2: corpus-id 'nope' is not among the documents"),
     (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nzz\td0\t1\n"),
      "test.tsv: line 2: query-id 'zz' is not in queries.jsonl"),
     (lambda r: (r / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t0\n"),
@@ -215,3 +215,56 @@ def test_hbt_eval_on_a_beir_dir(tiny_model, tmp_path, capsys):
     assert main(["eval", "--model", str(tiny_model), "--corpus", str(root), "--out", str(out),
                  "--languages", "en"]) == 2
     assert "a BEIR dir is one corpus" in capsys.readouterr().err
+
+
+def shard_corpus(root, parts=((0, 9, "jsonl"), (9, 20, "parquet"), (20, N_DOCS, "jsonl"))):
+    """The BEIR dir `root` with its corpus.jsonl moved into corpus/ shards: JSONL and Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = [json.loads(line) for line in (root / "corpus.jsonl").read_text().splitlines()]
+    (root / "corpus.jsonl").unlink()
+    for k, (a, b, kind) in enumerate(parts):
+        path = root / "corpus" / ("z" if k == 2 else "") / f"part-{k}.{kind}"  # path order: z/ last
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "parquet":
+            pq.write_table(pa.Table.from_pylist(docs[a:b]), path)
+        else:
+            path.write_text("".join(json.dumps(d) + "\n" for d in docs[a:b]))
+    return root
+
+
+def test_a_corpus_dir_of_jsonl_and_parquet_shards_reads_as_its_one_file(tmp_path):
+    """corpus/ shards (JSONL, Parquet, a nested dir) in path order: the same ids, shard digests
+    (what a resumed encoding checks) and text blocks as the same documents in corpus.jsonl."""
+    whole = beir.BeirCorpus(write_beir(tmp_path / "one"), shard_docs=7)
+    sharded_dir = shard_corpus(write_beir(tmp_path / "many"))
+    assert beir.is_beir_dir(sharded_dir) and not (sharded_dir / "corpus.jsonl").exists()
+    sharded = beir.BeirCorpus(sharded_dir, shard_docs=7)
+    assert sharded.docs.ids.equals(whole.docs.ids) and sharded.docs.shards == whole.docs.shards
+    assert list(sharded.document_blocks(skip={1}, size=4)) == list(whole.document_blocks(skip={1}, size=4))
+    assert sharded.qrels == whole.qrels
+
+
+@pytest.mark.parametrize("case", ["parquet row", "jsonl line", "duplicate across shards"])
+def test_a_bad_document_deep_in_a_shard_is_one_line_naming_the_shard(tmp_path, case):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = shard_corpus(write_beir(tmp_path / "b"))
+    if case == "parquet row":
+        rows = pq.read_table(root / "corpus" / "part-1.parquet").to_pylist()
+        rows[6]["text"] = " "
+        pq.write_table(pa.Table.from_pylist(rows), root / "corpus" / "part-1.parquet")
+        expected = "part-1.parquet: row 7: empty text"
+    elif case == "jsonl line":
+        with open(root / "corpus" / "z" / "part-2.jsonl", "a") as out:
+            out.write('{"_id": "late"}\n')
+        expected = "part-2.jsonl: line 11: field 'text' missing or not a string"
+    else:
+        with open(root / "corpus" / "z" / "part-2.jsonl", "a") as out:
+            out.write('{"_id": "d3", "text": "again"}\n')
+        expected = "part-2.jsonl: line 11: duplicate _id 'd3'"
+    with pytest.raises(DataError) as caught:
+        beir.BeirCorpus(root)
+    assert str(caught.value).endswith(expected) and "\n" not in str(caught.value)

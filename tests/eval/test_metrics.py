@@ -20,7 +20,9 @@ from hbt.eval.metrics import (
     one_relevant_ranks,
     rank_distance,
     ranks_by_score,
+    topk_average_precisions,
     topk_metrics,
+    topk_rank_distance,
 )
 
 # ---------------------------------------------------------------- references
@@ -346,3 +348,45 @@ def test_fake_encoder_exact_values():
     assert standard_metrics(run1, qrels1) == pytest.approx(
         {"r@1": 1.0, "r@10": 1.0, "hit@1": 1.0, "hit@10": 1.0, "ndcg@10": 1.0, "mrr": 1.0, "map": 1.0}
     )
+
+
+# ---------------------------------------------------------------- LAReQA from top-k lists
+
+
+def _top_k_lists(scores: np.ndarray, relevance: np.ndarray, k: int) -> np.ndarray:
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (nq, k) best first
+    return np.take_along_axis(relevance, order, axis=1)  # (nq, k) hits
+
+
+@settings(max_examples=60, deadline=None)
+@given(nq=st.integers(1, 6), nc=st.integers(1, 30), k=st.integers(1, 30), max_relevant=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_topk_ap_and_rank_distance_against_the_exact_ones(nq, nc, k, max_relevant, seed):
+    """With every relevant candidate in the top k they equal the exact AP and rank distance; with
+    some beyond it, the brute-force reference: precision at the ranks within k over all relevant
+    candidates (AP), the spread with the missing ones at rank k + 1 (rank distance)."""
+    rng = np.random.default_rng(seed)
+    scores = rng.permutation(nq * nc).reshape(nq, nc).astype(np.float64)  # (nq, nc) no ties
+    relevance = np.zeros((nq, nc), dtype=bool)
+    for row in relevance:
+        row[rng.choice(nc, size=rng.integers(1, min(max_relevant, nc) + 1), replace=False)] = True
+    k = min(k, nc)
+    hits, n_relevant = _top_k_lists(scores, relevance, k), relevance.sum(axis=1)
+    ranks = ranks_by_score(scores)  # (nq, nc) 1-based
+    for i in range(nq):
+        within = [r for r in sorted(ranks[i][relevance[i]]) if r <= k]
+        expected_ap = sum((j + 1) / r for j, r in enumerate(within)) / n_relevant[i]
+        capped = [min(r, k + 1) for r in ranks[i][relevance[i]]]
+        assert topk_average_precisions(hits, n_relevant)[i] == pytest.approx(expected_ap)
+        assert topk_rank_distance(hits, n_relevant)[i] == max(capped) - min(capped)
+    complete = hits.sum(axis=1) == n_relevant  # (nq,) every relevant candidate in the list
+    assert np.allclose(topk_average_precisions(hits, n_relevant)[complete],
+                       lareqa_average_precisions(scores, relevance)[complete])
+    assert np.array_equal(topk_rank_distance(hits, n_relevant)[complete], rank_distance(scores, relevance)[complete])
+
+
+def test_topk_ap_and_rank_distance_refuse_bad_lists():
+    with pytest.raises(ValueError, match="no more hits"):
+        topk_average_precisions(np.ones((1, 3), dtype=bool), np.array([2]))
+    with pytest.raises(ValueError, match="must be"):
+        topk_rank_distance(np.ones(3, dtype=bool), np.array([1]))

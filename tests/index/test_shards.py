@@ -10,6 +10,7 @@ import ray
 from hbt.index.shards import (
     PAD_SCORE,
     IndexShard,
+    NamedShards,
     ShardActor,
     build_index,
     merge_topk,
@@ -218,3 +219,32 @@ def test_shards_run_on_cpus_and_take_no_gpu(data, monkeypatch):
     requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
     assert "faiss-cpu" in {r.split(">")[0].split("=")[0] for r in requirements}
     assert not any(r.startswith("faiss-gpu") for r in requirements)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("actors", [0, 1, 2])
+def test_named_shards_search_all_or_some_like_one_flat_index_over_them(data, actors, request, monkeypatch):
+    """Five named shards, in process or dealt round-robin to 1 or 2 actors (as
+    `start_shard_actors` deals them over 1 or 2 nodes): searching all of them, or any subset,
+    returns a flat index's top-k over exactly those rows."""
+    from hbt.index import shards as module
+
+    if actors:
+        request.getfixturevalue("ray_local")
+        monkeypatch.setattr(module, "start_shard_actors", lambda parts, factory: [
+            ShardActor.options(num_cpus=0).remote(list(parts[i::actors]), factory) for i in range(actors)])
+    xb, _, xq, _ = data
+    bounds = np.linspace(0, len(xb), 6).astype(int)
+    names = ["ar", "de", "en", "hi", "zh"]
+    parts = {n: (xb[a:b], np.arange(a, b)) for n, a, b in zip(names, bounds[:-1], bounds[1:])}
+    shards = NamedShards(parts, "Flat", on_ray=bool(actors))
+    try:
+        assert len(shards.actors) == actors
+        for subset in (names, ["de"], ["ar", "zh"], ["hi", "en", "de"]):
+            rows = np.concatenate([parts[n][1] for n in subset])
+            D, I = shards.search(xq, K, None if subset == names else subset)
+            ref_D, ref_I = IndexShard.from_vectors(xb[rows], rows).search(xq, K)
+            assert np.array_equal(I, ref_I) and np.allclose(D, ref_D)
+    finally:
+        shards.close()
+    assert shards.actors == []
