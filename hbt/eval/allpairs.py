@@ -44,11 +44,11 @@ from hbt.eval.metrics import (
     topk_metrics,
     topk_rank_distance,
 )
+from hbt.languages import cross_pairs
+from hbt.layout import HEATMAP, PAIRS_CSV, SUMMARY
 
 if TYPE_CHECKING:
     from hbt.index.shards import NamedShards
-from hbt.languages import cross_pairs
-from hbt.layout import HEATMAP, PAIRS_CSV, SUMMARY
 
 PAIR_METRICS = ["map", "r@1", "r@10", "hit@1", "hit@10", "ndcg@10", "mrr"]
 
@@ -138,11 +138,10 @@ def _offsets(view: _View, languages) -> tuple[dict[str, int], int]:
     return offsets, n
 
 
-def _multi(view: _View, query_emb, cand_emb, languages, offsets: dict, top_k: int, shards: NamedShards,
+def _multi(view: _View, query_emb, cand_emb, languages, offsets: dict, n: int, top_k: int, shards: NamedShards,
            exact: bool) -> tuple[dict, dict]:
-    """The pooled setting: top-k lists from every language's shard; mAP and rank distance from
-    the exact scores (`exact`) or from those top-k lists."""
-    n = sum(len(view.c_ids[y]) for y in languages)
+    """The pooled setting (`n` candidates, each language's first at `offsets`): top-k lists from
+    every language's shard; mAP and rank distance from the exact scores (`exact`) or those lists."""
     pooled = np.concatenate([cand_emb[y] for y in languages], axis=0) if exact else None  # (nc_all, d)
     k = min(top_k, n)
 
@@ -254,7 +253,7 @@ def evaluate(query_emb, cand_emb, corpus, languages, top_k: int, index_factory: 
                 metrics, rows = _pair_metrics_topk(view, shards, query_emb[x], offsets, x, y, top_k)
             pairs.append(metrics)
             pair_rows.append((x, y, rows))
-        multi, multi_rows = _multi(view, query_emb, cand_emb, languages, offsets, top_k, shards, exact)
+        multi, multi_rows = _multi(view, query_emb, cand_emb, languages, offsets, n, top_k, shards, exact)
     finally:
         shards.close()
     mono = [p for p in pairs if p["query_lang"] == p["cand_lang"]]

@@ -212,6 +212,16 @@ def macro_mean(values_by_group: Mapping[Any, Any]) -> float:
 # ----------------------------------------------------------------------------
 
 
+def _check_topk(hits: np.ndarray, n_relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hits = np.asarray(hits, dtype=bool)  # (nq, k)
+    n_relevant = np.asarray(n_relevant, dtype=np.int64)  # (nq,)
+    if hits.ndim != 2 or n_relevant.shape != (hits.shape[0],):
+        raise ValueError(f"hits must be (nq, k) and n_relevant (nq,), got {hits.shape} and {n_relevant.shape}")
+    if (n_relevant < 1).any() or (hits.sum(axis=1) > n_relevant).any():
+        raise ValueError("every query needs >= 1 relevant candidate, and no more hits than relevant candidates")
+    return hits, n_relevant
+
+
 def topk_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
     """r@1, r@10, hit@1, hit@10, nDCG@10 and MRR of ranked top-k lists, each the mean over queries.
 
@@ -232,13 +242,9 @@ def topk_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
     Returns:
         ``{"r@1", "r@10", "hit@1", "hit@10", "ndcg@10", "mrr"}`` -> float.
     """
-    hits = np.asarray(hits, dtype=bool)  # (nq, k)
-    n_relevant = np.asarray(n_relevant, dtype=np.int64)  # (nq,)
-    if hits.ndim != 2 or n_relevant.shape != (hits.shape[0],) or hits.shape[0] == 0:
-        raise ValueError(f"hits must be (nq, k) and n_relevant (nq,) with nq >= 1, "
-                         f"got {hits.shape} and {n_relevant.shape}")
-    if (n_relevant < 1).any() or (hits.sum(axis=1) > n_relevant).any():
-        raise ValueError("every query needs >= 1 relevant candidate, and no more hits than relevant candidates")
+    hits, n_relevant = _check_topk(hits, n_relevant)
+    if hits.shape[0] == 0:
+        raise ValueError(f"hits must be (nq, k) and n_relevant (nq,) with nq >= 1, got {hits.shape}")
     discount = 1.0 / np.log2(np.arange(2, 12))  # (10,) 1 / log2(rank + 1)
     top10 = hits[:, :10]  # (nq, min(k, 10))
     dcg = top10 @ discount[:top10.shape[1]]  # (nq,)
@@ -252,16 +258,6 @@ def topk_metrics(hits: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
         "ndcg@10": float(np.mean(dcg / ideal)),
         "mrr": float(np.mean(1.0 / first)),
     }
-
-
-def _check_topk(hits: np.ndarray, n_relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    hits = np.asarray(hits, dtype=bool)  # (nq, k)
-    n_relevant = np.asarray(n_relevant, dtype=np.int64)  # (nq,)
-    if hits.ndim != 2 or n_relevant.shape != (hits.shape[0],):
-        raise ValueError(f"hits must be (nq, k) and n_relevant (nq,), got {hits.shape} and {n_relevant.shape}")
-    if (n_relevant < 1).any() or (hits.sum(axis=1) > n_relevant).any():
-        raise ValueError("every query needs >= 1 relevant candidate, and no more hits than relevant candidates")
-    return hits, n_relevant
 
 
 def topk_average_precisions(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
