@@ -204,7 +204,10 @@ class Experiment:
         return Path(self.base["data"]["data_dir"]) / corpus.path
 
     def trained(self) -> list[RunPlan]:
-        return [plan for plan in self.runs.values() if plan.seed is not None]
+        """The trained runs, seed by seed (every arm's seed 0 first): an experiment stopped
+        part way through already compares every arm on its finished seeds."""
+        trained = [plan for plan in self.runs.values() if plan.seed is not None]
+        return sorted(trained, key=lambda plan: self.seeds.index(plan.seed))
 
     def runs_of(self, arm: str) -> list[RunPlan]:
         return [plan for plan in self.runs.values() if plan.arm == arm]

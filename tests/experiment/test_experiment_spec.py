@@ -44,6 +44,12 @@ def test_arms_differ_only_in_what_they_set():
     assert [p.name for p in table1.trained()] == ["xx-s0", "xy-s0", "hybrid-s0"]
 
 
+def test_runs_train_seed_by_seed():
+    """Every arm's seed 0 before any seed 1: a stopped experiment already compares every arm."""
+    mid = load_experiment(EXPERIMENTS / "table1.yaml", "mid")
+    assert [p.name for p in mid.trained()] == [f"{arm}-s{seed}" for seed in (0, 1, 2) for arm in ("xx", "xy", "hybrid")]
+
+
 def test_arms_that_change_prepared_data_get_their_own_pool(tmp_path):
     raw = {"description": "d", "reference": "even", "arms": {
         "even": {}, "skewed": {"set": {"data.imbalance": {"de": 0.1}}}, "two": {"set": {"data.num_languages": 2}}}}
