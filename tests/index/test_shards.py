@@ -248,3 +248,31 @@ def test_named_shards_search_all_or_some_like_one_flat_index_over_them(data, act
     finally:
         shards.close()
     assert shards.actors == []
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_file_shard_actor_restarts_from_its_files_and_its_search_is_retried(data, ray_local, tmp_path):
+    """The actor is killed while its search is submitted (as a node's OOM killer would): Ray
+    restarts it, it rebuilds its indexes from the same shard files, and the search returns what
+    one search over all the rows returns, then and after."""
+    import os
+
+    from hbt.index.shards import start_file_shard_actors
+
+    xb, _, xq, _ = data
+    bounds = np.cumsum((0,) + SIZES)
+    files = []
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        np.save(tmp_path / f"shard-{i}.npy", xb[a:b])
+        files.append((str(tmp_path / f"shard-{i}.npy"), int(a)))
+    [actor] = start_file_shard_actors(files, "Flat", nprobe=1, ef_search=16, train_sample=1000)
+    try:
+        first_pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+        searching = actor.search.remote(xq, K)
+        ray.kill(actor, no_restart=False)  # dies as a crash does: restartable
+        rows = np.arange(len(xb))
+        _assert_brute_force(xb, rows, xq, *ray.get(searching))
+        _assert_brute_force(xb, rows, xq, *ray.get(actor.search.remote(xq, K)))
+        assert ray.get(actor.__ray_call__.remote(lambda self: os.getpid())) != first_pid  # it was restarted
+    finally:
+        ray.kill(actor)
