@@ -134,9 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("eval", help="every language pair + pooled multilingual retrieval of a model")
     _add_config_options(evaluate)
     evaluate.add_argument("--model", type=Path, required=True, help="model dir (HF / sentence-transformers)")
-    evaluate.add_argument("--corpus", type=Path, required=True,
+    evaluate.add_argument("--corpus", required=True,  # a str: a URI (s3://...) is no local Path
                           help="LAReQA-format dir of {lang}.json (e.g. xquad-r), a prepared dir, a BEIR dir "
-                          "(corpus.jsonl, queries.jsonl, qrels/) or a Tatoeba dir (tatoeba.xxx-eng.*)")
+                          "(corpus.jsonl or corpus/ shards, queries.jsonl, qrels/; local or a URI such as "
+                          "s3://bucket/corpus) or a Tatoeba dir (tatoeba.xxx-eng.*)")
     evaluate.add_argument("--split", choices=["dev", "test"],
                           help="which split of a prepared dir or a BEIR dir's qrels (default: test)")
     evaluate.add_argument("--out", type=Path, required=True, help="report dir (replaced atomically)")

@@ -250,7 +250,8 @@ def _read_datasets_dir(location: str) -> pa.Table:
 
 # ------------------------------------------------------------------------------ locations
 
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path in it) of an absolute location (`hbt.io.absolute_location`)."""
     try:
         return pafs.FileSystem.from_uri(location)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
@@ -280,7 +281,7 @@ def _is_shard(relative: str) -> bool:
 
 def _glob(location: str, base: str, pattern: list[str]) -> list[Shard]:
     """The shard files matching `pattern` (components, each an fnmatch pattern) under `base`."""
-    fs, base_path = _filesystem(base)
+    fs, base_path = filesystem(base)
     found = [(base_path, base)]
     for depth, part in enumerate(pattern):
         last = depth == len(pattern) - 1
@@ -317,7 +318,7 @@ def pair_files(location) -> tuple[list[Shard], bool]:
     base, pattern = _split_glob(where)
     if pattern:
         return _glob(given, base, pattern), False
-    fs, path = _filesystem(where)
+    fs, path = filesystem(where)
     try:
         info = fs.get_file_info(path)
     except OSError as e:
@@ -347,7 +348,7 @@ def pair_parts(location) -> list[Part]:
     shards, is_datasets = pair_files(location)
     if is_datasets:
         where = absolute_location(str(location))
-        return [Part(Shard(where, *_filesystem(where)), True)]
+        return [Part(Shard(where, *filesystem(where)), True)]
     return [Part(shard, False) for shard in shards]
 
 

@@ -7,6 +7,9 @@
     DIR/queries.jsonl      {"_id": ..., "text": ...} per line
     DIR/qrels/SPLIT.tsv    query-id <TAB> corpus-id <TAB> score, after a header line
 
+DIR is a local path or a URI pyarrow reads (s3://, gs://, hdfs://, file://): every file is read
+through its filesystem, a line or a record batch at a time.
+
 A document is encoded as BEIR's models do, "title text" (title omitted when empty). Queries and
 qrels are read whole; the documents, which may be millions, are checked in one pass that keeps
 only their ids and each shard's digest (`scan_documents`), then streamed in blocks for encoding
@@ -17,19 +20,22 @@ document (score > 0) are left out, as BEIR's evaluation does.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
+from hbt.data.pairs import Shard
 from hbt.errors import DataError, first_line
-from hbt.jsonl import read_jsonl, utf8_lines
+from hbt.io import absolute_location
+from hbt.jsonl import jsonl_values, utf8_lines
 
 CORPUS, CORPUS_SHARDS, QUERIES, QRELS_DIR = "corpus.jsonl", "corpus", "queries.jsonl", "qrels"
 METRICS = {"ndcg@10": "ndcg@10", "recall@100": "recall@100"}  # reported name -> ranx name
@@ -38,9 +44,27 @@ SHARD_DOCS = 250_000  # documents per embeddings shard (eval.shard_docs)
 DOCS_BLOCK = 8192  # documents read at once, sorted by length and cut into encode chunks
 
 
-def is_beir_dir(path: Path) -> bool:
-    path = Path(path)
-    return (path / CORPUS).is_file() or ((path / CORPUS_SHARDS).is_dir() and (path / QUERIES).is_file())
+def _join(location: str, *names: str) -> str:
+    return "/".join([location, *names])
+
+
+def _file_type(location: str) -> pafs.FileType:
+    from hbt.data.pairs import filesystem
+
+    fs, path = filesystem(location)
+    try:
+        return fs.get_file_info(path).type
+    except OSError as error:
+        raise DataError(f"{location}: cannot open: {first_line(error)}") from None
+
+
+def is_beir_dir(location) -> bool:
+    """Whether `location` (a local path or URI) holds a BEIR corpus."""
+    where = absolute_location(location)
+    if _file_type(_join(where, CORPUS)) == pafs.FileType.File:
+        return True
+    return (_file_type(_join(where, CORPUS_SHARDS)) == pafs.FileType.Directory
+            and _file_type(_join(where, QUERIES)) == pafs.FileType.File)
 
 
 def _record(record, where: str) -> tuple[str, str]:
@@ -59,14 +83,24 @@ def _record(record, where: str) -> tuple[str, str]:
     return record["_id"], " ".join(t for t in ((title or "").strip(), record["text"]) if t)
 
 
-def _records(path: Path) -> Iterator[tuple[str, str, str]]:
-    """("FILE: line N", `_id`, text) of every record of a local JSONL file (`_record`)."""
-    if not path.is_file():
-        raise DataError(f"{path}: not found (a BEIR dir holds {CORPUS} or {CORPUS_SHARDS}/, {QUERIES} and "
+def _file(location: str) -> Shard:
+    """The file at `location` (absolute), which must exist."""
+    from hbt.data.pairs import filesystem
+
+    if _file_type(location) != pafs.FileType.File:
+        raise DataError(f"{location}: not found (a BEIR dir holds {CORPUS} or {CORPUS_SHARDS}/, {QUERIES} and "
                         f"{QRELS_DIR}/SPLIT.tsv)")
-    for number, record in read_jsonl(path):
-        where = f"{path}: line {number}"
-        yield (where, *_record(record, where))
+    return Shard(location, *filesystem(location))
+
+
+@contextlib.contextmanager
+def _lines(file: Shard) -> Iterator[BinaryIO]:
+    """A buffered binary stream of `file` (a pyarrow stream reads, but does not iterate by lines)."""
+    try:
+        with io.BufferedReader(file.filesystem.open_input_stream(file.path)) as stream:
+            yield stream
+    except OSError as error:
+        raise DataError(f"{file.location}: cannot read: {first_line(error)}") from None
 
 
 def _shard_records(shard) -> Iterator[tuple[str, str, str]]:
@@ -74,16 +108,13 @@ def _shard_records(shard) -> Iterator[tuple[str, str, str]]:
     read a line or a record batch at a time."""
     import pyarrow.parquet as pq
 
-    from hbt.jsonl import jsonl_values
-
+    if shard.location.endswith(".jsonl"):
+        with _lines(shard) as stream:
+            for number, record in jsonl_values(stream, shard.location):
+                where = f"{shard.location}: line {number}"
+                yield (where, *_record(record, where))
+        return
     try:
-        if shard.location.endswith(".jsonl"):
-            # Buffered: a pyarrow stream reads but does not iterate by lines.
-            with io.BufferedReader(shard.filesystem.open_input_stream(shard.path)) as stream:
-                for number, record in jsonl_values(stream, shard.location):
-                    where = f"{shard.location}: line {number}"
-                    yield (where, *_record(record, where))
-            return
         with shard.filesystem.open_input_file(shard.path) as handle:
             parquet = pq.ParquetFile(handle)
             names = [n for n in ("_id", "title", "text") if n in parquet.schema_arrow.names]
@@ -97,29 +128,31 @@ def _shard_records(shard) -> Iterator[tuple[str, str, str]]:
         raise DataError(f"{shard.location}: cannot read: {first_line(error)}") from None
 
 
-def _documents(path: Path) -> Iterator[tuple[str, str, str]]:
+def _documents(location: str) -> Iterator[tuple[str, str, str]]:
     """(where, `_id`, text) of every document: DIR/corpus.jsonl, else DIR/corpus/'s shards in order."""
-    if (path / CORPUS).is_file() or not (path / CORPUS_SHARDS).is_dir():
-        yield from _records(path / CORPUS)
+    shards_dir = _join(location, CORPUS_SHARDS)
+    if (_file_type(_join(location, CORPUS)) == pafs.FileType.File
+            or _file_type(shards_dir) != pafs.FileType.Directory):
+        yield from _shard_records(_file(_join(location, CORPUS)))
         return
     from hbt.data.pairs import pair_files
 
-    shards, is_datasets_dir = pair_files(path / CORPUS_SHARDS)
+    shards, is_datasets_dir = pair_files(shards_dir)
     if is_datasets_dir:
-        raise DataError(f"{path / CORPUS_SHARDS}: a datasets dir; BEIR documents are .jsonl or .parquet shards")
+        raise DataError(f"{shards_dir}: a datasets dir; BEIR documents are .jsonl or .parquet shards")
     for shard in shards:
         yield from _shard_records(shard)
 
 
-def _queries(path: Path) -> dict[str, str]:
+def _queries(location: str) -> dict[str, str]:
     """`_id` -> text of every query, ids unique."""
     queries: dict[str, str] = {}
-    for where, qid, text in _records(path):
+    for where, qid, text in _shard_records(_file(location)):
         if qid in queries:
             raise DataError(f"{where}: duplicate _id {qid!r}")
         queries[qid] = text
     if not queries:
-        raise DataError(f"{path}: no records")
+        raise DataError(f"{location}: no records")
     return queries
 
 
@@ -132,12 +165,12 @@ class DocumentScan:
     shards: list[tuple[int, str]]
 
 
-def scan_documents(path: Path, shard_docs: int) -> DocumentScan:
-    """Every document of the BEIR dir `path` checked (the first bad line or row is one
+def scan_documents(location: str, shard_docs: int) -> DocumentScan:
+    """Every document of the BEIR dir at `location` (absolute) checked (the first bad line or row is one
     `DataError` naming it) and digested, no text kept: ~25 bytes a document in the driver."""
     ids, parts, shards = [], [], []
     digest = hashlib.sha256()
-    for _, doc_id, text in _documents(path):
+    for _, doc_id, text in _documents(location):
         ids.append(doc_id)
         digest.update(f"{doc_id}\t{text}\n".encode())
         if len(ids) == shard_docs:
@@ -148,11 +181,11 @@ def scan_documents(path: Path, shard_docs: int) -> DocumentScan:
         parts.append(pa.array(ids, pa.string()))
         shards.append((len(ids), digest.hexdigest()))
     if not parts:
-        raise DataError(f"{path}: no records in its documents")
+        raise DataError(f"{location}: no records in its documents")
     all_ids = pa.concat_arrays(parts)
     if pc.count_distinct(all_ids).as_py() < len(all_ids):
         row, doc_id = _first_repeat(all_ids)
-        where = next(w for i, (w, _, _) in enumerate(_documents(path)) if i == row)
+        where = next(w for i, (w, _, _) in enumerate(_documents(location)) if i == row)
         raise DataError(f"{where}: duplicate _id {doc_id!r}")
     return DocumentScan(all_ids, shards)
 
@@ -170,34 +203,33 @@ def _first_repeat(ids: pa.Array) -> tuple[int, str]:
     raise AssertionError("no repeated id")
 
 
-def _qrels(path: Path, queries: dict, doc_ids: pa.Array) -> dict[str, dict[str, int]]:
-    if not path.is_file():
-        raise DataError(f"{path}: not found")
+def _qrels(location: str, queries: dict, doc_ids: pa.Array) -> dict[str, dict[str, int]]:
+    file = _file(location)
     qrels: dict[str, dict[str, int]] = {}
     rows: list[tuple[int, str]] = []  # (line, corpus-id), checked against the documents at once
-    with open(path, "rb") as stream:
-        for number, line in utf8_lines(stream, path):
+    with _lines(file) as stream:
+        for number, line in utf8_lines(stream, location):
             row = next(csv.reader([line], delimiter="\t"), [])
             if number == 1:
                 if [h.strip() for h in row[:3]] != ["query-id", "corpus-id", "score"]:
-                    raise DataError(f"{path}: line 1: expected the header query-id, corpus-id, score")
+                    raise DataError(f"{location}: line 1: expected the header query-id, corpus-id, score")
                 continue
             if not row:
                 continue
             if len(row) != 3 or not row[2].strip().lstrip("-").isdigit():
-                raise DataError(f"{path}: line {number}: expected query-id, corpus-id and an integer score")
+                raise DataError(f"{location}: line {number}: expected query-id, corpus-id and an integer score")
             qid, did, score = row[0], row[1], int(row[2])
             if qid not in queries:
-                raise DataError(f"{path}: line {number}: query-id {qid!r} is not in {QUERIES}")
+                raise DataError(f"{location}: line {number}: query-id {qid!r} is not in {QUERIES}")
             rows.append((number, did))
             if score > 0:
                 qrels.setdefault(qid, {})[did] = score
     known = pc.is_in(pa.array([did for _, did in rows], pa.string()), value_set=doc_ids).to_numpy(zero_copy_only=False)
     if not known.all():
         number, did = rows[int(np.argmin(known))]
-        raise DataError(f"{path}: line {number}: corpus-id {did!r} is not among the documents")
+        raise DataError(f"{location}: line {number}: corpus-id {did!r} is not among the documents")
     if not qrels:
-        raise DataError(f"{path}: no query has a relevant document (score > 0)")
+        raise DataError(f"{location}: no query has a relevant document (score > 0)")
     return qrels
 
 
@@ -205,12 +237,12 @@ class BeirCorpus:
     """A BEIR dir read and checked: queries and qrels whole, documents scanned (ids and shard
     digests kept) and then streamed in blocks (`document_blocks`) for encoding."""
 
-    def __init__(self, path: Path, split: str = "test", shard_docs: int = SHARD_DOCS):
-        self.path = Path(path)
+    def __init__(self, location, split: str = "test", shard_docs: int = SHARD_DOCS):
+        self.location = absolute_location(location)
         self.shard_docs = shard_docs
-        queries = _queries(self.path / QUERIES)
-        self.docs = scan_documents(self.path, shard_docs)
-        self.qrels = _qrels(self.path / QRELS_DIR / f"{split}.tsv", queries, self.docs.ids)
+        queries = _queries(_join(self.location, QUERIES))
+        self.docs = scan_documents(self.location, shard_docs)
+        self.qrels = _qrels(_join(self.location, QRELS_DIR, f"{split}.tsv"), queries, self.docs.ids)
         self.query_ids = [qid for qid in queries if qid in self.qrels]
         self.query_texts = [queries[qid] for qid in self.query_ids]
 
@@ -219,7 +251,7 @@ class BeirCorpus:
         order, the shards in `skip` passed over."""
         block: list[str] = []
         shard = first = 0
-        for row, (_, _, text) in enumerate(_documents(self.path)):
+        for row, (_, _, text) in enumerate(_documents(self.location)):
             shard_of_row, row_in_shard = divmod(row, self.shard_docs)
             if block and (shard_of_row != shard or len(block) == size):
                 yield shard, first, block

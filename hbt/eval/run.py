@@ -9,7 +9,7 @@ Every evaluator has one interface (as sentence-transformers' evaluators do):
   (`out_dir`: where the outputs will go, beside which an evaluator may keep resumable work);
 * ``write_outputs(staging, result)``: its files beside results.json and per_query.parquet.
 
-Kinds, in the order they are recognised: a BEIR dir (`hbt.eval.scored.BeirEvaluator`), a
+Kinds, in the order they are recognised: a BEIR dir, local or at a URI (`hbt.eval.scored.BeirEvaluator`), a
 Tatoeba dir (`TatoebaEvaluator`), else a LAReQA or prepared dir (`hbt.eval.allpairs.LareqaEvaluator`).
 """
 
@@ -21,10 +21,11 @@ from typing import Optional, Protocol
 import pyarrow.parquet as pq
 
 from hbt.config import HbtConfig, ModelConfig
+from hbt.errors import DataError
 from hbt.eval import beir, bitext
 from hbt.eval.allpairs import LareqaEvaluator
 from hbt.eval.scored import BeirEvaluator, TatoebaEvaluator
-from hbt.io import atomic_directory, write_json_atomic
+from hbt.io import absolute_location, atomic_directory, is_local, write_json_atomic
 from hbt.layout import PER_QUERY, RESULTS
 
 
@@ -44,6 +45,10 @@ def evaluator_for(corpus_dir, languages, split: Optional[str], manifest: Optiona
     """The evaluator of `corpus_dir`'s kind, its corpus read and checked."""
     if beir.is_beir_dir(corpus_dir):
         return BeirEvaluator(corpus_dir, languages, split, manifest, config)
+    if not is_local(corpus_dir):
+        raise DataError(f"{corpus_dir}: not a BEIR dir ({beir.CORPUS} or {beir.CORPUS_SHARDS}/ beside "
+                        f"{beir.QUERIES}); a corpus at a URI is read as a BEIR dir only")
+    corpus_dir = Path(absolute_location(corpus_dir))  # file:// too
     if bitext.is_tatoeba_dir(corpus_dir):
         return TatoebaEvaluator(corpus_dir, languages, split, manifest, config)
     return LareqaEvaluator(corpus_dir, languages, split, manifest, config)

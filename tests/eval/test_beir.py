@@ -246,6 +246,39 @@ def test_a_corpus_dir_of_jsonl_and_parquet_shards_reads_as_its_one_file(tmp_path
     assert sharded.qrels == whole.qrels
 
 
+@pytest.mark.parametrize("layout", ["corpus.jsonl", "corpus/ shards"])
+def test_a_beir_dir_at_a_uri_reads_as_the_same_dir_on_disk(tmp_path, layout):
+    """Every file through a pyarrow filesystem (file:// here; s3:// and gs:// the same way): the
+    same ids, shard digests, text blocks, queries and qrels as the local path."""
+    root = write_beir(tmp_path / "b")
+    if layout == "corpus/ shards":
+        root = shard_corpus(root)
+    uri = f"file://{root}"
+    assert beir.is_beir_dir(uri)
+    local, remote = beir.BeirCorpus(root, shard_docs=7), beir.BeirCorpus(uri, shard_docs=7)
+    assert remote.docs.ids.equals(local.docs.ids) and remote.docs.shards == local.docs.shards
+    assert list(remote.document_blocks(skip=set(), size=4)) == list(local.document_blocks(skip=set(), size=4))
+    assert (remote.query_ids, remote.query_texts, remote.qrels) == (local.query_ids, local.query_texts, local.qrels)
+
+
+def test_a_remote_uri_that_is_no_beir_dir_is_one_line_and_a_file_uri_is_a_local_dir(tmp_path, monkeypatch):
+    from hbt.config import HbtConfig
+    from hbt.eval import run
+
+    lareqa = tmp_path / "lareqa"
+    lareqa.mkdir()
+    (lareqa / "en.json").write_text("{}")
+    seen = []
+    monkeypatch.setattr(run, "LareqaEvaluator", lambda corpus_dir, *args: seen.append(corpus_dir))
+    run.evaluator_for(f"file://{lareqa}", None, None, None, HbtConfig())
+    assert seen == [lareqa]
+    with pytest.raises(DataError, match=r"^nope://x/corpus.jsonl: cannot open: Unrecognized filesystem"):
+        beir.is_beir_dir("nope://x")
+    monkeypatch.setattr(beir, "is_beir_dir", lambda location: False)  # no bucket to ask here
+    with pytest.raises(DataError, match=r"^s3://b/x: not a BEIR dir .*a corpus at a URI is read as a BEIR dir only$"):
+        run.evaluator_for("s3://b/x", None, None, None, HbtConfig())
+
+
 @pytest.mark.parametrize("case", ["parquet row", "jsonl line", "duplicate across shards"])
 def test_a_bad_document_deep_in_a_shard_is_one_line_naming_the_shard(tmp_path, case):
     import pyarrow as pa
