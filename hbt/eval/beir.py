@@ -20,12 +20,13 @@ document (score > 0) are left out, as BEIR's evaluation does.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import csv
 import hashlib
 import io
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -166,12 +167,15 @@ class DocumentScan:
 
 
 def scan_documents(location: str, shard_docs: int) -> DocumentScan:
-    """Every document of the BEIR dir at `location` (absolute) checked (the first bad line or row is one
-    `DataError` naming it) and digested, no text kept: ~25 bytes a document in the driver."""
+    """Every document of the BEIR dir at `location` (absolute) checked (the first bad line or
+    row, or repeated id, is one `DataError` naming it) and digested, no text kept: ~35 bytes a
+    document in the driver (its id in a pyarrow array, the id's 8-byte hash)."""
     ids, parts, shards = [], [], []
+    hashes = array.array("q")  # (n,) Python's hash of each id: the repeat check, 8 bytes a document
     digest = hashlib.sha256()
     for _, doc_id, text in _documents(location):
         ids.append(doc_id)
+        hashes.append(hash(doc_id))
         digest.update(f"{doc_id}\t{text}\n".encode())
         if len(ids) == shard_docs:
             parts.append(pa.array(ids, pa.string()))
@@ -183,24 +187,29 @@ def scan_documents(location: str, shard_docs: int) -> DocumentScan:
     if not parts:
         raise DataError(f"{location}: no records in its documents")
     all_ids = pa.concat_arrays(parts)
-    if pc.count_distinct(all_ids).as_py() < len(all_ids):
-        row, doc_id = _first_repeat(all_ids)
+    repeat = _first_repeat(all_ids, np.frombuffer(hashes, dtype=np.int64))
+    if repeat is not None:
+        row, doc_id = repeat
         where = next(w for i, (w, _, _) in enumerate(_documents(location)) if i == row)
         raise DataError(f"{where}: duplicate _id {doc_id!r}")
     return DocumentScan(all_ids, shards)
 
 
-def _first_repeat(ids: pa.Array) -> tuple[int, str]:
-    """The row and value of the first id seen before (only the repeated values are walked)."""
-    counts = pc.value_counts(ids)
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+def _first_repeat(ids: pa.Array, hashes: np.ndarray) -> Optional[tuple[int, str]]:
+    """The row and value of the first id seen before, or None. A sort of the ids' hashes finds
+    the candidates (8 bytes a document, where a hash table of the strings takes ~90); only the
+    rows whose hash repeats are compared as strings, so a collision is no repeat."""
+    ordered = np.sort(hashes)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return None
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     seen = set()
-    for row in np.flatnonzero(pc.is_in(ids, value_set=repeated).to_numpy(zero_copy_only=False)):
+    for row in np.flatnonzero(np.isin(hashes, repeated)):  # ascending rows: the first repeat first
         value = ids[int(row)].as_py()
         if value in seen:
             return int(row), value
         seen.add(value)
-    raise AssertionError("no repeated id")
+    return None
 
 
 def _qrels(location: str, queries: dict, doc_ids: pa.Array) -> dict[str, dict[str, int]]:
@@ -224,9 +233,13 @@ def _qrels(location: str, queries: dict, doc_ids: pa.Array) -> dict[str, dict[st
             rows.append((number, did))
             if score > 0:
                 qrels.setdefault(qid, {})[did] = score
-    known = pc.is_in(pa.array([did for _, did in rows], pa.string()), value_set=doc_ids).to_numpy(zero_copy_only=False)
-    if not known.all():
-        number, did = rows[int(np.argmin(known))]
+    # The few qrels' ids are the hash set, the documents' ids scanned past it (the other way
+    # round, a hash set of millions of ids is ~90 bytes a document).
+    named = pa.array(sorted({did for _, did in rows}), pa.string())
+    found = set(doc_ids.filter(pc.is_in(doc_ids, value_set=named)).to_pylist())
+    missing = next(((number, did) for number, did in rows if did not in found), None)
+    if missing is not None:
+        number, did = missing
         raise DataError(f"{location}: line {number}: corpus-id {did!r} is not among the documents")
     if not qrels:
         raise DataError(f"{location}: no query has a relevant document (score > 0)")

@@ -7,7 +7,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hbt.cli import main
 from hbt.config import HbtConfig
@@ -277,6 +280,16 @@ def test_a_remote_uri_that_is_no_beir_dir_is_one_line_and_a_file_uri_is_a_local_
     monkeypatch.setattr(beir, "is_beir_dir", lambda location: False)  # no bucket to ask here
     with pytest.raises(DataError, match=r"^s3://b/x: not a BEIR dir .*a corpus at a URI is read as a BEIR dir only$"):
         run.evaluator_for("s3://b/x", None, None, None, HbtConfig())
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]), min_size=1, max_size=12),
+       collide=st.booleans())
+def test_first_repeat_is_the_first_id_seen_before_whatever_the_hashes(ids, collide):
+    """Against a walk in row order; with every hash equal (all collide), strings still decide."""
+    expected = next(((row, value) for row, value in enumerate(ids) if value in ids[:row]), None)
+    hashes = np.zeros(len(ids), np.int64) if collide else np.array([hash(v) for v in ids], np.int64)
+    assert beir._first_repeat(pa.array(ids), hashes) == expected
 
 
 @pytest.mark.parametrize("case", ["parquet row", "jsonl line", "duplicate across shards"])
