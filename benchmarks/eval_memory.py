@@ -51,6 +51,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between memory samples (reading "
                         "every process's PSS costs CPU: sample too often and the run slows)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every scale's `hbt eval`, e.g. eval.lareqa_exact_max=1 "
+                        "(LAReQA scored from the shards' top-k)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     args.scales = [positive_int(s) for s in args.scales.split(",")]
@@ -120,7 +123,8 @@ class TreeMemory:
 def eval_command(model: Path, corpus: Path, languages: list[str], out: Path, args) -> list[str]:
     return [sys.executable, "-m", "hbt.cli", "eval", "--model", str(model), "--corpus", str(corpus),
             "--languages", ",".join(languages), "--out", str(out),
-            "--set", f"eval.index_factory={args.index_factory}", "--set", f"eval.batch_size={args.batch_size}"]
+            "--set", f"eval.index_factory={args.index_factory}", "--set", f"eval.batch_size={args.batch_size}",
+            *[a for override in args.overrides for a in ("--set", override)]]
 
 
 def measure(corpus: Path, languages: list[str], scale: int, work: Path, args) -> dict:

@@ -226,6 +226,13 @@ def test_eval_memory_benchmark_measures_the_same_texts_at_each_scale(tmp_path, d
         assert 0.0 <= row["multi_map"] <= 1.0
 
 
+def test_eval_memory_passes_its_overrides_to_every_hbt_eval():
+    benchmark = load_benchmark("eval_memory")
+    args = benchmark.parse_args(["--model", "m", "--set", "eval.lareqa_exact_max=1", "--set", "eval.top_k=50"])
+    command = benchmark.eval_command(args.model, Path("c"), ["en"], Path("o"), args)
+    assert " ".join(command).endswith("--set eval.lareqa_exact_max=1 --set eval.top_k=50")
+
+
 @pytest.mark.timeout(120)
 def test_tree_memory_sums_every_descendant_and_tells_roles_apart():
     """A child process titled like a shard actor, holding 200 MB it has written to, is counted
