@@ -88,9 +88,13 @@ def _checked_configs(experiment: Experiment, prepared: dict[str, Path]) -> dict[
 
 def _check_corpora(experiment: Experiment) -> None:
     """A corpus dir that is not there is said before any run trains, not after."""
+    from hbt.eval.beir import is_beir_dir
+
     for corpus in experiment.corpora:
         path = experiment.corpus_dir(corpus)
-        if path is not None and not path.is_dir():
+        if isinstance(path, str) and not is_beir_dir(path):  # a URI: read as a BEIR dir only
+            raise HbtError(f"{experiment.path}: corpus {corpus.name}: {path} is not a BEIR dir")
+        if isinstance(path, Path) and not path.is_dir():
             raise HbtError(f"{experiment.path}: corpus {corpus.name}: {path} is not a directory")
 
 

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hbt.config import REPO_ROOT, TRAINING_TIME_DATA_KEYS, HbtConfig, load_config, read_yaml_mapping
 from hbt.errors import ConfigError, validation_line
+from hbt.io import absolute_location, is_local
 from hbt.languages import check_languages
 
 
@@ -74,7 +75,7 @@ class ArmSpec(_Strict):
 class CorpusSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     split: Optional[Literal["dev", "test"]] = None
-    path: Optional[Path] = None
+    path: Optional[str] = None  # a local dir, or a BEIR dir's URI (s3://bucket/corpus: `hbt eval --corpus`)
     languages: Optional[list[str]] = None
 
     @model_validator(mode="after")
@@ -87,7 +88,7 @@ class CorpusSpec(_Strict):
 
 
 # In domain, the prepared test split; out of domain, Tatoeba's bitext (DATA_DIR/tatoeba-laser).
-DEFAULT_CORPORA = (CorpusSpec(name="test", split="test"), CorpusSpec(name="tatoeba", path=Path("tatoeba-laser")))
+DEFAULT_CORPORA = (CorpusSpec(name="test", split="test"), CorpusSpec(name="tatoeba", path="tatoeba-laser"))
 
 
 class SizeSpec(_Strict):
@@ -196,12 +197,16 @@ class Experiment:
     def reference(self) -> str:
         return self.spec.reference
 
-    def corpus_dir(self, corpus: CorpusSpec) -> Optional[Path]:
-        """A corpus's dir (None: a split of the prepared data): its `path` as given when absolute
-        or found from the working dir, else under the experiment's `data.data_dir`."""
-        if corpus.path is None or corpus.path.is_absolute() or corpus.path.exists():
+    def corpus_dir(self, corpus: CorpusSpec) -> Optional[Path | str]:
+        """A corpus's dir (None: a split of the prepared data): a remote URI as it is; a local
+        `path` as given when absolute or found from the working dir, else under the
+        experiment's `data.data_dir`."""
+        if corpus.path is None or not is_local(corpus.path):
             return corpus.path
-        return Path(self.base["data"]["data_dir"]) / corpus.path
+        path = Path(absolute_location(corpus.path)) if corpus.path.startswith("file://") else Path(corpus.path)
+        if path.is_absolute() or path.exists():
+            return path
+        return Path(self.base["data"]["data_dir"]) / path
 
     def trained(self) -> list[RunPlan]:
         """The trained runs, seed by seed (every arm's seed 0 first): an experiment stopped

@@ -150,6 +150,12 @@ def test_a_relative_corpus_path_is_under_the_data_dir_and_a_missing_one_stops_be
     experiment = load_experiment(spec, "cpu", overrides=[f"data.data_dir={tmp_path}"])
     assert [experiment.corpus_dir(c) for c in experiment.corpora] == [None, tmp_path / "no-such-corpus"]
     assert [c.name for c in load_experiment(EXPERIMENTS / "language_count.yaml").corpora] == ["test", "tatoeba"]
+    remote = {**raw, "corpora": [{"name": "miracl", "path": "s3://bucket/miracl-en"},
+                                 {"name": "local", "path": f"file://{tmp_path}/beir"}]}
+    spec.write_text(yaml.safe_dump(remote))
+    uris = load_experiment(spec, "cpu", overrides=[f"data.data_dir={tmp_path}"])
+    assert [uris.corpus_dir(c) for c in uris.corpora] == ["s3://bucket/miracl-en", tmp_path / "beir"]
+    spec.write_text(yaml.safe_dump(raw))
 
     out = tmp_path / "exp"
     argv = ["experiment", str(spec), "--data-dir", str(data_dir), "--out", str(out),
@@ -158,3 +164,19 @@ def test_a_relative_corpus_path_is_under_the_data_dir_and_a_missing_one_stops_be
     err = capsys.readouterr().err
     assert err.splitlines()[-1].endswith(f"corpus gone: {data_dir / 'no-such-corpus'} is not a directory")
     assert not (out / "experiment.yaml").exists()  # refused before any run trains
+
+
+def test_a_corpus_uri_that_is_no_beir_dir_stops_before_training(tmp_path, monkeypatch):
+    from hbt.errors import HbtError
+    from hbt.eval import beir
+    from hbt.experiment.run import _check_corpora
+
+    raw = {"description": "d", "reference": "a", "arms": {"a": {}, "b": {}},
+           "corpora": [{"name": "remote", "path": "s3://bucket/lareqa"}]}
+    spec = tmp_path / "x.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    asked = []
+    monkeypatch.setattr(beir, "is_beir_dir", lambda location: asked.append(location) or False)  # no bucket here
+    with pytest.raises(HbtError, match=r"corpus remote: s3://bucket/lareqa is not a BEIR dir$"):
+        _check_corpora(load_experiment(spec, "cpu"))
+    assert asked == ["s3://bucket/lareqa"]
