@@ -45,19 +45,27 @@ class Packed:
 
 def chunk_bounds(lengths: np.ndarray, chunk_cost: int = CHUNK_COST_TOKENS) -> list[int]:
     """Cut points [0, ..., M] of ascending `lengths` (M,) into chunks that minimise computed
-    tokens + `chunk_cost` per chunk."""
-    m = len(lengths)
-    best = np.zeros(m + 1)                   # best[j]: cost of rows [0, j)
-    start = np.zeros(m + 1, dtype=np.int64)  # start[j]: where the last chunk of rows [0, j) begins
-    for j in range(1, m + 1):
-        # Last chunk [i, j): (j - i) rows padded to lengths[j - 1], the longest of them.
-        cost = best[:j] + (j - np.arange(j)) * lengths[j - 1] + chunk_cost  # (j,) over i
-        start[j] = np.argmin(cost)
-        best[j] = cost[start[j]]
-    bounds = [m]
-    while bounds[-1] > 0:
-        bounds.append(int(start[bounds[-1]]))
-    return bounds[::-1]
+    tokens + `chunk_cost` per chunk.
+
+    Only where the length changes is a cut worth making: a cut between two rows of length L
+    can move right by one row (the chunk before still pads to L, the one after no longer pays
+    its own longest >= L for that row) until it reaches a longer row or the chunk after empties.
+    So the programme runs over the U distinct lengths (U <= max_length), not the M rows:
+    O(U^2), whatever the batch (a step of 16,000 sequences: U ~300, not M^2 = 2.6e8)."""
+    values, counts = np.unique(np.asarray(lengths, dtype=np.int64), return_counts=True)  # (U,), (U,)
+    ends = np.concatenate([[0], np.cumsum(counts)])  # (U + 1,): ends[g] = rows before group g
+    u = len(values)
+    best = np.zeros(u + 1)                   # best[g]: cost of groups [0, g)
+    start = np.zeros(u + 1, dtype=np.int64)  # start[g]: the group where the last chunk of [0, g) begins
+    for g in range(1, u + 1):
+        # Last chunk: groups [h, g), ends[g] - ends[h] rows padded to values[g - 1], the longest.
+        cost = best[:g] + (ends[g] - ends[:g]) * values[g - 1] + chunk_cost  # (g,) over h
+        start[g] = np.argmin(cost)
+        best[g] = cost[start[g]]
+    cuts = [u]
+    while cuts[-1] > 0:
+        cuts.append(int(start[cuts[-1]]))
+    return [int(ends[g]) for g in cuts[::-1]]
 
 
 def padded(token_ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

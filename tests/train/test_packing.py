@@ -1,11 +1,14 @@
 """Length-sorted chunks (hbt.train.packing): the cut, the way back to step order, and a step's
 loss and gradients equal to the one padded matrix's, under DDP and DeepSpeed."""
 
+import math
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from train_runs import make_config
 
 from hbt.train.packing import chunk_bounds, one_matrix, pack
@@ -19,6 +22,28 @@ def test_chunk_bounds_trade_padding_for_passes():
     assert chunk_bounds(lengths, chunk_cost=0) == [0, 2, 4, 5, 6]  # every length its own chunk
     assert chunk_bounds(lengths, chunk_cost=1000) == [0, 6]  # a pass costs more than any padding
     assert chunk_bounds(np.array([], dtype=np.int64)) == [0]
+
+
+def _computed(lengths, bounds, chunk_cost):
+    return sum((b - a) * lengths[b - 1] + chunk_cost for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def _row_programme(lengths, chunk_cost):
+    """The reference: the same programme over every row as a cut point, O(M^2)."""
+    best = [0.0] + [math.inf] * len(lengths)
+    for j in range(1, len(lengths) + 1):
+        best[j] = min(best[i] + (j - i) * lengths[j - 1] + chunk_cost for i in range(j))
+    return best[-1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), max_size=40), chunk_cost=st.integers(0, 100))
+def test_chunk_bounds_cost_as_little_as_cutting_anywhere(lengths, chunk_cost):
+    """Cuts only where the length changes lose nothing against cuts between any two rows."""
+    lengths = np.sort(np.array(lengths, dtype=np.int64))
+    bounds = chunk_bounds(lengths, chunk_cost)
+    assert bounds[0] == 0 and bounds[-1] == len(lengths) and bounds == sorted(set(bounds))
+    assert _computed(lengths, bounds, chunk_cost) == _row_programme(lengths, chunk_cost)
 
 
 def test_pack_chunks_are_sorted_rows_and_restore_step_order():
