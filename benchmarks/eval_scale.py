@@ -53,7 +53,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--queries", type=positive_int, default=200)
     parser.add_argument("--e5-docs", type=int, default=100_000, help="passages e5-small encodes (0: skip)")
     parser.add_argument("--approx-factory", default="IVF1024,Flat", help="the approximate index at the largest size")
-    parser.add_argument("--nprobes", default="64", help="the IVF index's eval.nprobe values, each one run")
+    parser.add_argument("--nprobes", default="64,256", help="the IVF index's eval.nprobe values, each one run")
     parser.add_argument("--baseline", type=Path, help="a checkout of the code to compare (run at the smallest size)")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "bench" / "eval_scale")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between memory samples")
