@@ -598,7 +598,7 @@ def test_steps_hand_each_other_their_outputs_on_the_volume(overlay):
     evaluate, _, _ = jobs["eval"]
     assert (train.verb, tune.verb, evaluate.verb) == ("train", "tune", "eval")
     assert train_config.data.prepared_dir == prepared == tune_config.data.prepared_dir
-    assert evaluate.corpus == prepared and evaluate.model == train.out / "model"
+    assert Path(evaluate.corpus) == prepared and evaluate.model == train.out / "model"
     for path in (prepare_config.data.data_dir, prepared, train.out, tune.out, evaluate.out, evaluate.model,
                  train_config.cluster.storage_path, tune_config.cluster.storage_path):
         assert under(path, STORAGE), f"{path} is not on the shared volume {STORAGE}"
