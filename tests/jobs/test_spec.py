@@ -57,7 +57,7 @@ def test_steps_hand_each_other_their_outputs(monkeypatch):
     parsed = [build_parser().parse_args(argv[1:]) for argv in argvs]
     prepare, train, base, trained, report = parsed
     assert load_config(train.config, train.overrides).data.prepared_dir == Path(str(prepare.out))
-    assert trained.model == train.out / "model" and base.corpus == trained.corpus == prepare.out
+    assert trained.model == train.out / "model" and Path(base.corpus) == Path(trained.corpus) == prepare.out
     assert report.runs == [base.out, trained.out]
 
 
