@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from hbt.data.pairs import Shard
+from hbt.data.pairs import Shard, filesystem, pair_files
 from hbt.errors import DataError, first_line
 from hbt.io import absolute_location
 from hbt.jsonl import jsonl_values, utf8_lines
@@ -50,8 +50,6 @@ def _join(location: str, *names: str) -> str:
 
 
 def _file_type(location: str) -> pafs.FileType:
-    from hbt.data.pairs import filesystem
-
     fs, path = filesystem(location)
     try:
         return fs.get_file_info(path).type
@@ -86,8 +84,6 @@ def _record(record, where: str) -> tuple[str, str]:
 
 def _file(location: str) -> Shard:
     """The file at `location` (absolute), which must exist."""
-    from hbt.data.pairs import filesystem
-
     if _file_type(location) != pafs.FileType.File:
         raise DataError(f"{location}: not found (a BEIR dir holds {CORPUS} or {CORPUS_SHARDS}/, {QUERIES} and "
                         f"{QRELS_DIR}/SPLIT.tsv)")
@@ -136,8 +132,6 @@ def _documents(location: str) -> Iterator[tuple[str, str, str]]:
             or _file_type(shards_dir) != pafs.FileType.Directory):
         yield from _shard_records(_file(_join(location, CORPUS)))
         return
-    from hbt.data.pairs import pair_files
-
     shards, is_datasets_dir = pair_files(shards_dir)
     if is_datasets_dir:
         raise DataError(f"{shards_dir}: a datasets dir; BEIR documents are .jsonl or .parquet shards")
@@ -200,9 +194,10 @@ def _first_repeat(ids: pa.Array, hashes: np.ndarray) -> Optional[tuple[int, str]
     the candidates (8 bytes a document, where a hash table of the strings takes ~90); only the
     rows whose hash repeats are compared as strings, so a collision is no repeat."""
     ordered = np.sort(hashes)
-    if not (ordered[1:] == ordered[:-1]).any():
+    same = ordered[1:] == ordered[:-1]  # (n - 1,)
+    if not same.any():
         return None
-    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    repeated = np.unique(ordered[1:][same])
     seen = set()
     for row in np.flatnonzero(np.isin(hashes, repeated)):  # ascending rows: the first repeat first
         value = ids[int(row)].as_py()

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hbt.config import REPO_ROOT, TRAINING_TIME_DATA_KEYS, HbtConfig, load_config, read_yaml_mapping
 from hbt.errors import ConfigError, validation_line
-from hbt.io import absolute_location, is_local
+from hbt.io import is_local
 from hbt.languages import check_languages
 
 
@@ -203,7 +203,7 @@ class Experiment:
         experiment's `data.data_dir`."""
         if corpus.path is None or not is_local(corpus.path):
             return corpus.path
-        path = Path(absolute_location(corpus.path)) if corpus.path.startswith("file://") else Path(corpus.path)
+        path = Path(corpus.path.removeprefix("file://"))
         if path.is_absolute() or path.exists():
             return path
         return Path(self.base["data"]["data_dir"]) / path
