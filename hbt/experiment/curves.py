@@ -105,6 +105,13 @@ def _segments_text(segments: list[dict]) -> str:
                      for s in segments)
 
 
+def _last_point(means: list[float], digits: int) -> str:
+    """An arm's mean at its last dev step, and its change since the step before: whether the
+    curve has flattened is that change, not the value."""
+    last = f"{means[-1]:.{digits}f}"
+    return last if len(means) < 2 else f"{last} ({means[-1] - means[-2]:+.{digits}f})"
+
+
 def format_curves(curves: dict, reference: str) -> list[str]:
     """The curves section of report.md: the figure, each arm's last point, where the order changes."""
     if not curves["arms"]:
@@ -113,9 +120,10 @@ def format_curves(curves: dict, reference: str) -> list[str]:
              "| arm | runs | steps evaluated | " + " | ".join(f"last {METRICS[m][0]}" for m in CURVE_METRICS) + " |",
              "|---" * (3 + len(CURVE_METRICS)) + "|"]
     for arm, curve in curves["arms"].items():
-        last = [f"{curve['metrics'][m]['mean'][-1]:.{2 if m == 'rank_distance' else 4}f}" for m in CURVE_METRICS]
+        last = [_last_point(curve["metrics"][m]["mean"], 2 if m == "rank_distance" else 4) for m in CURVE_METRICS]
         steps = ", ".join(map(str, curve["steps"]))
         lines.append(f"| {arm} | {len(curve['runs'])} | {steps} | " + " | ".join(last) + " |")
+    lines += ["", "last: the mean over seeds at the last step evaluated (its change since the step before)."]
     if curves["order"]:
         lines += ["", f"{reference} against each arm along the curve (means over seeds; ahead = better):", ""]
         for metric, arms in curves["order"].items():

@@ -183,3 +183,17 @@ def test_differences_in_direction_between_corpora_are_called_out():
          "significant": {"test": True, "mlqa": False}},
         {"arm": "xy", "metric": "headline", "directions": {"test": "better", "mlqa": "better", "tatoeba": "worse"},
          "significant": {"test": True, "mlqa": True, "tatoeba": True}}]
+
+
+def test_the_curves_table_gives_each_arms_last_point_and_its_change_since_the_step_before():
+    from hbt.experiment.curves import format_curves
+
+    def curve(means, rank_distance):
+        metrics = {m: {"mean": means} for m in ("mono_map", "cross_map", "multi_map")}
+        return {"runs": ["r-s0", "r-s1"], "steps": [25, 50, 75][:len(means)],
+                "metrics": {**metrics, "rank_distance": {"mean": rank_distance}}}
+
+    lines = format_curves({"arms": {"ref": curve([0.5, 0.61, 0.6125], [90.0, 81.5, 80.25]),
+                                    "one": curve([0.7], [50.0])}, "order": {}}, "ref")
+    assert "| ref | 2 | 25, 50, 75 | 0.6125 (+0.0025) | 0.6125 (+0.0025) | 0.6125 (+0.0025) | 80.25 (-1.25) |" in lines
+    assert "| one | 2 | 25 | 0.7000 | 0.7000 | 0.7000 | 50.00 |" in lines  # one point: no change to give
