@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hbt.eval.report import METRICS
+from hbt.eval.report import METRICS, format_metric
 from hbt.experiment.spec import Experiment
 from hbt.train.progress import read_metrics
 
@@ -105,11 +105,11 @@ def _segments_text(segments: list[dict]) -> str:
                      for s in segments)
 
 
-def _last_point(means: list[float], digits: int) -> str:
+def _last_point(metric: str, means: list[float]) -> str:
     """An arm's mean at its last dev step, and its change since the step before: whether the
     curve has flattened is that change, not the value."""
-    last = f"{means[-1]:.{digits}f}"
-    return last if len(means) < 2 else f"{last} ({means[-1] - means[-2]:+.{digits}f})"
+    last = format_metric(metric, means[-1])
+    return last if len(means) < 2 else f"{last} ({format_metric(metric, means[-1] - means[-2], signed=True)})"
 
 
 def format_curves(curves: dict, reference: str) -> list[str]:
@@ -120,7 +120,7 @@ def format_curves(curves: dict, reference: str) -> list[str]:
              "| arm | runs | steps evaluated | " + " | ".join(f"last {METRICS[m][0]}" for m in CURVE_METRICS) + " |",
              "|---" * (3 + len(CURVE_METRICS)) + "|"]
     for arm, curve in curves["arms"].items():
-        last = [_last_point(curve["metrics"][m]["mean"], 2 if m == "rank_distance" else 4) for m in CURVE_METRICS]
+        last = [_last_point(m, curve["metrics"][m]["mean"]) for m in CURVE_METRICS]
         steps = ", ".join(map(str, curve["steps"]))
         lines.append(f"| {arm} | {len(curve['runs'])} | {steps} | " + " | ".join(last) + " |")
     lines += ["", "last: the mean over seeds at the last step evaluated (its change since the step before)."]
